@@ -1,1 +1,35 @@
-//! x
+//! tailgate's load generator. It is open-loop: the schedule alone decides when each event
+//! is due, latency counts from that intended time, and how late a send actually went out
+//! (schedule lag) is recorded separately, so a stalled system cannot hide its stall
+//! (coordinated omission).
+//!
+//! It plays both ends of the pipeline: [`driver`] writes story actions into the source on
+//! schedule, [`audience`] subscribes to the gateway and times every update it receives.
+
+pub mod audience;
+pub mod driver;
+pub mod keys;
+pub mod payload;
+pub mod schedule;
+
+pub use audience::{Audience, Tally};
+pub use driver::{Clock, DriveReport, Driver, SystemClock, Send};
+pub use keys::KeyDist;
+pub use payload::Payloads;
+pub use schedule::{Arrival, Schedule};
+
+/// Errors of the load generator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot subscribe to the gateway at {url}: {source}")]
+    Subscribe { url: String, source: reqwest::Error },
+    #[error("the gateway at {url} answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("the gateway stream at {url} broke: {source}")]
+    Stream { url: String, source: reqwest::Error },
+    #[error("the source refused event {id}: {reason}")]
+    Source { id: u64, reason: String },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,211 @@
+//! The audience: subscribes to the gateway's Server-Sent Events stream, timestamps each
+//! update as its bytes arrive, and tallies every event exactly once (duplicates are counted,
+//! never double-timed).
+
+use crate::{Error, Result};
+use futures::StreamExt;
+use probes::{Delivery, HopSet};
+use serde::de::IgnoredAny;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// What the audience has seen.
+#[derive(Debug)]
+pub struct Tally {
+    /// End-to-end and per-hop recorders (events after warm-up only).
+    pub hops: HopSet,
+    run: u64,
+    measure_from_ns: u64,
+    seen: Vec<u64>,
+    /// Distinct events of this run received.
+    pub delivered: u64,
+    /// Of those, intended during warm-up.
+    pub warmup_delivered: u64,
+    /// Repeat deliveries of an event already received.
+    pub duplicates: u64,
+    /// Updates from another run (left over on shared topics).
+    pub foreign: u64,
+    /// Updates that could not be read; the first reason is kept.
+    pub unreadable: u64,
+    pub first_unreadable: Option<String>,
+    delivered_live: Arc<AtomicU64>,
+}
+
+impl Tally {
+    /// A tally for `run`, measuring events intended at or after `measure_from_ns`.
+    pub fn new(run: u64, measure_from_ns: u64, hops: HopSet) -> Self {
+        Self {
+            hops,
+            run,
+            measure_from_ns,
+            seen: Vec::new(),
+            delivered: 0,
+            warmup_delivered: 0,
+            duplicates: 0,
+            foreign: 0,
+            unreadable: 0,
+            first_unreadable: None,
+            delivered_live: Arc::default(),
+        }
+    }
+
+    /// A live count of distinct deliveries, readable while the audience runs.
+    pub fn delivered_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.delivered_live)
+    }
+
+    /// Whether event `id` has been delivered.
+    pub fn has(&self, id: u64) -> bool {
+        self.seen.get((id / 64) as usize).is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    /// Takes one SSE `data` payload received at `received_ns`.
+    pub fn observe(&mut self, data: &str, received_ns: u64) {
+        let d: Delivery<'_, IgnoredAny> = match serde_json::from_str(data) {
+            Ok(d) => d,
+            Err(e) => return self.unreadable(format!("not a delivery: {e}")),
+        };
+        if d.run != self.run {
+            self.foreign += 1;
+            return;
+        }
+        let (word, bit) = ((d.id / 64) as usize, 1u64 << (d.id % 64));
+        if word >= self.seen.len() {
+            self.seen.resize(word + 1024, 0);
+        }
+        if self.seen[word] & bit != 0 {
+            self.duplicates += 1;
+            return;
+        }
+        self.seen[word] |= bit;
+        self.delivered += 1;
+        self.delivered_live.fetch_add(1, Ordering::Relaxed);
+        if d.intended_ns < self.measure_from_ns {
+            self.warmup_delivered += 1;
+        } else if let Err(e) = self.hops.record(d.intended_ns, d.stamps.as_bytes(), received_ns) {
+            self.unreadable(format!("event {}: {e}", d.id));
+        }
+    }
+
+    fn unreadable(&mut self, why: String) {
+        self.unreadable += 1;
+        self.first_unreadable.get_or_insert(why);
+    }
+}
+
+/// A subscription to the gateway's firehose.
+#[derive(Debug)]
+pub struct Audience {
+    pub url: String,
+    pub tally: Tally,
+}
+
+impl Audience {
+    /// Connects (answering once the gateway accepted the subscription), then listens on a
+    /// task until `cancel`, returning the tally.
+    pub async fn start(
+        self,
+        cancel: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<Result<Tally>>> {
+        let Self { url, mut tally } = self;
+        let response = reqwest::Client::new()
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|source| Error::Subscribe { url: url.clone(), source })?;
+        if !response.status().is_success() {
+            return Err(Error::Status { url, status: response.status().as_u16() });
+        }
+        Ok(tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            let mut buf = Vec::<u8>::with_capacity(64 * 1024);
+            loop {
+                let chunk = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    chunk = stream.next() => chunk,
+                };
+                let received_ns = probes::now_ns();
+                match chunk {
+                    None => break,
+                    Some(Err(source)) => return Err(Error::Stream { url, source }),
+                    Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+                }
+                let consumed = for_each_event(&buf, |data| tally.observe(data, received_ns));
+                buf.drain(..consumed);
+            }
+            Ok(tally)
+        }))
+    }
+}
+
+/// Calls `f` with the `data` of every complete event in `buf` and returns how many bytes
+/// were consumed. Events are separated by a blank line; multi-line data is joined by `\n`.
+pub fn for_each_event(buf: &[u8], mut f: impl FnMut(&str)) -> usize {
+    let mut consumed = 0;
+    let mut data = String::new();
+    while let Some(end) = find_blank_line(&buf[consumed..]) {
+        let block = &buf[consumed..consumed + end];
+        consumed += end + 2;
+        data.clear();
+        for line in block.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(v) = line.strip_prefix(b"data:") {
+                let v = v.strip_prefix(b" ").unwrap_or(v);
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(&String::from_utf8_lossy(v));
+            }
+        }
+        if !data.is_empty() {
+            f(&data);
+        }
+    }
+    consumed
+}
+
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tally() -> Tally {
+        let hops = HopSet::new("source", &["a"], "client", 0, Duration::from_secs(1));
+        Tally::new(7, 100, hops)
+    }
+
+    fn delivery(run: u64, id: u64, intended: u64) -> String {
+        format!(
+            r#"{{"run":{run},"id":{id},"session":1,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","intended_ns":{intended},"stamps":"a:200:300","update":{{"text":"x"}}}}"#
+        )
+    }
+
+    #[test]
+    fn sse_frames_split_on_blank_lines_and_keep_partial_tails() {
+        let buf = b"event: update\ndata: one\n\n: keepalive\n\ndata: two\ndata: lines\n\ndata: part";
+        let mut got = Vec::new();
+        let n = for_each_event(buf, |d| got.push(d.to_owned()));
+        assert_eq!(got, ["one", "two\nlines"]);
+        assert_eq!(&buf[n..], b"data: part");
+    }
+
+    #[test]
+    fn counts_each_event_once_and_keeps_warmup_out_of_the_statistics() {
+        let mut t = tally();
+        t.observe(&delivery(7, 0, 50), 1_000); // warm-up
+        t.observe(&delivery(7, 1, 150), 1_000);
+        t.observe(&delivery(7, 1, 150), 2_000); // duplicate
+        t.observe(&delivery(8, 2, 150), 1_000); // another run's
+        t.observe("{not json", 1_000);
+        assert_eq!((t.delivered, t.warmup_delivered, t.duplicates, t.foreign, t.unreadable), (2, 1, 1, 1, 1));
+        assert!(t.has(0) && t.has(1) && !t.has(2));
+        assert_eq!(t.hops.end_to_end.summary().count, 1);
+        assert_eq!(t.delivered_counter().load(Ordering::Relaxed), 2);
+    }
+}
