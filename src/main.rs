@@ -1,1 +1,5 @@
-fn main() {}
+//! The `tailgate` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    tailgate::cli::main()
+}

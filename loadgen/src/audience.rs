@@ -3,7 +3,7 @@
 //! never double-timed).
 
 use crate::{Error, Result};
-use futures::StreamExt;
+use http_body_util::BodyExt;
 use probes::{Delivery, HopSet};
 use serde::de::IgnoredAny;
 use std::sync::Arc;
@@ -103,34 +103,43 @@ pub struct Audience {
 
 impl Audience {
     /// Connects (answering once the gateway accepted the subscription), then listens on a
-    /// task until `cancel`, returning the tally.
-    pub async fn start(
-        self,
-        cancel: CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<Result<Tally>>> {
+    /// task until `cancel`, returning the tally. `url` is `http://host:port/path`.
+    pub async fn start(self, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<Result<Tally>>> {
         let Self { url, mut tally } = self;
-        let response = reqwest::Client::new()
-            .get(&url)
-            .header("accept", "text/event-stream")
-            .send()
+        let fail = |reason: String| Error::Subscribe { url: url.clone(), reason };
+        let rest = url.strip_prefix("http://").ok_or_else(|| fail("only http:// URLs are supported".into()))?;
+        let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+        let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| fail(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|source| Error::Subscribe { url: url.clone(), source })?;
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(conn);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::ACCEPT, "text/event-stream")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| fail(e.to_string()))?;
         if !response.status().is_success() {
             return Err(Error::Status { url, status: response.status().as_u16() });
         }
         Ok(tokio::spawn(async move {
-            let mut stream = response.bytes_stream();
+            let mut body = response.into_body();
             let mut buf = Vec::<u8>::with_capacity(64 * 1024);
             loop {
-                let chunk = tokio::select! {
+                let frame = tokio::select! {
                     () = cancel.cancelled() => break,
-                    chunk = stream.next() => chunk,
+                    frame = body.frame() => frame,
                 };
                 let received_ns = probes::now_ns();
-                match chunk {
+                match frame {
                     None => break,
-                    Some(Err(source)) => return Err(Error::Stream { url, source }),
-                    Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+                    Some(Err(e)) => return Err(Error::Stream { url, reason: e.to_string() }),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(bytes) => buf.extend_from_slice(&bytes),
+                        Err(_) => continue, // trailers
+                    },
                 }
                 let consumed = for_each_event(&buf, |data| tally.observe(data, received_ns));
                 buf.drain(..consumed);

@@ -83,7 +83,13 @@ impl Driver {
     /// Runs the schedule to its end (or until `stop`), calling `source` for each event at
     /// its intended time. `sent` is bumped after each accepted event, for live progress.
     /// The first error from the source ends the run and is returned.
-    pub fn run<C, F, E>(mut self, clock: &C, stop: &AtomicBool, sent: &AtomicU64, mut source: F) -> Result<DriveReport, E>
+    pub fn run<C, F, E>(
+        mut self,
+        clock: &C,
+        stop: &AtomicBool,
+        sent: &AtomicU64,
+        mut source: F,
+    ) -> Result<DriveReport, E>
     where
         C: Clock,
         F: FnMut(&Send<'_>) -> Result<(), E>,
@@ -201,11 +207,12 @@ mod tests {
         let clock = VirtualClock(Cell::new(0));
         let schedule = Schedule::new(Arrival::Constant, 100.0, Duration::from_secs(1), 0);
         let driver = Driver::new(schedule, KeyDist::Uniform, 4, 8, 1);
-        let err = driver
-            .run(&clock, &AtomicBool::new(false), &AtomicU64::new(0), |e: &Send<'_>| {
-                if e.id == 3 { Err("disk full") } else { Ok(()) }
-            })
-            .unwrap_err();
+        let err =
+            driver
+                .run(&clock, &AtomicBool::new(false), &AtomicU64::new(0), |e: &Send<'_>| {
+                    if e.id == 3 { Err("disk full") } else { Ok(()) }
+                })
+                .unwrap_err();
         assert_eq!(err, "disk full");
     }
 }

@@ -13,7 +13,7 @@ pub mod payload;
 pub mod schedule;
 
 pub use audience::{Audience, Tally};
-pub use driver::{Clock, DriveReport, Driver, SystemClock, Send};
+pub use driver::{Clock, DriveReport, Driver, Send, SystemClock};
 pub use keys::KeyDist;
 pub use payload::Payloads;
 pub use schedule::{Arrival, Schedule};
@@ -21,12 +21,12 @@ pub use schedule::{Arrival, Schedule};
 /// Errors of the load generator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot subscribe to the gateway at {url}: {source}")]
-    Subscribe { url: String, source: reqwest::Error },
+    #[error("cannot subscribe to the gateway at {url}: {reason}")]
+    Subscribe { url: String, reason: String },
     #[error("the gateway at {url} answered {status}")]
     Status { url: String, status: u16 },
-    #[error("the gateway stream at {url} broke: {source}")]
-    Stream { url: String, source: reqwest::Error },
+    #[error("the gateway stream at {url} broke: {reason}")]
+    Stream { url: String, reason: String },
     #[error("the source refused event {id}: {reason}")]
     Source { id: u64, reason: String },
 }

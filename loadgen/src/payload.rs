@@ -17,9 +17,7 @@ impl Payloads {
     pub fn new(size: usize, seed: u64) -> Self {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let mut rng = SmallRng::seed_from_u64(seed);
-        let block = (0..size + WINDOWS)
-            .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-            .collect();
+        let block = (0..size + WINDOWS).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
         Self { block, size }
     }
 

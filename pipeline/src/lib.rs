@@ -1,1 +1,73 @@
-//! x
+//! tailgate's reference pipeline: the four stages of a low-latency story service, each a
+//! real Kafka client (librdkafka) that stamps every event on its way through.
+//!
+//! - [`connector`]: change capture from the `story_actions` table (SQLite) to `story.actions`;
+//! - [`agent`]: per-session state, prompt construction and a (simulated) model call, to `story.beats`;
+//! - [`streamjob`]: event-time tumbling windows per session, to `story.updates`;
+//! - [`gateway`]: `story.updates` to HTTP clients over Server-Sent Events.
+//!
+//! [`stage`] is the runtime the Kafka-to-Kafka stages share (consume, stamp, produce, store
+//! offsets only once the output is acknowledged, dead-letter what cannot be processed);
+//! [`kafka`] builds clients and topics; [`embedded`] starts an in-process broker.
+
+pub mod agent;
+pub mod connector;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod event;
+pub mod gateway;
+pub mod kafka;
+pub mod stage;
+pub mod streamjob;
+
+pub use event::StoryEvent;
+pub use kafka::KafkaSettings;
+
+/// Topic names: the contract between the stages.
+pub mod topics {
+    /// Connector output: one record per story action, keyed by session id.
+    pub const ACTIONS: &str = "story.actions";
+    /// Agent output: one beat per action.
+    pub const BEATS: &str = "story.beats";
+    /// Stream job output: enriched beats for the gateway.
+    pub const UPDATES: &str = "story.updates";
+    /// Dead letters from every stage, with the reason in a header.
+    pub const DLQ: &str = "story.dlq";
+    /// Every topic a run needs, in pipeline order.
+    pub const ALL: [&str; 4] = [ACTIONS, BEATS, UPDATES, DLQ];
+}
+
+/// Stage names as they appear in stamps and reports, in pipeline order.
+pub const STAGES: [&str; 4] = [connector::NAME, agent::NAME, streamjob::NAME, gateway::NAME];
+
+/// Errors of the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "cannot reach a Kafka broker at {bootstrap}: {reason}. Check the address and that the broker is up \
+         (or omit --bootstrap to use the embedded broker)"
+    )]
+    Unreachable { bootstrap: String, reason: String },
+    #[error("Kafka client setting rejected: {0}")]
+    Config(String),
+    #[error("Kafka error in {context}: {source}")]
+    Kafka { context: String, source: rdkafka::error::KafkaError },
+    #[error("cannot create topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error("stage {stage}: {reason}")]
+    Stage { stage: &'static str, reason: String },
+    #[error("source database {path}: {source}")]
+    Source { path: String, source: rusqlite::Error },
+    #[error("embedded broker: {0}")]
+    Embedded(String),
+    #[error("gateway: {0}")]
+    Gateway(#[from] std::io::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn kafka_err(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+    let context = context.into();
+    move |source| Error::Kafka { context, source }
+}

@@ -11,7 +11,8 @@ fn codec(c: &mut Criterion) {
     let trace = TraceContext::new_root().encode();
     let mut intended = Vec::new();
     push_u64(&mut intended, 1_764_000_000_123_456_789);
-    let stamps = b"connector:1764000000123556789:1764000000123656789,agent:1764000000124556789:1764000000124656789".to_vec();
+    let stamps =
+        b"connector:1764000000123556789:1764000000123656789,agent:1764000000124556789:1764000000124656789".to_vec();
     let mut out_stamps = Vec::with_capacity(256);
     c.bench_function("headers: decode + child span + append stamp", |b| {
         b.iter(|| {
@@ -38,7 +39,8 @@ fn record(c: &mut Criterion) {
             r.record(black_box(v), 10);
         });
     });
-    let mut set = HopSet::new("source", &["connector", "agent", "streamjob", "gateway"], "client", 0, Duration::from_secs(1));
+    let mut set =
+        HopSet::new("source", &["connector", "agent", "streamjob", "gateway"], "client", 0, Duration::from_secs(1));
     let stamps = b"connector:1000:2000,agent:3000:4000,streamjob:5000:6000,gateway:7000:8000";
     c.bench_function("hops: record one delivered event (end to end + 9 hops)", |b| {
         b.iter(|| set.record(black_box(0), black_box(stamps), black_box(9_000)).expect("valid"));

@@ -9,9 +9,8 @@ static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
 
 fn anchor() -> &'static (Instant, u64) {
     ANCHOR.get_or_init(|| {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let wall =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         (Instant::now(), wall)
     })
 }

@@ -1,0 +1,284 @@
+//! The gateway (micro-gateway): consumes `story.updates` and pushes each update to HTTP
+//! clients over Server-Sent Events, per session (`GET /sessions/{id}/events`) or all of
+//! them (`GET /events`). `GET /healthz` answers while the process runs; `GET /readyz` only
+//! once the consumer has partitions.
+//!
+//! A client that falls more than [`CLIENT_BUFFER`] updates behind is sent an SSE comment
+//! `lagged N` in place of the updates it missed (the audience reports those as lost).
+
+use crate::event::StoryEvent;
+use crate::kafka::KafkaSettings;
+use crate::stage::{
+    DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, close_consumer, decode, open_consumer, open_producer,
+    spawn_acker,
+};
+use crate::{Error, Result, topics};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures::StreamExt as _;
+use probes::{Delivery, Stamp};
+use rdkafka::message::Message;
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
+
+/// The stage's name.
+pub const NAME: &str = "gateway";
+
+/// Updates a client may fall behind by before it misses some.
+pub const CLIENT_BUFFER: usize = 65_536;
+
+/// One update ready to push: its session (for per-session streams) and its SSE data.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub session: u64,
+    pub data: Arc<str>,
+}
+
+/// What the HTTP handlers share with the consumer.
+#[derive(Debug, Clone)]
+pub struct GatewayState {
+    updates: broadcast::Sender<Pushed>,
+    ready: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+}
+
+impl GatewayState {
+    /// State whose readiness follows `ready`; open streams end at `shutdown`.
+    pub fn new(ready: watch::Receiver<bool>, shutdown: CancellationToken) -> Self {
+        Self { updates: broadcast::channel(CLIENT_BUFFER).0, ready, shutdown }
+    }
+
+    /// Pushes one update to every subscribed client; returns how many got it.
+    pub fn push(&self, update: Pushed) -> usize {
+        self.updates.send(update).unwrap_or(0)
+    }
+
+    /// Clients currently subscribed.
+    pub fn subscribers(&self) -> usize {
+        self.updates.receiver_count()
+    }
+}
+
+/// The gateway's HTTP routes.
+pub fn app(state: GatewayState) -> Router {
+    Router::new()
+        .route("/events", get(firehose))
+        .route("/sessions/{id}/events", get(session_events))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<GatewayState>) -> (StatusCode, &'static str) {
+    if *s.ready.borrow() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for partitions")
+    }
+}
+
+type EventStream =
+    Sse<axum::response::sse::KeepAliveStream<futures::stream::BoxStream<'static, Result<Event, Infallible>>>>;
+
+fn stream(s: &GatewayState, session: Option<u64>) -> EventStream {
+    let updates = BroadcastStream::new(s.updates.subscribe())
+        .filter_map(move |r| {
+            std::future::ready(match r {
+                Ok(p) if session.is_none_or(|id| id == p.session) => Some(Ok(Event::default().data(&*p.data))),
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(Event::default().comment(format!("lagged {n}")))),
+            })
+        })
+        .take_until(s.shutdown.clone().cancelled_owned())
+        .boxed();
+    Sse::new(updates).keep_alive(KeepAlive::default())
+}
+
+async fn firehose(State(s): State<GatewayState>) -> EventStream {
+    stream(&s, None)
+}
+
+async fn session_events(State(s): State<GatewayState>, Path(id): Path<u64>) -> EventStream {
+    stream(&s, Some(id))
+}
+
+/// Serves the routes on `listener` until `cancel`; open streams are ended, then the server
+/// finishes in-flight responses.
+pub async fn serve(listener: TcpListener, state: GatewayState, cancel: CancellationToken) -> Result<()> {
+    use axum::serve::ListenerExt;
+    // Updates are small writes: without TCP_NODELAY, Nagle's algorithm holds each one until
+    // the client's delayed ACK (up to 40 ms) arrives.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app(state)).with_graceful_shutdown(cancel.cancelled_owned()).await.map_err(Error::from)
+}
+
+/// Consumes `story.updates` into the push channel until `cancel`.
+pub async fn consume(
+    kafka: KafkaSettings,
+    state: GatewayState,
+    counters: Arc<StageCounters>,
+    ready: watch::Sender<bool>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let consumer = open_consumer(&kafka, NAME, topics::UPDATES, ready)?;
+    let dlq = DeadLetters::new(open_producer(&kafka, NAME)?, NAME, Arc::clone(&counters));
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::UPDATES, rx, cancel.clone());
+    let mut stamps = Vec::with_capacity(512);
+    let result = loop {
+        let msg = tokio::select! {
+            () = cancel.cancelled() => break Ok(()),
+            msg = consumer.recv() => msg,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                break Err(Error::Stage { stage: NAME, reason: format!("consume from {}: {e}", topics::UPDATES) });
+            }
+        };
+        let ingress_ns = probes::now_ns();
+        let ack = match decode(&msg) {
+            Err(reason) => match dlq.send(msg.key(), msg.payload(), msg.headers(), &reason) {
+                Ok(f) => Some(f),
+                Err(e) => break Err(e),
+            },
+            Ok((incoming, event)) => {
+                let stamp = Stamp { stage: NAME, ingress_ns, egress_ns: probes::now_ns() };
+                stamp.append_to(incoming.stamps, &mut stamps);
+                state.push(render(&event, &incoming.trace.child().to_string(), incoming.intended_ns, &stamps));
+                counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        };
+        if tx.send(Pending { partition: msg.partition(), offset: msg.offset(), ack }).await.is_err() {
+            break Ok(());
+        }
+    };
+    drop(tx);
+    let acked = acker.await.map_err(|e| Error::Stage { stage: NAME, reason: e.to_string() })?;
+    close_consumer(consumer).await;
+    result.and(acked)
+}
+
+fn render(event: &StoryEvent, traceparent: &str, intended_ns: u64, stamps: &[u8]) -> Pushed {
+    let delivery = Delivery {
+        run: event.run,
+        id: event.id,
+        session: event.session,
+        traceparent: Cow::Borrowed(traceparent),
+        intended_ns,
+        stamps: String::from_utf8_lossy(stamps),
+        update: event,
+    };
+    // A struct of strings and integers always serializes.
+    let data = serde_json::to_string(&delivery).unwrap_or_default();
+    Pushed { session: event.session, data: data.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn pushed(session: u64, n: u64) -> Pushed {
+        let event = StoryEvent { run: 1, id: n, session, action: "go".into(), beat: None, window: None };
+        render(&event, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 5, b"agent:1:2")
+    }
+
+    async fn start()
+    -> (String, GatewayState, watch::Sender<bool>, CancellationToken, tokio::task::JoinHandle<Result<()>>) {
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let cancel = CancellationToken::new();
+        let state = GatewayState::new(ready_rx, cancel.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(serve(listener, state.clone(), cancel.clone()));
+        (url, state, ready_tx, cancel, server)
+    }
+
+    async fn get(url: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = url.trim_start_matches("http://");
+        let (host, path) = addr.split_once('/').map_or((addr, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        (out[9..12].parse().unwrap(), out)
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_partition_assignment() {
+        let (url, _state, ready, cancel, server) = start().await;
+        assert_eq!(get(&format!("{url}/healthz")).await.0, 200);
+        assert_eq!(get(&format!("{url}/readyz")).await.0, 503);
+        ready.send_replace(true);
+        assert_eq!(get(&format!("{url}/readyz")).await.0, 200);
+        cancel.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn session_streams_see_only_their_session_and_shutdown_ends_them() {
+        let (url, state, _ready, cancel, server) = start().await;
+        let mut client = axum_test_stream(&format!("{url}/sessions/7/events")).await;
+        let mut firehose = axum_test_stream(&format!("{url}/events")).await;
+        while state.subscribers() < 2 {
+            tokio::task::yield_now().await;
+        }
+        state.push(pushed(3, 1));
+        state.push(pushed(7, 2));
+        let firehose_text = read_events(&mut firehose, 2).await;
+        assert!(firehose_text.contains(r#""id":1"#) && firehose_text.contains(r#""id":2"#));
+        let session_text = read_events(&mut client, 1).await;
+        assert!(session_text.contains(r#""id":2"#) && !session_text.contains(r#""id":1"#), "{session_text}");
+        cancel.cancel();
+        // Graceful shutdown ends open streams instead of waiting on them forever.
+        tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+    }
+
+    async fn axum_test_stream(url: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let addr = url.trim_start_matches("http://");
+        let (host, path) = addr.split_once('/').unwrap();
+        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+        s.write_all(format!("GET /{path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        s
+    }
+
+    async fn read_events(s: &mut tokio::net::TcpStream, n: usize) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while text.matches("data:").count() < n {
+            let k = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(k > 0, "stream closed early: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..k]));
+        }
+        text
+    }
+
+    #[test]
+    fn rendered_updates_carry_the_delivery_envelope() {
+        let p = pushed(3, 9);
+        let d: Delivery<'_, serde_json::Value> = serde_json::from_str(&p.data).unwrap();
+        assert_eq!((d.run, d.id, d.session, d.intended_ns), (1, 9, 3, 5));
+        assert_eq!(d.stamps, "agent:1:2");
+        assert_eq!(d.update["action"], "go");
+        let _ = futures::stream::empty::<()>().boxed();
+    }
+}

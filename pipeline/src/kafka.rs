@@ -1,0 +1,170 @@
+//! Kafka clients and topics: one place where every stage's producer and consumer settings
+//! are built, so a scenario's overrides reach them all.
+
+use crate::{Error, Result, kafka_err};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where the brokers are and how every client talks to them.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port...]`.
+    pub bootstrap: String,
+    /// Partitions of each topic tailgate creates.
+    pub partitions: i32,
+    /// librdkafka producer settings over tailgate's defaults.
+    pub producer: BTreeMap<String, String>,
+    /// librdkafka consumer settings over tailgate's defaults.
+    pub consumer: BTreeMap<String, String>,
+}
+
+/// Producer defaults: no batching delay, acknowledged by all replicas, idempotent.
+pub const PRODUCER_DEFAULTS: [(&str, &str); 5] = [
+    ("linger.ms", "0"),
+    ("acks", "all"),
+    ("enable.idempotence", "true"),
+    ("socket.nagle.disable", "true"),
+    ("message.timeout.ms", "30000"),
+];
+
+/// Consumer defaults: offsets stored by tailgate once outputs are acknowledged, committed in
+/// the background; fetches answered fast.
+pub const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
+    ("enable.auto.commit", "true"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.commit.interval.ms", "1000"),
+    ("auto.offset.reset", "earliest"),
+    ("fetch.wait.max.ms", "1"),
+    ("fetch.min.bytes", "1"),
+    ("socket.nagle.disable", "true"),
+];
+
+impl KafkaSettings {
+    /// Defaults for `bootstrap` with 3 partitions.
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        Self { bootstrap: bootstrap.into(), partitions: 3, producer: BTreeMap::new(), consumer: BTreeMap::new() }
+    }
+
+    fn base(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", format!("tailgate-{client_id}"))
+            .set("broker.address.family", "v4");
+        c
+    }
+
+    /// The effective producer settings (defaults, then the scenario's).
+    pub fn producer_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = self.base(client_id);
+        for (k, v) in PRODUCER_DEFAULTS {
+            c.set(k, v);
+        }
+        for (k, v) in &self.producer {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The effective consumer settings for `group` (defaults, then the scenario's).
+    pub fn consumer_config(&self, client_id: &str, group: &str) -> ClientConfig {
+        let mut c = self.base(client_id);
+        c.set("group.id", group);
+        for (k, v) in CONSUMER_DEFAULTS {
+            c.set(k, v);
+        }
+        for (k, v) in &self.consumer {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The producer settings in effect (tailgate's defaults, then the scenario's).
+    pub fn effective_producer(&self) -> BTreeMap<String, String> {
+        effective(&PRODUCER_DEFAULTS, &self.producer)
+    }
+
+    /// The consumer settings in effect (tailgate's defaults, then the scenario's).
+    pub fn effective_consumer(&self) -> BTreeMap<String, String> {
+        effective(&CONSUMER_DEFAULTS, &self.consumer)
+    }
+
+    /// Checks that librdkafka accepts every setting, by building (and dropping) a producer
+    /// and a consumer; names the offending setting otherwise. Connects to nothing.
+    pub fn check_settings(&self) -> Result<()> {
+        let mut p = self.producer_config("check");
+        p.set("bootstrap.servers", "127.0.0.1:9");
+        p.create::<rdkafka::producer::BaseProducer>().map_err(|e| Error::Config(format!("[kafka.producer]: {e}")))?;
+        let mut c = self.consumer_config("check", "check");
+        c.set("bootstrap.servers", "127.0.0.1:9");
+        c.create::<BaseConsumer>().map_err(|e| Error::Config(format!("[kafka.consumer]: {e}")))?;
+        Ok(())
+    }
+
+    /// Fails with [`Error::Unreachable`] naming the address unless a broker answers a
+    /// metadata request within `timeout`.
+    pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
+        let mut c = self.base("probe");
+        c.set("socket.connection.setup.timeout.ms", timeout.as_millis().max(1000).to_string());
+        let consumer: BaseConsumer = c.create().map_err(|e| Error::Config(e.to_string()))?;
+        let bootstrap = self.bootstrap.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer.fetch_metadata(None, timeout).map(drop).map_err(|e| Error::Unreachable {
+                bootstrap,
+                reason: format!("no metadata answer within {timeout:?} ({e})"),
+            })
+        })
+        .await
+        .map_err(|e| Error::Embedded(e.to_string()))?
+    }
+
+    /// Creates `topics` with [`Self::partitions`] partitions; topics that already exist are
+    /// left as they are. Waits until the metadata shows every partition.
+    pub async fn ensure_topics(&self, topics: &[&str], config: &[(&str, &str)]) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.base("admin").create().map_err(|e| Error::Config(e.to_string()))?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                config
+                    .iter()
+                    .fold(NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)), |n, (k, v)| n.set(k, v))
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics(&new, &opts).await.map_err(kafka_err("create topics"))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(Error::Topic { topic, reason: code.to_string() }),
+            }
+        }
+        let consumer: BaseConsumer = self.base("admin-meta").create().map_err(|e| Error::Config(e.to_string()))?;
+        let wanted: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..100 {
+                let md = consumer.fetch_metadata(None, Duration::from_secs(5)).map_err(kafka_err("topic metadata"))?;
+                let ready = wanted.iter().all(|w| {
+                    md.topics().iter().any(|t| t.name() == w && t.error().is_none() && !t.partitions().is_empty())
+                });
+                if ready {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(Error::Topic { topic: wanted.join(","), reason: "not visible in metadata after 10s".into() })
+        })
+        .await
+        .map_err(|e| Error::Embedded(e.to_string()))?
+    }
+}
+
+fn effective(defaults: &[(&str, &str)], overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = defaults.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    m.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m
+}

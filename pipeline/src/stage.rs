@@ -1,0 +1,387 @@
+//! The runtime every Kafka-consuming stage shares: consume, read the protocol headers,
+//! process, stamp, produce, and store the input offset only once the output is
+//! acknowledged (at-least-once). What cannot be read or processed goes to the dead-letter
+//! topic with the reason in a header; nothing is dropped silently.
+
+use crate::event::StoryEvent;
+use crate::kafka::KafkaSettings;
+use crate::{Error, Result, kafka_err, topics};
+use probes::headers::{DLQ_REASON, DLQ_STAGE, INTENDED, STAMPS, TRACEPARENT};
+use probes::{Incoming, Stamp};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What a stage knows about the event it is processing besides the event itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    /// The load generator's intended send time (the event time), epoch ns.
+    pub intended_ns: u64,
+    /// When this stage received the event, epoch ns.
+    pub ingress_ns: u64,
+}
+
+/// A stage's business logic: transform the event in place, or refuse it with a reason
+/// (which dead-letters it).
+pub trait Processor: Send + 'static {
+    /// The stage's name in stamps, group ids and reports.
+    const NAME: &'static str;
+
+    /// Processes one event.
+    fn process(&mut self, event: &mut StoryEvent, meta: &Meta) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Live counters of one stage, readable while it runs.
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    /// Events passed on to the next hop.
+    pub forwarded: AtomicU64,
+    /// Events sent to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+}
+
+/// Consumer context that reports when the group has assigned partitions.
+#[derive(Debug)]
+pub struct ReadyContext {
+    ready: watch::Sender<bool>,
+}
+
+impl ClientContext for ReadyContext {}
+
+impl ConsumerContext for ReadyContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if tpl.count() > 0 {
+                self.ready.send_replace(true);
+            }
+        }
+    }
+}
+
+/// A consumer of a stage's input topic.
+pub type StageConsumer = StreamConsumer<ReadyContext>;
+
+/// Opens the consumer for `stage` on `input` in the group `tailgate-<stage>`; `ready` turns
+/// true once partitions are assigned.
+pub fn open_consumer(
+    kafka: &KafkaSettings,
+    stage: &'static str,
+    input: &str,
+    ready: watch::Sender<bool>,
+) -> Result<Arc<StageConsumer>> {
+    let consumer: StageConsumer = kafka
+        .consumer_config(stage, &format!("tailgate-{stage}"))
+        .create_with_context(ReadyContext { ready })
+        .map_err(|e| Error::Config(format!("{stage} consumer: {e}")))?;
+    consumer.subscribe(&[input]).map_err(kafka_err(format!("{stage} subscribe to {input}")))?;
+    Ok(Arc::new(consumer))
+}
+
+/// Opens a producer for `stage`.
+pub fn open_producer(kafka: &KafkaSettings, stage: &str) -> Result<FutureProducer> {
+    kafka.producer_config(stage).create().map_err(|e| Error::Config(format!("{stage} producer: {e}")))
+}
+
+/// Commits what was stored and drops the consumer off the async runtime, giving up after
+/// a few seconds (a consumer's close can hang on a broker that went away).
+pub async fn close_consumer(consumer: Arc<StageConsumer>) {
+    let closing = tokio::task::spawn_blocking(move || {
+        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        drop(consumer);
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+}
+
+/// Reads the protocol headers and the event from a message, or says why it cannot.
+pub fn decode<'m>(msg: &'m BorrowedMessage<'_>) -> Result<(Incoming<'m>, StoryEvent), String> {
+    let incoming = match msg.headers() {
+        Some(h) => Incoming::from_headers(h.iter().map(|h| (h.key, h.value))),
+        None => Incoming::from_headers(std::iter::empty()),
+    }
+    .map_err(|e| e.to_string())?;
+    let payload = msg.payload().ok_or("the message has no value")?;
+    let event = serde_json::from_slice(payload).map_err(|e| format!("the value is not a story event: {e}"))?;
+    Ok((incoming, event))
+}
+
+/// Builds the outgoing headers: a child span in the same trace, the intended time passed
+/// on, the stamps with this stage's appended, and any foreign headers forwarded.
+pub fn outgoing_headers(
+    msg_headers: Option<&rdkafka::message::BorrowedHeaders>,
+    incoming: &Incoming<'_>,
+    stamp: Stamp<'_>,
+    stamps_buf: &mut Vec<u8>,
+) -> OwnedHeaders {
+    stamp.append_to(incoming.stamps, stamps_buf);
+    let child = incoming.trace.child().encode();
+    let mut intended = Vec::with_capacity(20);
+    probes::headers::push_u64(&mut intended, incoming.intended_ns);
+    let mut out = OwnedHeaders::new_with_capacity(4)
+        .insert(Header { key: TRACEPARENT, value: Some(&child[..]) })
+        .insert(Header { key: INTENDED, value: Some(&intended[..]) })
+        .insert(Header { key: STAMPS, value: Some(&stamps_buf[..]) });
+    if let Some(h) = msg_headers {
+        for h in h.iter().filter(|h| ![TRACEPARENT, INTENDED, STAMPS].contains(&h.key)) {
+            out = out.insert(h);
+        }
+    }
+    out
+}
+
+/// Sends messages that cannot be processed to the dead-letter topic.
+#[derive(Clone)]
+pub struct DeadLetters {
+    producer: FutureProducer,
+    stage: &'static str,
+    counters: Arc<StageCounters>,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters").field("stage", &self.stage).finish_non_exhaustive()
+    }
+}
+
+impl DeadLetters {
+    pub fn new(producer: FutureProducer, stage: &'static str, counters: Arc<StageCounters>) -> Self {
+        Self { producer, stage, counters }
+    }
+
+    /// Sends the message as it came (key, value, headers) plus the reason and this stage.
+    pub fn send(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<&rdkafka::message::BorrowedHeaders>,
+        reason: &str,
+    ) -> Result<DeliveryFuture> {
+        let mut h = headers.map_or_else(|| OwnedHeaders::new_with_capacity(2), |h| h.detach());
+        h = h
+            .insert(Header { key: DLQ_REASON, value: Some(reason) })
+            .insert(Header { key: DLQ_STAGE, value: Some(self.stage) });
+        let mut record = FutureRecord::<[u8], [u8]>::to(topics::DLQ).headers(h);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        let fut = send_with_retry(&self.producer, record, self.stage)?;
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(fut)
+    }
+}
+
+/// Enqueues a record, waiting while librdkafka's queue is full.
+pub fn send_with_retry<'a>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'a, [u8], [u8]>,
+    stage: &'static str,
+) -> Result<DeliveryFuture> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    for _ in 0..10_000 {
+        match producer.send_result(record) {
+            Ok(fut) => return Ok(fut),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(Error::Stage { stage, reason: format!("cannot produce: {e}") }),
+        }
+    }
+    Err(Error::Stage { stage, reason: "producer queue full for 10s".into() })
+}
+
+/// An input offset waiting for its output to be acknowledged.
+pub struct Pending {
+    pub partition: i32,
+    pub offset: i64,
+    pub ack: Option<DeliveryFuture>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stores offsets in consumption order, each only after its output is acknowledged. Ends
+/// when the sender is dropped; fails (and cancels the stage) if an output is refused.
+pub fn spawn_acker(
+    consumer: Arc<StageConsumer>,
+    stage: &'static str,
+    input: &'static str,
+    mut rx: mpsc::Receiver<Pending>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            if let Some(ack) = p.ack {
+                let refused = match ack.await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err((e, _))) => Some(e.to_string()),
+                    Err(_) => Some("the producer was dropped".to_owned()),
+                };
+                if let Some(reason) = refused {
+                    cancel.cancel();
+                    return Err(Error::Stage { stage, reason: format!("output not acknowledged: {reason}") });
+                }
+            }
+            // Fails only when the partition was revoked meanwhile; the new owner re-reads it.
+            let _ = consumer.store_offset(input, p.partition, p.offset);
+        }
+        Ok(())
+    })
+}
+
+/// How many outputs may await acknowledgement at once.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
+/// Runs a Kafka-to-Kafka stage until `cancel`.
+pub async fn run<P: Processor>(
+    kafka: KafkaSettings,
+    input: &'static str,
+    output: &'static str,
+    mut processor: P,
+    counters: Arc<StageCounters>,
+    ready: watch::Sender<bool>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let consumer = open_consumer(&kafka, P::NAME, input, ready)?;
+    let producer = open_producer(&kafka, P::NAME)?;
+    let dlq = DeadLetters::new(producer.clone(), P::NAME, Arc::clone(&counters));
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let acker = spawn_acker(Arc::clone(&consumer), P::NAME, input, rx, cancel.clone());
+    let mut stamps = Vec::with_capacity(512);
+    let result = loop {
+        let msg = tokio::select! {
+            () = cancel.cancelled() => break Ok(()),
+            msg = consumer.recv() => msg,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => break Err(Error::Stage { stage: P::NAME, reason: format!("consume from {input}: {e}") }),
+        };
+        let ingress_ns = probes::now_ns();
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let ack = match decode(&msg) {
+            Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason),
+            Ok((incoming, mut event)) => {
+                let meta = Meta { intended_ns: incoming.intended_ns, ingress_ns };
+                match processor.process(&mut event, &meta).await {
+                    Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason),
+                    Ok(()) => forward(&producer, output, &msg, &incoming, &event, ingress_ns, &mut stamps, P::NAME)
+                        .inspect(|_| {
+                            counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                        }),
+                }
+            }
+        };
+        match ack {
+            Ok(fut) => {
+                if tx.send(Pending { partition, offset, ack: Some(fut) }).await.is_err() {
+                    break Ok(()); // the acker failed; its error is reported below
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    drop(tx);
+    let acked = acker.await.map_err(|e| Error::Stage { stage: P::NAME, reason: e.to_string() })?;
+    close_consumer(consumer).await;
+    result.and(acked)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    producer: &FutureProducer,
+    output: &str,
+    msg: &BorrowedMessage<'_>,
+    incoming: &Incoming<'_>,
+    event: &StoryEvent,
+    ingress_ns: u64,
+    stamps: &mut Vec<u8>,
+    stage: &'static str,
+) -> Result<DeliveryFuture> {
+    let value = serde_json::to_vec(event).map_err(|e| Error::Stage { stage, reason: e.to_string() })?;
+    let key = crate::event::session_key(event.session);
+    let headers =
+        outgoing_headers(msg.headers(), incoming, Stamp { stage, ingress_ns, egress_ns: probes::now_ns() }, stamps);
+    let record = FutureRecord::<[u8], [u8]>::to(output).key(&key[..]).payload(&value[..]).headers(headers);
+    send_with_retry(producer, record, stage)
+}
+
+/// What the dead-letter topic holds for one run, read back from the broker.
+#[derive(Debug, Default)]
+pub struct DeadLetterAudit {
+    /// Ids of this run's events found there.
+    pub ids: std::collections::HashSet<u64>,
+    /// Messages that are not this run's events (other runs', or unreadable poison).
+    pub other: u64,
+    /// The first reason seen for one of this run's events.
+    pub first_reason: Option<String>,
+}
+
+/// Reads the dead-letter topic from the beginning up to its current end and collects the
+/// events of `run`, giving up after `timeout`.
+pub async fn audit_dead_letters(kafka: &KafkaSettings, run: u64, timeout: Duration) -> Result<DeadLetterAudit> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka
+        .consumer_config("dlq-audit", &format!("tailgate-dlq-audit-{run:x}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        let md = consumer.fetch_metadata(Some(topics::DLQ), timeout).map_err(kafka_err("dead-letter metadata"))?;
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = std::collections::HashMap::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) =
+                consumer.fetch_watermarks(topics::DLQ, p.id(), timeout).map_err(kafka_err("dead-letter watermarks"))?;
+            if high > low {
+                tpl.add_partition_offset(topics::DLQ, p.id(), Offset::Offset(low)).map_err(kafka_err("assign"))?;
+                ends.insert(p.id(), high);
+            }
+        }
+        let mut audit = DeadLetterAudit::default();
+        if ends.is_empty() {
+            return Ok(audit);
+        }
+        consumer.assign(&tpl).map_err(kafka_err("dead-letter assign"))?;
+        let deadline = std::time::Instant::now() + timeout;
+        while !ends.is_empty() && std::time::Instant::now() < deadline {
+            let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+            let msg = msg.map_err(kafka_err("dead-letter read"))?;
+            if ends.get(&msg.partition()).is_some_and(|&end| msg.offset() + 1 >= end) {
+                ends.remove(&msg.partition());
+            }
+            match msg.payload().and_then(|p| serde_json::from_slice::<StoryEvent>(p).ok()) {
+                Some(e) if e.run == run => {
+                    audit.ids.insert(e.id);
+                    if audit.first_reason.is_none() {
+                        audit.first_reason = msg.headers().and_then(|h| {
+                            h.iter()
+                                .find(|h| h.key == DLQ_REASON)
+                                .and_then(|h| h.value)
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                        });
+                    }
+                }
+                _ => audit.other += 1,
+            }
+        }
+        Ok(audit)
+    })
+    .await
+    .map_err(|e| Error::Stage { stage: "dlq-audit", reason: e.to_string() })?
+}

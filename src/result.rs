@@ -1,0 +1,285 @@
+//! A run's results: `result.json` (the contract later tools read), the SLA verdict, and the
+//! summary printed at the end of a run.
+
+use crate::scenario::Objective;
+use probes::Summary;
+use probes::hops::HopSummary;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Where events start, in hop names.
+pub const SOURCE: &str = "source";
+/// Where events end, in hop names.
+pub const SINK: &str = "client";
+
+/// Which broker produced the figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokerInfo {
+    /// `tansu` (embedded) or `external`.
+    pub kind: String,
+    /// The broker's version where known.
+    pub version: String,
+    pub bootstrap: String,
+    /// The broker's storage where known (the embedded broker keeps everything in memory).
+    pub storage: String,
+    /// Effective producer settings every stage used.
+    pub producer: BTreeMap<String, String>,
+    /// Effective consumer settings every stage used.
+    pub consumer: BTreeMap<String, String>,
+}
+
+/// Every event accounted for: `sent = delivered + dead_lettered + lost`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub sent: u64,
+    pub delivered: u64,
+    pub dead_lettered: u64,
+    pub lost: u64,
+    /// Repeat deliveries of an event already delivered (at-least-once); not in `delivered`.
+    pub duplicates: u64,
+    /// Of `sent`, those intended during warm-up (counted here, not in the statistics).
+    pub warmup_sent: u64,
+}
+
+/// One objective's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectiveResult {
+    pub metric: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The measured value (absent when the run produced none, which fails the objective).
+    pub actual: Option<f64>,
+    pub passed: bool,
+}
+
+/// The SLA verdict.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Sla {
+    pub objectives: Vec<ObjectiveResult>,
+    pub passed: bool,
+}
+
+/// The machine the run was on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    pub os: String,
+    pub arch: String,
+    pub cpus: usize,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        Self {
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+/// `result.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    pub tailgate_version: String,
+    pub scenario: String,
+    pub profile: String,
+    pub run_id: u64,
+    pub broker: BrokerInfo,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// Measured seconds (warm-up excluded).
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// Events per second the schedule asked for.
+    pub target_rate: f64,
+    /// Events per second delivered during the measured period.
+    pub achieved_rate: f64,
+    pub counts: Counts,
+    pub end_to_end: Summary,
+    /// The end-to-end time split into transit and service hops, in path order.
+    pub hops: Vec<HopSummary>,
+    /// Actual minus intended send time of the load generator.
+    pub schedule_lag: Summary,
+    pub sla: Sla,
+    /// The run was stopped before its schedule ended (Ctrl-C or a failure).
+    pub interrupted: bool,
+    pub machine: Machine,
+}
+
+impl RunResult {
+    /// The number at a `metric` path (`end_to_end.p99_ms`, `hops.agent.p99_ms`, ...).
+    pub fn metric(&self, metric: &str) -> Option<f64> {
+        let value = serde_json::to_value(self).ok()?;
+        let parts: Vec<&str> = metric.split('.').collect();
+        let v = match parts.as_slice() {
+            ["hops", hop, stat] => value["hops"].as_array()?.iter().find(|h| h["name"] == *hop)?.get(*stat)?,
+            _ => parts.iter().try_fold(&value, |v, p| v.get(*p))?,
+        };
+        v.as_f64()
+    }
+
+    /// Evaluates `objectives` against this result. When none of them bounds `counts.lost`,
+    /// `counts.lost <= 0` is added: a run that loses events does not pass.
+    pub fn evaluate(&mut self, objectives: &[Objective]) {
+        let mut all = objectives.to_vec();
+        if !all.iter().any(|o| o.metric == "counts.lost") {
+            all.push(Objective { metric: "counts.lost".into(), max: Some(0.0), min: None });
+        }
+        let results: Vec<ObjectiveResult> = all
+            .iter()
+            .map(|o| {
+                let actual = self.metric(&o.metric);
+                let passed = actual.is_some_and(|a| o.max.is_none_or(|m| a <= m) && o.min.is_none_or(|m| a >= m));
+                ObjectiveResult { metric: o.metric.clone(), max: o.max, min: o.min, actual, passed }
+            })
+            .collect();
+        let passed = results.iter().all(|r| r.passed);
+        self.sla = Sla { objectives: results, passed };
+    }
+
+    /// The summary printed at the end of a run.
+    pub fn render(&self, run_dir: &std::path::Path) -> String {
+        let mut s = String::new();
+        let b = &self.broker;
+        let _ = writeln!(s, "tailgate run `{}` (profile {}), run {:x}", self.scenario, self.profile, self.run_id);
+        let _ = writeln!(s, "broker    {} {} at {} (storage: {})", b.kind, b.version, b.bootstrap, b.storage);
+        let setting = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "clients   linger.ms={} acks={} fetch.wait.max.ms={} fetch.min.bytes={}",
+            setting(&b.producer, "linger.ms"),
+            setting(&b.producer, "acks"),
+            setting(&b.consumer, "fetch.wait.max.ms"),
+            setting(&b.consumer, "fetch.min.bytes"),
+        );
+        let c = &self.counts;
+        let _ = writeln!(
+            s,
+            "load      target {:.0}/s, achieved {:.1}/s over {:.1}s measured (+{:.1}s warm-up)",
+            self.target_rate, self.achieved_rate, self.duration_s, self.warmup_s
+        );
+        let _ = writeln!(
+            s,
+            "events    sent {}  delivered {}  dead-lettered {}  lost {}  duplicates {}{}",
+            c.sent,
+            c.delivered,
+            c.dead_lettered,
+            c.lost,
+            c.duplicates,
+            if self.interrupted { "  (interrupted)" } else { "" }
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "{:<24} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max", "mean"
+        );
+        let row = |s: &mut String, name: &str, m: &Summary| {
+            let _ = writeln!(
+                s,
+                "{name:<24} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                m.count, m.p50_ms, m.p90_ms, m.p99_ms, m.p999_ms, m.max_ms, m.mean_ms
+            );
+        };
+        row(&mut s, "end to end", &self.end_to_end);
+        for h in &self.hops {
+            let kind = match h.kind {
+                probes::HopKind::Transit => "~",
+                probes::HopKind::Service => " ",
+            };
+            row(&mut s, &format!("  {kind} {}", h.name), &h.stats);
+        }
+        row(&mut s, "schedule lag", &self.schedule_lag);
+        let hop_mean: f64 = self.hops.iter().map(|h| h.stats.mean_ms).sum();
+        let _ = writeln!(
+            s,
+            "  (~ transit between stages, otherwise service inside a stage; hop means sum to {hop_mean:.3} ms)"
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(s, "SLA");
+        for o in &self.sla.objectives {
+            let bound = match (o.max, o.min) {
+                (Some(m), _) => format!("<= {m}"),
+                (_, Some(m)) => format!(">= {m}"),
+                _ => String::new(),
+            };
+            let actual = o.actual.map_or_else(|| "no value".to_owned(), |a| format!("{a:.3}"));
+            let _ = writeln!(s, "  {} {} = {actual} (limit {bound})", if o.passed { "PASS" } else { "FAIL" }, o.metric);
+        }
+        let _ = writeln!(s, "verdict   {}", if self.sla.passed { "PASS" } else { "FAIL" });
+        let _ = writeln!(s, "results   {}", run_dir.display());
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> RunResult {
+        let stats = Summary {
+            count: 10,
+            min_ms: 1.0,
+            mean_ms: 2.0,
+            p50_ms: 2.0,
+            p90_ms: 3.0,
+            p99_ms: 4.0,
+            p999_ms: 5.0,
+            max_ms: 6.0,
+        };
+        RunResult {
+            tailgate_version: "0".into(),
+            scenario: "t".into(),
+            profile: "default".into(),
+            run_id: 1,
+            broker: BrokerInfo {
+                kind: "tansu".into(),
+                version: "0.6.0".into(),
+                bootstrap: "127.0.0.1:1".into(),
+                storage: "memory".into(),
+                producer: BTreeMap::new(),
+                consumer: BTreeMap::new(),
+            },
+            started_at: "2026-01-01T00:00:00Z".into(),
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            target_rate: 10.0,
+            achieved_rate: 10.0,
+            counts: Counts { sent: 10, delivered: 10, ..Counts::default() },
+            end_to_end: stats,
+            hops: vec![HopSummary { name: "connector->agent".into(), kind: probes::HopKind::Transit, stats }],
+            schedule_lag: stats,
+            sla: Sla::default(),
+            interrupted: false,
+            machine: Machine::this(),
+        }
+    }
+
+    #[test]
+    fn metrics_resolve_by_path() {
+        let r = sample();
+        assert_eq!(r.metric("end_to_end.p99_ms"), Some(4.0));
+        assert_eq!(r.metric("hops.connector->agent.max_ms"), Some(6.0));
+        assert_eq!(r.metric("counts.sent"), Some(10.0));
+        assert_eq!(r.metric("achieved_rate"), Some(10.0));
+        assert_eq!(r.metric("hops.nope.p99_ms"), None);
+    }
+
+    #[test]
+    fn objectives_pass_and_fail_and_lost_is_always_checked() {
+        let mut r = sample();
+        let o = |metric: &str, max: Option<f64>, min: Option<f64>| Objective { metric: metric.into(), max, min };
+        r.evaluate(&[o("end_to_end.p99_ms", Some(50.0), None), o("achieved_rate", None, Some(5.0))]);
+        assert!(r.sla.passed);
+        assert_eq!(r.sla.objectives.len(), 3);
+        assert_eq!(r.sla.objectives[2].metric, "counts.lost");
+        r.counts.lost = 1;
+        r.evaluate(&[o("end_to_end.p99_ms", Some(3.0), None)]);
+        assert!(!r.sla.passed);
+        assert!(!r.sla.objectives[0].passed && !r.sla.objectives[1].passed);
+        assert_eq!(r.sla.objectives[0].actual, Some(4.0));
+    }
+}

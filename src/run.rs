@@ -1,0 +1,435 @@
+//! One run of a scenario: bring up the broker (embedded unless a bootstrap address is
+//! given), create the topics, start the four stages, drive the open-loop load, drain,
+//! account for every event, and write the run directory.
+
+use crate::result::{BrokerInfo, Counts, Machine, RunResult, SINK, SOURCE};
+use crate::scenario::{Scenario, valid_bootstrap};
+use loadgen::{Audience, Driver, Schedule, SystemClock, Tally};
+use pipeline::agent::{Agent, AgentConfig};
+use pipeline::connector::{self, ActionRow, ConnectorConfig, SourceWriter};
+use pipeline::gateway::{self, GatewayState};
+use pipeline::stage::{self, StageCounters};
+use pipeline::streamjob::{StreamJob, StreamJobConfig};
+use pipeline::{KafkaSettings, topics};
+use probes::{HopSet, TraceContext};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long a broker has to answer before the run gives up on it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the stages have to join their consumer groups.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub scenario: PathBuf,
+    /// Run directory; default `runs/<scenario>-<UTC timestamp>`.
+    pub out: Option<PathBuf>,
+    pub bootstrap: Option<String>,
+    pub rate: Option<f64>,
+    pub duration: Option<Duration>,
+    pub warmup: Option<Duration>,
+    /// Print a progress line every second (to stderr).
+    pub progress: bool,
+}
+
+/// Why a run did not produce a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The scenario or the flags are wrong (exit 2).
+    #[error("{0}")]
+    BadInput(String),
+    /// Something failed while running (exit 3).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl RunError {
+    /// The documented exit code.
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            Self::BadInput(_) => 2,
+            Self::Runtime(_) => 3,
+        }
+    }
+}
+
+fn runtime(e: impl std::fmt::Display) -> RunError {
+    RunError::Runtime(e.to_string())
+}
+
+/// A finished run: its results and where they were written.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: RunResult,
+    pub dir: PathBuf,
+    /// A stage that failed during the run (the results are written all the same).
+    pub failure: Option<String>,
+}
+
+/// Loads the scenario and applies the command-line overrides.
+pub fn prepare(opts: &RunOptions) -> Result<Scenario, RunError> {
+    let mut s = Scenario::load(&opts.scenario).map_err(|e| RunError::BadInput(e.to_string()))?;
+    if let Some(rate) = opts.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(RunError::BadInput(format!("--rate must be a positive number, not {rate}")));
+        }
+        s.load.rate = rate;
+    }
+    if let Some(d) = opts.duration {
+        if d.is_zero() {
+            return Err(RunError::BadInput("--duration must be longer than zero".into()));
+        }
+        s.load.duration = d;
+    }
+    if let Some(w) = opts.warmup {
+        s.load.warmup = w;
+    }
+    if let Some(b) = &opts.bootstrap {
+        if !valid_bootstrap(b) {
+            return Err(RunError::BadInput(format!("--bootstrap `{b}` is not host:port[,host:port...]")));
+        }
+        s.broker.bootstrap = Some(b.clone());
+    }
+    Ok(s)
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(probes::now_ns());
+    h.finish()
+}
+
+fn timestamp_for_path(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string().replace(['-', ':'], "")
+}
+
+struct Broker {
+    #[cfg(feature = "embedded")]
+    _embedded: Option<pipeline::embedded::EmbeddedBroker>,
+    info: BrokerInfo,
+}
+
+async fn start_broker(scenario: &Scenario, kafka: &mut KafkaSettings) -> Result<Broker, RunError> {
+    let (producer, consumer) = (kafka.effective_producer(), kafka.effective_consumer());
+    let info = |kind: &str, version: &str, bootstrap: &str, storage: &str| BrokerInfo {
+        kind: kind.into(),
+        version: version.into(),
+        bootstrap: bootstrap.into(),
+        storage: storage.into(),
+        producer: producer.clone(),
+        consumer: consumer.clone(),
+    };
+    if let Some(b) = &scenario.broker.bootstrap {
+        kafka.bootstrap.clone_from(b);
+        return Ok(Broker {
+            #[cfg(feature = "embedded")]
+            _embedded: None,
+            info: info("external", "unknown", b, "the cluster's own"),
+        });
+    }
+    #[cfg(feature = "embedded")]
+    {
+        use pipeline::embedded::{EmbeddedBroker, KIND, STORAGE, VERSION};
+        let broker = EmbeddedBroker::start().await.map_err(runtime)?;
+        kafka.bootstrap = broker.bootstrap().to_owned();
+        let info = info(KIND, VERSION, broker.bootstrap(), &format!("{STORAGE} (in-process, in memory)"));
+        Ok(Broker { _embedded: Some(broker), info })
+    }
+    #[cfg(not(feature = "embedded"))]
+    Err(RunError::BadInput(
+        "this build has no embedded broker (feature `embedded`); give --bootstrap HOST:PORT or broker.bootstrap".into(),
+    ))
+}
+
+/// Runs one scenario to its end and writes its run directory.
+pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
+    let scenario = prepare(&opts)?;
+    let mut kafka = KafkaSettings::new(String::new());
+    kafka.partitions = scenario.broker.partitions;
+    kafka.producer.clone_from(&scenario.kafka.producer);
+    kafka.consumer.clone_from(&scenario.kafka.consumer);
+    kafka.check_settings().map_err(|e| RunError::BadInput(format!("{}: {e}", opts.scenario.display())))?;
+
+    let started = std::time::SystemTime::now();
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("runs").join(format!("{}-{}", scenario.name, timestamp_for_path(started))));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
+
+    let broker = start_broker(&scenario, &mut kafka).await?;
+    kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(runtime)?;
+    kafka.ensure_topics(&topics::ALL, &[]).await.map_err(runtime)?;
+
+    let run_id = random_u64() >> 12;
+    let db = dir.join("source.sqlite");
+    let mut writer = SourceWriter::open(&db).map_err(runtime)?;
+
+    // The pipeline.
+    let cancel = CancellationToken::new();
+    let counters: [Arc<StageCounters>; 4] = Default::default();
+    let mut stages: JoinSet<(&'static str, pipeline::Result<()>)> = JoinSet::new();
+    let (agent_ready, mut agent_rx) = watch::channel(false);
+    let (job_ready, mut job_rx) = watch::channel(false);
+    let (gw_ready, gw_rx) = watch::channel(false);
+    let gw_state = GatewayState::new(gw_rx.clone(), cancel.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(runtime)?;
+    let gateway_addr = listener.local_addr().map_err(runtime)?;
+    {
+        let p = &scenario.pipeline;
+        let mut cfg = ConnectorConfig::new(&db);
+        cfg.poll_interval = p.poll_interval;
+        stages.spawn(tagged(
+            connector::NAME,
+            connector::run(kafka.clone(), cfg, Arc::clone(&counters[0]), cancel.clone()),
+        ));
+        let agent = Agent::new(AgentConfig { model_latency: p.model_latency, history: p.history });
+        stages.spawn(tagged(
+            pipeline::agent::NAME,
+            stage::run(
+                kafka.clone(),
+                topics::ACTIONS,
+                topics::BEATS,
+                agent,
+                Arc::clone(&counters[1]),
+                agent_ready,
+                cancel.clone(),
+            ),
+        ));
+        let job = StreamJob::new(StreamJobConfig { window: p.window, out_of_orderness: p.out_of_orderness });
+        stages.spawn(tagged(
+            pipeline::streamjob::NAME,
+            stage::run(
+                kafka.clone(),
+                topics::BEATS,
+                topics::UPDATES,
+                job,
+                Arc::clone(&counters[2]),
+                job_ready,
+                cancel.clone(),
+            ),
+        ));
+        stages.spawn(tagged(
+            gateway::NAME,
+            gateway::consume(kafka.clone(), gw_state.clone(), Arc::clone(&counters[3]), gw_ready, cancel.clone()),
+        ));
+        stages.spawn(tagged("gateway-http", gateway::serve(listener, gw_state.clone(), cancel.clone())));
+    }
+
+    // Wait for every consumer group to have its partitions.
+    let mut gw_rx = gw_rx;
+    let ready = async {
+        agent_rx.wait_for(|r| *r).await.map(drop)?;
+        job_rx.wait_for(|r| *r).await.map(drop)?;
+        gw_rx.wait_for(|r| *r).await.map(drop)
+    };
+    tokio::select! {
+        r = tokio::time::timeout(READY_TIMEOUT, ready) => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(runtime("a stage stopped before it was ready")),
+            Err(_) => return Err(runtime(format!("the stages' consumer groups got no partitions within {READY_TIMEOUT:?} from {}", kafka.bootstrap))),
+        },
+        Some(done) = stages.join_next() => {
+            let why = describe_exit(done);
+            return Err(runtime(format!("a stage failed on start: {why}")));
+        }
+    }
+
+    // The audience, then the players.
+    let load = &scenario.load;
+    let start_ns = probes::now_ns() + 100_000_000;
+    let measure_from_ns = start_ns + u64::try_from(load.warmup.as_nanos()).unwrap_or(u64::MAX);
+    let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, measure_from_ns, Duration::from_secs(1));
+    let tally = Tally::new(run_id, measure_from_ns, hops);
+    let delivered_live = tally.delivered_counter();
+    let audience_cancel = CancellationToken::new();
+    let audience = Audience { url: format!("http://{gateway_addr}/events"), tally }
+        .start(audience_cancel.clone())
+        .await
+        .map_err(runtime)?;
+    while gw_state.subscribers() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent_live = Arc::new(AtomicU64::new(0));
+    let schedule = Schedule::new(load.arrival, load.rate, load.warmup + load.duration, load.seed);
+    let mut driver = Driver::new(schedule, load.keys(), load.sessions, load.payload_bytes, load.seed);
+    driver.start_ns = start_ns;
+    driver.measure_from_ns = measure_from_ns;
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    {
+        let (stop, sent_live) = (Arc::clone(&stop), Arc::clone(&sent_live));
+        std::thread::Builder::new()
+            .name("tailgate-loadgen".into())
+            .spawn(move || {
+                let report = driver.run(&SystemClock, &stop, &sent_live, |e| {
+                    let tp = TraceContext::new_root().encode();
+                    let traceparent = std::str::from_utf8(&tp).unwrap_or_default();
+                    writer.insert(&ActionRow {
+                        run: run_id,
+                        event_id: e.id,
+                        session: e.session,
+                        intended_ns: e.intended_ns,
+                        traceparent,
+                        action: e.payload,
+                    })
+                });
+                let _ = done_tx.send(report);
+            })
+            .map_err(runtime)?;
+    }
+
+    // Watch the run: progress, failures, Ctrl-C.
+    let began = Instant::now();
+    let dead_lettered_live = || counters.iter().map(|c| c.dead_lettered.load(Ordering::Relaxed)).sum::<u64>();
+    let mut failure: Option<String> = None;
+    let mut interrupted = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let report = loop {
+        tokio::select! {
+            r = &mut done_rx => break r.map_err(|_| runtime("the load generator thread died"))?,
+            _ = tick.tick() => if opts.progress {
+                let sent = sent_live.load(Ordering::Relaxed);
+                let delivered = delivered_live.load(Ordering::Relaxed);
+                let dl = dead_lettered_live();
+                eprintln!(
+                    "{:>6.1}s  sent {sent:>8}  delivered {delivered:>8}  dead-lettered {dl:>5}  in flight {:>6}",
+                    began.elapsed().as_secs_f64(),
+                    sent.saturating_sub(delivered + dl)
+                );
+            },
+            Some(done) = stages.join_next(), if failure.is_none() => {
+                failure = Some(describe_exit(done));
+                stop.store(true, Ordering::Relaxed);
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                eprintln!("interrupted: stopping the load and writing what was measured");
+                interrupted = true;
+                stop.store(true, Ordering::Relaxed);
+            },
+        }
+    };
+    let report = report.map_err(|e| runtime(format!("the source refused an event: {e}")))?;
+
+    // Drain: wait for what is in flight, up to the scenario's limit.
+    let drain_until = Instant::now() + load.drain;
+    while failure.is_none()
+        && delivered_live.load(Ordering::Relaxed) + dead_lettered_live() < report.sent
+        && Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    cancel.cancel();
+    let shutdown = async {
+        while let Some(done) = stages.join_next().await {
+            if let Ok((name, Err(e))) = &done {
+                failure.get_or_insert_with(|| format!("{name}: {e}"));
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(20), shutdown).await.is_err() {
+        failure.get_or_insert_with(|| "the stages did not stop within 20s".into());
+    }
+    audience_cancel.cancel();
+    let mut tally = audience.await.map_err(runtime)?.map_err(runtime)?;
+    let audit = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(runtime)?;
+    let broker_info = broker.info.clone();
+    drop(broker); // everything that talks to it is done
+
+    let dead_lettered = audit.ids.iter().filter(|id| !tally.has(**id)).count() as u64;
+    let counts = Counts {
+        sent: report.sent,
+        delivered: tally.delivered,
+        dead_lettered,
+        lost: report.sent.saturating_sub(tally.delivered + dead_lettered),
+        duplicates: tally.duplicates,
+        warmup_sent: report.warmup_sent,
+    };
+    let measured = (report.sent - report.warmup_sent) as f64 / load.rate;
+    let duration_s =
+        if report.stopped_early { measured.min(load.duration.as_secs_f64()) } else { load.duration.as_secs_f64() };
+    let mut result = RunResult {
+        tailgate_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: scenario.name.clone(),
+        profile: "default".into(),
+        run_id,
+        broker: broker_info,
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        duration_s,
+        warmup_s: load.warmup.as_secs_f64(),
+        target_rate: load.rate,
+        achieved_rate: if duration_s > 0.0 {
+            (tally.delivered - tally.warmup_delivered) as f64 / duration_s
+        } else {
+            0.0
+        },
+        counts,
+        end_to_end: tally.hops.end_to_end.summary(),
+        hops: tally.hops.summaries(),
+        schedule_lag: report.schedule_lag.summary(),
+        sla: Default::default(),
+        interrupted: interrupted || report.stopped_early,
+        machine: Machine::this(),
+    };
+    result.evaluate(&scenario.sla);
+    if tally.unreadable > 0 {
+        eprintln!(
+            "warning: {} updates could not be read by the audience (first: {})",
+            tally.unreadable,
+            tally.first_unreadable.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(reason) = &audit.first_reason {
+        eprintln!("note: {dead_lettered} events were dead-lettered; first reason: {reason}");
+    }
+    write_run_dir(&dir, &result, &mut tally, report.schedule_lag)
+        .map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
+    Ok(Outcome { result, dir, failure })
+}
+
+async fn tagged(
+    name: &'static str,
+    f: impl Future<Output = pipeline::Result<()>>,
+) -> (&'static str, pipeline::Result<()>) {
+    (name, f.await)
+}
+
+fn describe_exit(done: Result<(&'static str, pipeline::Result<()>), tokio::task::JoinError>) -> String {
+    match done {
+        Ok((name, Ok(()))) => format!("{name} stopped unexpectedly"),
+        Ok((_, Err(e))) => e.to_string(),
+        Err(e) => format!("a stage panicked: {e}"),
+    }
+}
+
+fn hlog_name(metric: &str) -> String {
+    format!("{}.hlog", metric.replace("->", "_to_"))
+}
+
+fn write_run_dir(
+    dir: &Path,
+    result: &RunResult,
+    tally: &mut Tally,
+    mut lag: probes::LatencyRecorder,
+) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(result).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("result.json"), json + "\n")?;
+    std::fs::write(dir.join(hlog_name("end_to_end")), tally.hops.end_to_end.interval_log())?;
+    for h in tally.hops.hops_mut() {
+        std::fs::write(dir.join(format!("hop-{}", hlog_name(&h.name))), h.recorder.interval_log())?;
+    }
+    std::fs::write(dir.join(hlog_name("schedule_lag")), lag.interval_log())?;
+    Ok(())
+}
