@@ -287,13 +287,16 @@ impl Scenario {
 
     /// Parses and validates scenario text that came from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
-        let scenario: Self = toml::from_str(text).map_err(|e| ScenarioError {
-            file: path.to_owned(),
-            problems: vec![Problem {
-                line: e.span().map(|s| line_of(text, s.start)),
-                field: String::new(),
-                message: e.message().trim_end().to_owned(),
-            }],
+        let scenario: Self = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ScenarioError {
+                file: path.to_owned(),
+                problems: vec![Problem {
+                    line,
+                    field: line.map(|l| field_at(text, l)).unwrap_or_default(),
+                    message: e.message().trim_end().to_owned(),
+                }],
+            }
         })?;
         let problems = scenario.validate(text);
         if problems.is_empty() { Ok(scenario) } else { Err(ScenarioError { file: path.to_owned(), problems }) }
@@ -334,10 +337,10 @@ impl Scenario {
         if !(1..=1024).contains(&self.broker.partitions) {
             bad("broker", None, "partitions", format!("must be 1 to 1024, not {}", self.broker.partitions));
         }
-        if let Some(b) = &self.broker.bootstrap {
-            if !valid_bootstrap(b) {
-                bad("broker", None, "bootstrap", format!("`{b}` is not host:port[,host:port...]"));
-            }
+        if let Some(b) = &self.broker.bootstrap
+            && !valid_bootstrap(b)
+        {
+            bad("broker", None, "bootstrap", format!("`{b}` is not host:port[,host:port...]"));
         }
         if self.pipeline.window.is_zero() {
             bad("pipeline", None, "window", "must be longer than zero".into());
@@ -380,6 +383,30 @@ pub fn valid_bootstrap(s: &str) -> bool {
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// The dotted field set on 1-based `line` (`load.duration`, `sla[1].max`), or "" when the
+/// line sets none.
+fn field_at(text: &str, line: usize) -> String {
+    let mut table = String::new();
+    let mut arrays: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, raw) in text.lines().enumerate().take(line) {
+        let l = raw.trim();
+        if l.starts_with("[[") {
+            let name = l.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            let i = arrays.entry(name.clone()).and_modify(|i| *i += 1).or_insert(0);
+            table = format!("{name}[{i}]");
+        } else if l.starts_with('[') {
+            table = l.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+        } else if n + 1 == line
+            && !l.starts_with('#')
+            && let Some((key, _)) = l.split_once('=')
+        {
+            let key = key.trim().trim_matches('"');
+            return if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") };
+        }
+    }
+    String::new()
 }
 
 /// The 1-based line where `key` is set in `[table]` (the `index`-th `[[table]]` for arrays,
@@ -443,13 +470,23 @@ max = 50
     #[test]
     fn a_typo_names_file_line_and_field() {
         let e = errors("name = \"t\"\n[load]\nrate = 100\nduraton = \"2s\"\n");
-        assert!(e.starts_with("s.toml:4: unknown field `duraton`"), "{e}");
+        assert!(e.starts_with("s.toml:4: `load.duraton`: unknown field `duraton`"), "{e}");
     }
 
     #[test]
     fn a_bad_duration_names_its_line() {
         let e = errors("name = \"t\"\n[load]\nrate = 100\nduration = \"2 fortnights\"\n");
-        assert!(e.starts_with("s.toml:4: `2 fortnights` is not a duration"), "{e}");
+        assert!(e.starts_with("s.toml:4: `load.duration`: `2 fortnights` is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn fields_are_named_in_arrays_of_tables_too() {
+        let text =
+            "name = \"t\"\n[load]\nrate = 1\nduration = \"1s\"\n[[sla]]\nmetric = \"x\"\n[[sla]]\nmax = \"high\"\n";
+        assert_eq!(field_at(text, 8), "sla[1].max");
+        assert_eq!(field_at(text, 3), "load.rate");
+        assert_eq!(field_at(text, 1), "name");
+        assert_eq!(field_at(text, 2), "");
     }
 
     #[test]

@@ -100,8 +100,7 @@ impl Driver {
             schedule_lag: LatencyRecorder::new("schedule_lag", self.measure_from_ns, Duration::from_secs(1)),
             stopped_early: false,
         };
-        let mut id = 0u64;
-        while let Some(offset) = self.schedule.next() {
+        for (id, offset) in (0u64..).zip(self.schedule.by_ref()) {
             if stop.load(Ordering::Relaxed) {
                 report.stopped_early = true;
                 break;
@@ -118,7 +117,6 @@ impl Driver {
             }
             report.sent += 1;
             sent.fetch_add(1, Ordering::Relaxed);
-            id += 1;
         }
         report.schedule_lag.flush();
         Ok(report)

@@ -190,7 +190,6 @@ fn render(event: &StoryEvent, traceparent: &str, intended_ns: u64, stamps: &[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
 
     fn pushed(session: u64, n: u64) -> Pushed {
         let event = StoryEvent { run: 1, id: n, session, action: "go".into(), beat: None, window: None };
@@ -208,24 +207,28 @@ mod tests {
         (url, state, ready_tx, cancel, server)
     }
 
-    async fn get(url: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = url.trim_start_matches("http://");
-        let (host, path) = addr.split_once('/').map_or((addr, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    /// Sends a bare HTTP/1.1 GET for `path` and returns the open connection.
+    async fn request(base: &str, path: &str, extra: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n{extra}\r\n").as_bytes()).await.unwrap();
+        s
+    }
+
+    async fn status(base: &str, path: &str) -> u16 {
+        use tokio::io::AsyncReadExt;
         let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        (out[9..12].parse().unwrap(), out)
+        request(base, path, "connection: close\r\n").await.read_to_string(&mut out).await.unwrap();
+        out[9..12].parse().unwrap()
     }
 
     #[tokio::test]
     async fn readiness_follows_partition_assignment() {
         let (url, _state, ready, cancel, server) = start().await;
-        assert_eq!(get(&format!("{url}/healthz")).await.0, 200);
-        assert_eq!(get(&format!("{url}/readyz")).await.0, 503);
+        assert_eq!(status(&url, "/healthz").await, 200);
+        assert_eq!(status(&url, "/readyz").await, 503);
         ready.send_replace(true);
-        assert_eq!(get(&format!("{url}/readyz")).await.0, 200);
+        assert_eq!(status(&url, "/readyz").await, 200);
         cancel.cancel();
         server.await.unwrap().unwrap();
     }
@@ -233,8 +236,9 @@ mod tests {
     #[tokio::test]
     async fn session_streams_see_only_their_session_and_shutdown_ends_them() {
         let (url, state, _ready, cancel, server) = start().await;
-        let mut client = axum_test_stream(&format!("{url}/sessions/7/events")).await;
-        let mut firehose = axum_test_stream(&format!("{url}/events")).await;
+        let sse = "accept: text/event-stream\r\n";
+        let mut client = request(&url, "/sessions/7/events", sse).await;
+        let mut firehose = request(&url, "/events", sse).await;
         while state.subscribers() < 2 {
             tokio::task::yield_now().await;
         }
@@ -247,17 +251,6 @@ mod tests {
         cancel.cancel();
         // Graceful shutdown ends open streams instead of waiting on them forever.
         tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
-    }
-
-    async fn axum_test_stream(url: &str) -> tokio::net::TcpStream {
-        use tokio::io::AsyncWriteExt;
-        let addr = url.trim_start_matches("http://");
-        let (host, path) = addr.split_once('/').unwrap();
-        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-        s.write_all(format!("GET /{path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        s
     }
 
     async fn read_events(s: &mut tokio::net::TcpStream, n: usize) -> String {
@@ -279,6 +272,5 @@ mod tests {
         assert_eq!((d.run, d.id, d.session, d.intended_ns), (1, 9, 3, 5));
         assert_eq!(d.stamps, "agent:1:2");
         assert_eq!(d.update["action"], "go");
-        let _ = futures::stream::empty::<()>().boxed();
     }
 }

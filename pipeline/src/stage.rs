@@ -57,10 +57,10 @@ impl ClientContext for ReadyContext {}
 
 impl ConsumerContext for ReadyContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            if tpl.count() > 0 {
-                self.ready.send_replace(true);
-            }
+        if let Rebalance::Assign(tpl) = rebalance
+            && tpl.count() > 0
+        {
+            self.ready.send_replace(true);
         }
     }
 }

@@ -151,7 +151,7 @@ impl Summary {
         Self {
             count: h.len(),
             min_ms: ms(h.min()),
-            mean_ms: h.mean() / 1_000.0,
+            mean_ms: h.mean().round() / 1_000.0,
             p50_ms: ms(h.value_at_quantile(0.50)),
             p90_ms: ms(h.value_at_quantile(0.90)),
             p99_ms: ms(h.value_at_quantile(0.99)),

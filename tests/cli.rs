@@ -1,0 +1,73 @@
+//! The `tailgate` binary's exit codes and error messages.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn tailgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tailgate"))
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_scenario_typo_exits_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "typo.toml", "name = \"t\"\n[load]\nrate = 100\nduraton = \"2s\"\n");
+    for sub in ["validate", "run"] {
+        let out = tailgate().arg(sub).arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{}:4: `load.duraton`: unknown field `duraton`", f.display())), "{sub}: {err}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let out = tailgate().args(["run", "scenarios/quickstart.toml", "--rate", "fast"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = tailgate().args(["run", "scenarios/quickstart.toml", "--bootstrap", "nohost"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`nohost` is not host:port"));
+}
+
+#[test]
+fn an_unreachable_broker_exits_3_naming_the_address_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1 of the loopback address.
+    let started = Instant::now();
+    let out = tailgate()
+        .args(["run", "scenarios/quickstart.toml", "--bootstrap", "127.0.0.1:1", "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach a Kafka broker at 127.0.0.1:1"), "{err}");
+    assert!(err.contains("omit --bootstrap"), "says what to try: {err}");
+}
+
+#[test]
+fn a_failed_objective_exits_1_and_still_writes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "strict.toml",
+        "name = \"strict\"\n[load]\nrate = 50\nwarmup = \"1s\"\nduration = \"2s\"\n\
+         [[sla]]\nmetric = \"end_to_end.p50_ms\"\nmax = 0.001\n",
+    );
+    let run_dir = dir.path().join("run");
+    let out = tailgate().arg("run").arg(&f).arg("--out").arg(&run_dir).arg("-q").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("FAIL end_to_end.p50_ms"), "{stdout}");
+    assert!(stdout.contains("PASS counts.lost = 0.000"), "{stdout}");
+    assert!(stdout.contains("verdict   FAIL"), "{stdout}");
+    assert!(run_dir.join("result.json").exists());
+}

@@ -1,0 +1,85 @@
+//! A short scenario end to end on the embedded broker: every event sent is delivered (or
+//! dead-lettered), the hops add up to the end-to-end time, and the run directory holds
+//! `result.json` and an interval log per metric.
+
+#![cfg(feature = "embedded")]
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use tailgate::result::RunResult;
+use tailgate::run::{RunOptions, run};
+
+const SCENARIO: &str = r#"
+name = "e2e-test"
+[load]
+rate = 200
+sessions = 16
+payload_bytes = 64
+warmup = "1s"
+duration = "3s"
+drain = "30s"
+[[sla]]
+metric = "end_to_end.p99_ms"
+max = 60000.0
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_accounts_for_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let out = dir.path().join("run");
+    let opts = RunOptions { scenario, out: Some(out.clone()), ..RunOptions::default() };
+    let outcome = run(opts).await.expect("the run completes");
+    assert_eq!(outcome.failure, None);
+    let r = &outcome.result;
+
+    // Accounting: 200/s for 1s + 3s, all delivered exactly once.
+    let c = r.counts;
+    assert_eq!(c.sent, 800);
+    assert_eq!(c.warmup_sent, 200);
+    assert_eq!(c.lost, 0, "{c:?}");
+    assert_eq!(c.dead_lettered, 0, "{c:?}");
+    assert_eq!(c.delivered, c.sent - c.dead_lettered);
+    assert_eq!(r.end_to_end.count, 600, "only events after warm-up are measured");
+    assert!(r.sla.passed, "{:?}", r.sla);
+    assert_eq!(r.broker.kind, "tansu");
+
+    // The hops are the whole path, and their means add up to the end-to-end mean.
+    let names: Vec<&str> = r.hops.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "source->connector",
+            "connector",
+            "connector->agent",
+            "agent",
+            "agent->streamjob",
+            "streamjob",
+            "streamjob->gateway",
+            "gateway",
+            "gateway->client"
+        ]
+    );
+    assert!(r.hops.iter().all(|h| h.stats.count == 600));
+    let sum: f64 = r.hops.iter().map(|h| h.stats.mean_ms).sum();
+    let mean = r.end_to_end.mean_ms;
+    assert!((sum - mean).abs() <= 0.05 * mean, "hops sum to {sum} ms, end to end {mean} ms");
+
+    // The run directory.
+    let back: RunResult = serde_json::from_slice(&std::fs::read(out.join("result.json")).unwrap()).unwrap();
+    assert_eq!(&back, r);
+    for h in &r.hops {
+        let file = out.join(format!("hop-{}.hlog", h.name.replace("->", "_to_")));
+        assert_hlog(&file);
+    }
+    assert_hlog(&out.join("end_to_end.hlog"));
+    assert_hlog(&out.join("schedule_lag.hlog"));
+}
+
+fn assert_hlog(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(text.contains("#[StartTime: "), "{}", path.display());
+    let intervals = text.lines().filter(|l| !l.starts_with('#') && !l.starts_with('"')).count();
+    assert!(intervals >= 2, "{} has {intervals} intervals", path.display());
+}
