@@ -74,13 +74,16 @@ impl LatencyRecorder {
         let start = Duration::from_nanos(self.current_start_ns.saturating_sub(self.base_ns));
         let length = Duration::from_nanos(self.interval_ns);
         let mut serializer = V2DeflateSerializer::new();
-        if let Ok(mut w) = IntervalLogWriterBuilder::new()
-            .with_max_value_divisor(1000.0)
-            .begin_log_with(&mut self.log_body, &mut serializer)
+        let mut line = Vec::new();
+        if let Ok(mut w) =
+            IntervalLogWriterBuilder::new().with_max_value_divisor(1000.0).begin_log_with(&mut line, &mut serializer)
         {
             // Serializing into memory fails only on a histogram hdrhistogram itself built.
             let _ = w.write_histogram(&self.current, start, length, Tag::new(&self.tag));
         }
+        // The builder repeats the divisor header before each interval; the log has it once.
+        let body = line.iter().position(|&b| b == b'\n').filter(|_| line.starts_with(b"#")).map_or(0, |i| i + 1);
+        self.log_body.extend_from_slice(&line[body..]);
         self.current.reset();
     }
 
@@ -194,6 +197,10 @@ mod tests {
         let log = r.interval_log();
         let text = String::from_utf8(log.clone()).unwrap();
         assert!(text.contains("#[StartTime: 1700000000.000"), "{text}");
+        assert_eq!(text.matches("MaxValueDivisor").count(), 1, "{text}");
+        // Intervals carry their tag, start (s since the base time), length and max (ms).
+        let first = text.lines().find(|l| l.starts_with("Tag=")).unwrap();
+        assert!(first.starts_with("Tag=agent,0.000,1.000,3.0"), "{first}");
 
         let mut merged = new_histogram();
         let mut starts = Vec::new();
