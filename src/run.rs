@@ -163,12 +163,12 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
         .out
         .clone()
         .unwrap_or_else(|| Path::new("runs").join(format!("{}-{}", scenario.name, timestamp_for_path(started))));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
 
     let broker = start_broker(&scenario, &mut kafka).await?;
     kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(runtime)?;
     kafka.ensure_topics(&topics::ALL, &[]).await.map_err(runtime)?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
 
     let run_id = random_u64() >> 12;
     let db = dir.join("source.sqlite");

@@ -9,7 +9,7 @@
 use crate::event::StoryEvent;
 use crate::kafka::KafkaSettings;
 use crate::stage::{
-    DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, close_consumer, decode, open_consumer, open_producer,
+    DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, decode, finish, next_message, open_consumer, open_producer,
     spawn_acker,
 };
 use crate::{Error, Result, topics};
@@ -138,15 +138,10 @@ pub async fn consume(
     let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::UPDATES, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
     let result = loop {
-        let msg = tokio::select! {
-            () = cancel.cancelled() => break Ok(()),
-            msg = consumer.recv() => msg,
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                break Err(Error::Stage { stage: NAME, reason: format!("consume from {}: {e}", topics::UPDATES) });
-            }
+        let msg = match next_message(&consumer, &cancel, NAME, topics::UPDATES).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         };
         let ingress_ns = probes::now_ns();
         let ack = match decode(&msg) {
@@ -166,10 +161,7 @@ pub async fn consume(
             break Ok(());
         }
     };
-    drop(tx);
-    let acked = acker.await.map_err(|e| Error::Stage { stage: NAME, reason: e.to_string() })?;
-    close_consumer(consumer).await;
-    result.and(acked)
+    finish(NAME, consumer, tx, acker, result).await
 }
 
 fn render(event: &StoryEvent, traceparent: &str, intended_ns: u64, stamps: &[u8]) -> Pushed {

@@ -244,6 +244,36 @@ pub fn spawn_acker(
     })
 }
 
+/// The next message from `input`, or `None` once `cancel` fires.
+pub async fn next_message<'c>(
+    consumer: &'c StageConsumer,
+    cancel: &CancellationToken,
+    stage: &'static str,
+    input: &str,
+) -> Result<Option<BorrowedMessage<'c>>> {
+    tokio::select! {
+        () = cancel.cancelled() => Ok(None),
+        msg = consumer.recv() => {
+            msg.map(Some).map_err(|e| Error::Stage { stage, reason: format!("consume from {input}: {e}") })
+        }
+    }
+}
+
+/// Ends a stage: lets the acker store what is acknowledged, commits, closes the consumer,
+/// and reports the first failure.
+pub async fn finish(
+    stage: &'static str,
+    consumer: Arc<StageConsumer>,
+    tx: mpsc::Sender<Pending>,
+    acker: tokio::task::JoinHandle<Result<()>>,
+    result: Result<()>,
+) -> Result<()> {
+    drop(tx);
+    let acked = acker.await.map_err(|e| Error::Stage { stage, reason: e.to_string() })?;
+    close_consumer(consumer).await;
+    result.and(acked)
+}
+
 /// How many outputs may await acknowledgement at once.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
@@ -264,13 +294,10 @@ pub async fn run<P: Processor>(
     let acker = spawn_acker(Arc::clone(&consumer), P::NAME, input, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
     let result = loop {
-        let msg = tokio::select! {
-            () = cancel.cancelled() => break Ok(()),
-            msg = consumer.recv() => msg,
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => break Err(Error::Stage { stage: P::NAME, reason: format!("consume from {input}: {e}") }),
+        let msg = match next_message(&consumer, &cancel, P::NAME, input).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         };
         let ingress_ns = probes::now_ns();
         let (partition, offset) = (msg.partition(), msg.offset());
@@ -296,10 +323,7 @@ pub async fn run<P: Processor>(
             Err(e) => break Err(e),
         }
     };
-    drop(tx);
-    let acked = acker.await.map_err(|e| Error::Stage { stage: P::NAME, reason: e.to_string() })?;
-    close_consumer(consumer).await;
-    result.and(acked)
+    finish(P::NAME, consumer, tx, acker, result).await
 }
 
 #[allow(clippy::too_many_arguments)]
