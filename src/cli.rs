@@ -1,4 +1,5 @@
-//! The command line: `tailgate run` and `tailgate validate`, and the exit codes.
+//! The command line: `tailgate run` (optionally with the live dashboard), `tailgate watch`,
+//! `tailgate validate`, and the exit codes.
 //!
 //! Exit codes: 0 ran and the SLA passed; 1 ran and the SLA failed; 2 bad input (scenario
 //! file, flags); 3 runtime failure (broker unreachable, a stage crashed).
@@ -8,6 +9,8 @@ use crate::scenario::Scenario;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// Exit code: ran and every SLA objective passed.
@@ -50,6 +53,22 @@ enum Command {
         /// No progress lines.
         #[arg(long, short)]
         quiet: bool,
+        /// Show the live dashboard while the run goes (and its verdict until you press q).
+        #[arg(long)]
+        tui: bool,
+    },
+    /// Watch a running pipeline's latency live by tapping its topics (produces nothing,
+    /// commits nothing: a consumer group of its own, reading from the end).
+    Watch {
+        /// The Kafka cluster (host:port[,host:port...]).
+        #[arg(long, value_name = "HOST:PORT")]
+        bootstrap: String,
+        /// Topics to tap; events need tailgate's headers (any pipeline that forwards them).
+        #[arg(long, value_delimiter = ',', default_value = "story.updates")]
+        topics: Vec<String>,
+        /// End-to-end p99 budget to draw and check, ms.
+        #[arg(long, value_name = "MS", default_value_t = 50.0)]
+        sla_p99: f64,
     },
     /// Check scenario files without running them.
     Validate {
@@ -73,11 +92,183 @@ pub fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Command::Validate { scenarios } => validate(&scenarios),
-        Command::Run { scenario, out, bootstrap, rate, duration, warmup, quiet } => {
-            let opts = RunOptions { scenario, out, bootstrap, rate, duration, warmup, progress: !quiet };
-            run_blocking(opts)
+        Command::Run { scenario, out, bootstrap, rate, duration, warmup, quiet, tui } => {
+            let opts = RunOptions {
+                scenario,
+                out,
+                bootstrap,
+                rate,
+                duration,
+                warmup,
+                progress: !quiet && !tui,
+                feed: None,
+                stop: None,
+            };
+            if tui { run_with_dashboard(opts) } else { run_blocking(opts) }
         }
+        Command::Watch { bootstrap, topics, sla_p99 } => watch(&bootstrap, topics, sla_p99),
     })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        EXIT_RUNTIME
+    })
+}
+
+fn needs_terminal(what: &str) -> Option<u8> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        None
+    } else {
+        eprintln!("error: {what} draws a live dashboard and needs a terminal on stdout");
+        Some(EXIT_BAD_INPUT)
+    }
+}
+
+fn run_with_dashboard(mut opts: RunOptions) -> u8 {
+    if let Some(code) = needs_terminal("--tui") {
+        return code;
+    }
+    let (tx, rx) = dashboard::feed_channel();
+    let quit = Arc::new(AtomicBool::new(false));
+    let meta = dashboard::Meta {
+        title: opts.scenario.display().to_string(),
+        profile: "default".into(),
+        broker: "starting".into(),
+        started_ns: probes::now_ns(),
+        ..dashboard::Meta::default()
+    };
+    let ui = {
+        let quit = Arc::clone(&quit);
+        std::thread::spawn(move || dashboard::run_app(meta, rx, &quit))
+    };
+    opts.feed = Some(tx.clone());
+    opts.stop = Some(quit);
+    let (code, report) = match runtime() {
+        Ok(rt) => {
+            let outcome = rt.block_on(run::run(opts));
+            rt.shutdown_timeout(Duration::from_secs(2));
+            match outcome {
+                Ok(o) => {
+                    let lines = o
+                        .result
+                        .sla
+                        .objectives
+                        .iter()
+                        .map(|ob| format!("{} = {}", ob.metric, ob.actual.map_or("-".into(), |a| format!("{a:.3}"))))
+                        .collect();
+                    tx.deliver(dashboard::Feed::Finished(dashboard::Verdict { passed: o.result.sla.passed, lines }));
+                    (verdict_code(&o), Ok(o))
+                }
+                Err(e) => {
+                    tx.deliver(dashboard::Feed::Failed(e.to_string()));
+                    (e.exit_code(), Err(e))
+                }
+            }
+        }
+        Err(code) => return code,
+    };
+    drop(tx);
+    if let Ok(Err(e)) = ui.join() {
+        eprintln!("warning: the dashboard failed: {e}");
+    }
+    match report {
+        Ok(o) => {
+            print!("{}", o.result.render(&o.dir));
+            if let Some(f) = &o.failure {
+                eprintln!("error: the run failed: {f}");
+            }
+        }
+        Err(e) => eprintln!("error: {e}"),
+    }
+    code
+}
+
+fn verdict_code(o: &run::Outcome) -> u8 {
+    if o.failure.is_some() {
+        EXIT_RUNTIME
+    } else if o.result.sla.passed {
+        EXIT_PASS
+    } else {
+        EXIT_SLA_FAILED
+    }
+}
+
+fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64) -> u8 {
+    if !crate::scenario::valid_bootstrap(bootstrap) {
+        eprintln!("error: --bootstrap `{bootstrap}` is not host:port[,host:port...]");
+        return EXIT_BAD_INPUT;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let kafka = pipeline::KafkaSettings::new(bootstrap);
+    if let Err(e) = rt.block_on(kafka.check_reachable(run::CONNECT_TIMEOUT)) {
+        eprintln!("error: {e}");
+        return EXIT_RUNTIME;
+    }
+    if let Some(code) = needs_terminal("watch") {
+        return code;
+    }
+    let (tx, rx) = dashboard::feed_channel();
+    let meta = dashboard::Meta {
+        title: format!("watching {}", topics.join(",")),
+        profile: "-".into(),
+        broker: format!("kafka @ {bootstrap}"),
+        started_ns: probes::now_ns(),
+        planned: None,
+        budgets: vec![dashboard::Budget { metric: "end_to_end.p99_ms".into(), max: sla_p99 }],
+        sink: pipeline::tap::NAME.into(),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let tap = rt.spawn({
+        let (cancel, tx) = (cancel.clone(), tx.clone());
+        async move {
+            let mut seen = 0u64;
+            let progress = tx.clone();
+            pipeline::tap::run(
+                &kafka,
+                &topics,
+                |intended_ns, stamps, received_ns| {
+                    seen += 1;
+                    tx.offer(dashboard::Feed::Sample(dashboard::Sample {
+                        intended_ns,
+                        received_ns,
+                        stamps: stamps.into(),
+                    }));
+                    if seen.is_multiple_of(100) {
+                        progress.offer(dashboard::Feed::Progress(dashboard::Progress {
+                            delivered: seen,
+                            ..Default::default()
+                        }));
+                    }
+                },
+                || {},
+                cancel,
+            )
+            .await
+        }
+    });
+    drop(tx);
+    let quit = AtomicBool::new(false);
+    let ui = dashboard::run_app(meta, rx, &quit);
+    cancel.cancel();
+    let tapped = rt.block_on(tap);
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match (ui, tapped) {
+        (Err(e), _) => {
+            eprintln!("error: the dashboard failed: {e}");
+            EXIT_RUNTIME
+        }
+        (_, Ok(Err(e))) => {
+            eprintln!("error: {e}");
+            EXIT_RUNTIME
+        }
+        _ => EXIT_PASS,
+    }
 }
 
 fn validate(files: &[PathBuf]) -> u8 {
@@ -108,14 +299,10 @@ fn run_blocking(opts: RunOptions) -> u8 {
     match outcome {
         Ok(o) => {
             print!("{}", o.result.render(&o.dir));
-            if let Some(f) = o.failure {
+            if let Some(f) = &o.failure {
                 eprintln!("error: the run failed: {f}");
-                EXIT_RUNTIME
-            } else if o.result.sla.passed {
-                EXIT_PASS
-            } else {
-                EXIT_SLA_FAILED
             }
+            verdict_code(&o)
         }
         Err(e @ (RunError::BadInput(_) | RunError::Runtime(_))) => {
             eprintln!("error: {e}");

@@ -4,6 +4,7 @@
 
 use crate::result::{BrokerInfo, Counts, Machine, RunResult, SINK, SOURCE};
 use crate::scenario::{Scenario, valid_bootstrap};
+use dashboard::{Budget, Feed, FeedSender, Meta, Progress, Sample, StageLag};
 use loadgen::{Audience, Driver, Schedule, SystemClock, Tally};
 use pipeline::agent::{Agent, AgentConfig};
 use pipeline::connector::{self, ActionRow, ConnectorConfig, SourceWriter};
@@ -37,6 +38,10 @@ pub struct RunOptions {
     pub warmup: Option<Duration>,
     /// Print a progress line every second (to stderr).
     pub progress: bool,
+    /// A live view to feed (samples, progress, the header).
+    pub feed: Option<FeedSender>,
+    /// Set from outside (a live view's quit) to stop the load early; results are written.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Why a run did not produce a verdict.
@@ -249,7 +254,14 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
     let start_ns = probes::now_ns() + 100_000_000;
     let measure_from_ns = start_ns + u64::try_from(load.warmup.as_nanos()).unwrap_or(u64::MAX);
     let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, measure_from_ns, Duration::from_secs(1));
-    let tally = Tally::new(run_id, measure_from_ns, hops);
+    let mut tally = Tally::new(run_id, measure_from_ns, hops);
+    if let Some(feed) = &opts.feed {
+        feed.deliver(Feed::Meta(live_meta(&scenario, &broker.info, start_ns)));
+        let feed = feed.clone();
+        tally.observe_with(Box::new(move |intended_ns, stamps, received_ns| {
+            feed.offer(Feed::Sample(Sample { intended_ns, received_ns, stamps: stamps.to_owned() }));
+        }));
+    }
     let delivered_live = tally.delivered_counter();
     let audience_cancel = CancellationToken::new();
     let audience = Audience { url: format!("http://{gateway_addr}/events"), tally }
@@ -260,12 +272,13 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = opts.stop.clone().unwrap_or_default();
     let sent_live = Arc::new(AtomicU64::new(0));
     let schedule = Schedule::new(load.arrival, load.rate, load.warmup + load.duration, load.seed);
     let mut driver = Driver::new(schedule, load.keys(), load.sessions, load.payload_bytes, load.seed);
     driver.start_ns = start_ns;
     driver.measure_from_ns = measure_from_ns;
+    let lag_live = Arc::clone(&driver.lag_live);
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     {
         let (stop, sent_live) = (Arc::clone(&stop), Arc::clone(&sent_live));
@@ -294,20 +307,35 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
     let dead_lettered_live = || counters.iter().map(|c| c.dead_lettered.load(Ordering::Relaxed)).sum::<u64>();
     let mut failure: Option<String> = None;
     let mut interrupted = false;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.tick().await;
+    let mut ticks = 0u64;
     let report = loop {
         tokio::select! {
             r = &mut done_rx => break r.map_err(|_| runtime("the load generator thread died"))?,
-            _ = tick.tick() => if opts.progress {
+            _ = tick.tick() => {
+                ticks += 1;
                 let sent = sent_live.load(Ordering::Relaxed);
                 let delivered = delivered_live.load(Ordering::Relaxed);
                 let dl = dead_lettered_live();
-                eprintln!(
-                    "{:>6.1}s  sent {sent:>8}  delivered {delivered:>8}  dead-lettered {dl:>5}  in flight {:>6}",
-                    began.elapsed().as_secs_f64(),
-                    sent.saturating_sub(delivered + dl)
-                );
+                if let Some(feed) = &opts.feed {
+                    let lag = lag_live.swap(0, Ordering::Relaxed);
+                    feed.offer(Feed::Progress(Progress {
+                        sent,
+                        delivered,
+                        dead_lettered: dl,
+                        duplicates: 0,
+                        schedule_lag_ms: Some(lag as f64 / 1e6),
+                        lags: stage_lags(sent, &counters),
+                    }));
+                }
+                if opts.progress && ticks.is_multiple_of(4) {
+                    eprintln!(
+                        "{:>6.1}s  sent {sent:>8}  delivered {delivered:>8}  dead-lettered {dl:>5}  in flight {:>6}",
+                        began.elapsed().as_secs_f64(),
+                        sent.saturating_sub(delivered + dl)
+                    );
+                }
             },
             Some(done) = stages.join_next(), if failure.is_none() => {
                 failure = Some(describe_exit(done));
@@ -321,6 +349,7 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
         }
     };
     let report = report.map_err(|e| runtime(format!("the source refused an event: {e}")))?;
+    interrupted |= report.stopped_early && failure.is_none();
 
     // Drain: wait for what is in flight, up to the scenario's limit.
     let drain_until = Instant::now() + load.drain;
@@ -397,6 +426,36 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
     write_run_dir(&dir, &result, &mut tally, report.schedule_lag)
         .map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
     Ok(Outcome { result, dir, failure })
+}
+
+/// The dashboard's header for a run.
+fn live_meta(scenario: &Scenario, broker: &BrokerInfo, start_ns: u64) -> Meta {
+    let load = &scenario.load;
+    Meta {
+        title: scenario.name.clone(),
+        profile: "default".into(),
+        broker: format!("{} {} @ {}", broker.kind, broker.version, broker.bootstrap),
+        started_ns: start_ns,
+        planned: Some(load.warmup + load.duration),
+        budgets: scenario.sla.iter().filter_map(|o| Some(Budget { metric: o.metric.clone(), max: o.max? })).collect(),
+        sink: SINK.into(),
+    }
+}
+
+/// Events waiting in front of each stage: what the hop before it passed on, less what it
+/// passed on or dead-lettered.
+fn stage_lags(sent: u64, counters: &[Arc<StageCounters>; 4]) -> Vec<StageLag> {
+    let mut upstream = sent;
+    pipeline::STAGES
+        .iter()
+        .zip(counters)
+        .map(|(stage, c)| {
+            let (fwd, dl) = (c.forwarded.load(Ordering::Relaxed), c.dead_lettered.load(Ordering::Relaxed));
+            let lag = StageLag { stage: (*stage).to_owned(), events: upstream.saturating_sub(fwd + dl) };
+            upstream = fwd;
+            lag
+        })
+        .collect()
 }
 
 async fn tagged(

@@ -30,7 +30,19 @@ pub struct Tally {
     pub unreadable: u64,
     pub first_unreadable: Option<String>,
     delivered_live: Arc<AtomicU64>,
+    observer: ObserverSlot,
 }
+
+struct ObserverSlot(Option<Observer>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(observer)" } else { "None" })
+    }
+}
+
+/// Called with (intended ns, stamps, received ns) for every distinct delivery.
+pub type Observer = Box<dyn FnMut(u64, &str, u64) + Send>;
 
 impl Tally {
     /// A tally for `run`, measuring events intended at or after `measure_from_ns`.
@@ -47,7 +59,13 @@ impl Tally {
             unreadable: 0,
             first_unreadable: None,
             delivered_live: Arc::default(),
+            observer: ObserverSlot(None),
         }
+    }
+
+    /// Also hands every distinct delivery (warm-up included) to `observer`, e.g. a live view.
+    pub fn observe_with(&mut self, observer: Observer) {
+        self.observer = ObserverSlot(Some(observer));
     }
 
     /// A live count of distinct deliveries, readable while the audience runs.
@@ -81,6 +99,9 @@ impl Tally {
         self.seen[word] |= bit;
         self.delivered += 1;
         self.delivered_live.fetch_add(1, Ordering::Relaxed);
+        if let Some(o) = &mut self.observer.0 {
+            o(d.intended_ns, &d.stamps, received_ns);
+        }
         if d.intended_ns < self.measure_from_ns {
             self.warmup_delivered += 1;
         } else if let Err(e) = self.hops.record(d.intended_ns, d.stamps.as_bytes(), received_ns) {

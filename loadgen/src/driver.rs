@@ -6,6 +6,7 @@ use crate::keys::{KeyDist, Keys};
 use crate::payload::Payloads;
 use crate::schedule::Schedule;
 use probes::LatencyRecorder;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -66,6 +67,8 @@ pub struct Driver {
     pub start_ns: u64,
     /// Epoch ns at which warm-up ends and statistics begin.
     pub measure_from_ns: u64,
+    /// The largest schedule lag (ns) since a reader last swapped it to 0, for live views.
+    pub lag_live: Arc<AtomicU64>,
 }
 
 impl Driver {
@@ -77,6 +80,7 @@ impl Driver {
             payloads: Payloads::new(payload_bytes, seed),
             start_ns: 0,
             measure_from_ns: 0,
+            lag_live: Arc::default(),
         }
     }
 
@@ -110,6 +114,7 @@ impl Driver {
             let event = Send { id, session: self.keys.next_session(), intended_ns, payload: self.payloads.get(id) };
             let actual = clock.now_ns();
             source(&event)?;
+            self.lag_live.fetch_max(actual.saturating_sub(intended_ns), Ordering::Relaxed);
             if intended_ns >= self.measure_from_ns {
                 report.schedule_lag.record(actual.saturating_sub(intended_ns), actual);
             } else {

@@ -8,7 +8,8 @@
 //!
 //! [`stage`] is the runtime the Kafka-to-Kafka stages share (consume, stamp, produce, store
 //! offsets only once the output is acknowledged, dead-letter what cannot be processed);
-//! [`kafka`] builds clients and topics; [`embedded`] starts an in-process broker.
+//! [`kafka`] builds clients and topics; [`embedded`] starts an in-process broker; [`tap`]
+//! reads any pipeline's stamps for `tailgate watch`.
 
 pub mod agent;
 pub mod connector;
@@ -19,6 +20,7 @@ pub mod gateway;
 pub mod kafka;
 pub mod stage;
 pub mod streamjob;
+pub mod tap;
 
 pub use event::StoryEvent;
 pub use kafka::KafkaSettings;

@@ -53,6 +53,13 @@ pub struct ReadyContext {
     ready: watch::Sender<bool>,
 }
 
+impl ReadyContext {
+    /// A context that sets `ready` once partitions are assigned.
+    pub fn new(ready: watch::Sender<bool>) -> Self {
+        Self { ready }
+    }
+}
+
 impl ClientContext for ReadyContext {}
 
 impl ConsumerContext for ReadyContext {
