@@ -397,7 +397,7 @@ impl DashState {
     }
 }
 
-/// Log-spaced bins (1-2-5 steps, ms) covering the histogram's values.
+/// Log-spaced bins (1-1.5-2-3-5-7 steps, ms) covering the histogram's values.
 fn bins(h: &Histogram<u32>) -> Vec<(f64, u64)> {
     if h.is_empty() {
         return Vec::new();
@@ -405,7 +405,7 @@ fn bins(h: &Histogram<u32>) -> Vec<(f64, u64)> {
     let mut edges = Vec::new();
     let mut decade = 0.01;
     while edges.last().is_none_or(|&e: &f64| e * 1000.0 < h.max() as f64) {
-        for m in [1.0, 2.0, 5.0] {
+        for m in [1.0, 1.5, 2.0, 3.0, 5.0, 7.0] {
             edges.push(decade * m);
         }
         decade *= 10.0;

@@ -36,9 +36,11 @@ pub fn draw(frame: &mut Frame<'_>, state: &DashState) {
     }
     let view = state.view();
     let hop_rows = u16::try_from(view.hops.len()).unwrap_or(20).clamp(3, 12);
+    // On short terminals the counters panel gives up its spare line to the chart.
+    let top_rows = if area.height < 30 { 7 } else { 8 };
     let [header, top, chart, bottom, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(8),
+        Constraint::Length(top_rows),
         Constraint::Min(4),
         Constraint::Length(hop_rows + 3),
         Constraint::Length(1),
