@@ -69,6 +69,9 @@ enum Command {
         /// End-to-end p99 budget to draw and check, ms.
         #[arg(long, value_name = "MS", default_value_t = 50.0)]
         sla_p99: f64,
+        /// Consumer groups whose lag to show (read only) [default: the reference pipeline's stages].
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
     },
     /// Check scenario files without running them.
     Validate {
@@ -106,7 +109,7 @@ pub fn main() -> ExitCode {
             };
             if tui { run_with_dashboard(opts) } else { run_blocking(opts) }
         }
-        Command::Watch { bootstrap, topics, sla_p99 } => watch(&bootstrap, topics, sla_p99),
+        Command::Watch { bootstrap, topics, sla_p99, groups } => watch(&bootstrap, topics, sla_p99, groups),
     })
 }
 
@@ -196,7 +199,8 @@ fn verdict_code(o: &run::Outcome) -> u8 {
     }
 }
 
-fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64) -> u8 {
+fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: Vec<String>) -> u8 {
+    let groups = if groups.is_empty() { pipeline::tap::stage_groups() } else { groups };
     if !crate::scenario::valid_bootstrap(bootstrap) {
         eprintln!("error: --bootstrap `{bootstrap}` is not host:port[,host:port...]");
         return EXIT_BAD_INPUT;
@@ -227,29 +231,44 @@ fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64) -> u8 {
     let tap = rt.spawn({
         let (cancel, tx) = (cancel.clone(), tx.clone());
         async move {
-            let mut seen = 0u64;
-            let progress = tx.clone();
-            pipeline::tap::run(
+            let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let lags = {
+                let (kafka, seen, tx, cancel) = (kafka.clone(), Arc::clone(&seen), tx.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    while tokio::select! { () = cancel.cancelled() => false, _ = tick.tick() => true } {
+                        let lags = pipeline::tap::group_lags(&kafka, &groups, Duration::from_secs(5)).await;
+                        let lags = lags.unwrap_or_default().into_iter().filter_map(|(g, l)| {
+                            Some(dashboard::StageLag {
+                                stage: g.trim_start_matches("tailgate-").to_owned(),
+                                events: l?,
+                            })
+                        });
+                        tx.offer(dashboard::Feed::Progress(dashboard::Progress {
+                            delivered: seen.load(std::sync::atomic::Ordering::Relaxed),
+                            lags: lags.collect(),
+                            ..Default::default()
+                        }));
+                    }
+                })
+            };
+            let tapped = pipeline::tap::run(
                 &kafka,
                 &topics,
                 |intended_ns, stamps, received_ns| {
-                    seen += 1;
+                    seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tx.offer(dashboard::Feed::Sample(dashboard::Sample {
                         intended_ns,
                         received_ns,
                         stamps: stamps.into(),
                     }));
-                    if seen.is_multiple_of(100) {
-                        progress.offer(dashboard::Feed::Progress(dashboard::Progress {
-                            delivered: seen,
-                            ..Default::default()
-                        }));
-                    }
                 },
                 || {},
                 cancel,
             )
-            .await
+            .await;
+            let _ = lags.await;
+            tapped
         }
     });
     drop(tx);

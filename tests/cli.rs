@@ -71,3 +71,13 @@ fn a_failed_objective_exits_1_and_still_writes_the_run() {
     assert!(stdout.contains("verdict   FAIL"), "{stdout}");
     assert!(run_dir.join("result.json").exists());
 }
+
+#[test]
+fn watch_exits_3_naming_an_unreachable_broker() {
+    let started = Instant::now();
+    let out = tailgate().args(["watch", "--bootstrap", "127.0.0.1:1"]).output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach a Kafka broker at 127.0.0.1:1"), "{err}");
+}

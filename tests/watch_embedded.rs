@@ -50,6 +50,20 @@ async fn watch_taps_a_running_pipeline_without_touching_it() {
     cancel.cancel();
     tap.await.unwrap().unwrap();
 
+    // The stages' groups have committed everything; the tap's group committed nothing.
+    let mut groups = pipeline::tap::stage_groups();
+    groups.push("tailgate-no-such-group".into());
+    let lags = pipeline::tap::group_lags(&kafka, &groups, std::time::Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        lags,
+        [
+            ("tailgate-agent".to_owned(), Some(0)),
+            ("tailgate-streamjob".to_owned(), Some(0)),
+            ("tailgate-gateway".to_owned(), Some(0)),
+            ("tailgate-no-such-group".to_owned(), None),
+        ]
+    );
+
     let c = outcome.result.counts;
     assert_eq!((c.sent, c.lost, c.dead_lettered), (800, 0, 0), "the tap does not disturb the run");
     assert_eq!(outcome.result.broker.kind, "external");

@@ -52,3 +52,58 @@ pub async fn run(
     close_consumer(consumer).await;
     result
 }
+
+/// The consumer groups of the reference pipeline's stages, in pipeline order.
+pub fn stage_groups() -> Vec<String> {
+    crate::STAGES.iter().filter(|s| **s != crate::connector::NAME).map(|s| format!("tailgate-{s}")).collect()
+}
+
+/// How far each of `groups` is behind: the sum, over every partition it has committed
+/// offsets for, of the high watermark minus the committed offset. `None` for a group with
+/// no committed offsets. Reads offsets only: it neither joins nor commits to the groups.
+pub async fn group_lags(
+    kafka: &KafkaSettings,
+    groups: &[String],
+    timeout: std::time::Duration,
+) -> Result<Vec<(String, Option<u64>)>> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (kafka, groups) = (kafka.clone(), groups.to_vec());
+    // A consumer that fetched committed offsets can be slow to drop: the answer is sent
+    // first and the consumers are dropped afterwards, off the async runtime.
+    std::thread::spawn(move || {
+        let lags = (|| {
+            let mut out = Vec::new();
+            for group in &groups {
+                let consumer: BaseConsumer = kafka
+                    .consumer_config(NAME, group)
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .map_err(|e| Error::Config(format!("lag reader: {e}")))?;
+                let md = consumer.fetch_metadata(None, timeout).map_err(kafka_err("lag metadata"))?;
+                let mut tpl = TopicPartitionList::new();
+                for t in md.topics().iter().filter(|t| !t.name().starts_with("__")) {
+                    for p in t.partitions() {
+                        tpl.add_partition(t.name(), p.id());
+                    }
+                }
+                let committed =
+                    consumer.committed_offsets(tpl, timeout).map_err(kafka_err(format!("offsets of {group}")))?;
+                let mut lag = None;
+                for e in committed.elements() {
+                    if let Offset::Offset(at) = e.offset() {
+                        let (_, high) = consumer
+                            .fetch_watermarks(e.topic(), e.partition(), timeout)
+                            .map_err(kafka_err("watermarks"))?;
+                        *lag.get_or_insert(0) += u64::try_from(high - at).unwrap_or(0);
+                    }
+                }
+                out.push((group.clone(), lag));
+            }
+            Ok(out)
+        })();
+        let _ = tx.send(lags);
+    });
+    rx.await.map_err(|_| Error::Stage { stage: NAME, reason: "the lag reader stopped".into() })?
+}
