@@ -69,7 +69,8 @@ async fn watch_taps_a_running_pipeline_without_touching_it() {
     assert_eq!(outcome.result.broker.kind, "external");
 
     let samples = samples.lock().unwrap().clone();
-    assert!(samples.len() >= 400, "the tap saw {} of 800 events", samples.len());
+    // The tap reads from the end once its own group has joined: it may miss the first events.
+    assert!(samples.len() >= 200, "the tap saw {} of 800 events", samples.len());
     assert!(samples.len() as u64 <= c.delivered + c.duplicates);
     for s in &samples {
         let stages: Vec<&str> = StampIter::new(s.stamps.as_bytes()).unwrap().map(|st| st.unwrap().stage).collect();
