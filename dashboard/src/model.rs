@@ -3,7 +3,7 @@
 //! headers can be watched), merged on demand into the selected rolling window.
 
 use hdrhistogram::Histogram;
-use probes::StampIter;
+use probes::hops::{HopKind, HopSpan, for_each_hop};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -275,15 +275,16 @@ impl DashState {
         }
     }
 
-    fn hop_index(&mut self, name: &str, transit: bool) -> usize {
-        if let Some(i) = self.hop_names.iter().position(|(n, _)| n == name) {
+    /// The slot of `span`'s hop, adding one (in every bucket) for a hop not seen before.
+    fn hop_index(hop_names: &mut Vec<(String, bool)>, buckets: &mut VecDeque<Bucket>, span: &HopSpan<'_>) -> usize {
+        if let Some(i) = hop_names.iter().position(|(n, _)| span.is(n)) {
             return i;
         }
-        self.hop_names.push((name.to_owned(), transit));
-        for b in &mut self.buckets {
+        hop_names.push((span.name(), span.kind == HopKind::Transit));
+        for b in buckets {
             b.hops.push(histogram());
         }
-        self.hop_names.len() - 1
+        hop_names.len() - 1
     }
 
     fn bucket(&mut self, second: u64) -> Option<&mut Bucket> {
@@ -310,26 +311,16 @@ impl DashState {
 
     /// Records one sample.
     pub fn ingest(&mut self, s: &Sample) {
-        let Ok(iter) = StampIter::new(s.stamps.as_bytes()) else {
+        let Self { meta, hop_names, buckets, .. } = self;
+        let sink = if meta.sink.is_empty() { "client" } else { meta.sink.as_str() };
+        let mut hops: Vec<(usize, u64)> = Vec::with_capacity(12);
+        let walked = for_each_hop("source", s.intended_ns, s.stamps.as_bytes(), s.received_ns, sink, |span| {
+            hops.push((Self::hop_index(hop_names, buckets, &span), span.ns));
+        });
+        if walked.is_err() {
             self.unreadable += 1;
             return;
-        };
-        let mut hops: Vec<(usize, u64)> = Vec::with_capacity(12);
-        let mut prev = ("source".to_owned(), s.intended_ns);
-        for stamp in iter {
-            let Ok(stamp) = stamp else {
-                self.unreadable += 1;
-                return;
-            };
-            let transit = self.hop_index(&probes::hops::transit_name(&prev.0, stamp.stage), true);
-            hops.push((transit, stamp.ingress_ns.saturating_sub(prev.1)));
-            let service = self.hop_index(stamp.stage, false);
-            hops.push((service, stamp.egress_ns - stamp.ingress_ns));
-            prev = (stamp.stage.to_owned(), stamp.egress_ns);
         }
-        let sink = if self.meta.sink.is_empty() { "client" } else { self.meta.sink.as_str() };
-        let last = self.hop_index(&probes::hops::transit_name(&prev.0, sink), true);
-        hops.push((last, s.received_ns.saturating_sub(prev.1)));
         let e2e = s.received_ns.saturating_sub(s.intended_ns);
         if let Some(b) = self.bucket(s.received_ns / 1_000_000_000) {
             b.e2e.saturating_record(e2e / 1000);

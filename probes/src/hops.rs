@@ -37,10 +37,70 @@ pub fn transit_name(from: &str, to: &str) -> String {
     format!("{from}->{to}")
 }
 
+/// One hop of one event: between `from` and `to` (transit), or inside the stage
+/// `from == to` (service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HopSpan<'a> {
+    pub kind: HopKind,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub ns: u64,
+}
+
+impl HopSpan<'_> {
+    /// Whether this hop is the one called `name` (compared without allocating).
+    pub fn is(&self, name: &str) -> bool {
+        match self.kind {
+            HopKind::Service => name == self.from,
+            HopKind::Transit => name
+                .strip_prefix(self.from)
+                .and_then(|rest| rest.strip_prefix("->"))
+                .is_some_and(|rest| rest == self.to),
+        }
+    }
+
+    /// The hop's name, as reports list it.
+    pub fn name(&self) -> String {
+        match self.kind {
+            HopKind::Service => self.from.to_owned(),
+            HopKind::Transit => transit_name(self.from, self.to),
+        }
+    }
+}
+
+/// Splits one delivered event's time from `intended_ns` to `received_ns` into its hops, in
+/// path order (`source -> first stage`, first stage, ..., `last stage -> sink`), calling
+/// `f` for each. The hops telescope to the end-to-end time. Checks every stamp before the
+/// first call, so `f` sees a whole path or nothing. Allocates nothing.
+pub fn for_each_hop<'a>(
+    source: &'a str,
+    intended_ns: u64,
+    stamps: &'a [u8],
+    received_ns: u64,
+    sink: &'a str,
+    mut f: impl FnMut(HopSpan<'a>),
+) -> Result<(), HeaderError> {
+    StampIter::validate(stamps)?;
+    let (mut prev, mut at) = (source, intended_ns);
+    // Checked above: every stamp parses.
+    for s in StampIter::new(stamps)?.flatten() {
+        f(HopSpan { kind: HopKind::Transit, from: prev, to: s.stage, ns: s.ingress_ns.saturating_sub(at) });
+        f(HopSpan { kind: HopKind::Service, from: s.stage, to: s.stage, ns: s.egress_ns - s.ingress_ns });
+        (prev, at) = (s.stage, s.egress_ns);
+    }
+    f(HopSpan { kind: HopKind::Transit, from: prev, to: sink, ns: received_ns.saturating_sub(at) });
+    Ok(())
+}
+
+/// Most hops a [`HopSet`] path may have (31 stages).
+pub const MAX_HOPS: usize = 63;
+
 /// The recorders for end-to-end and every hop of one pipeline path.
 #[derive(Debug)]
 pub struct HopSet {
     pub end_to_end: LatencyRecorder,
+    source: String,
+    sink: String,
     hops: Vec<Hop>,
     /// Events whose stamps named other stages than the expected path (recorded end to end only).
     pub off_path: u64,
@@ -61,31 +121,35 @@ impl HopSet {
             prev = stage;
         }
         push(transit_name(prev, sink), HopKind::Transit);
-        Self { end_to_end: LatencyRecorder::new("end_to_end", base_ns, interval), hops, off_path: 0 }
+        Self {
+            end_to_end: LatencyRecorder::new("end_to_end", base_ns, interval),
+            source: source.to_owned(),
+            sink: sink.to_owned(),
+            hops,
+            off_path: 0,
+        }
     }
 
     /// Records one delivered event. Allocates nothing.
     pub fn record(&mut self, intended_ns: u64, stamps: &[u8], received_ns: u64) -> Result<(), HeaderError> {
-        let n_stages = self.hops.len() / 2;
-        let (mut count, mut on_path) = (0, true);
-        for (i, s) in StampIter::new(stamps)?.enumerate() {
-            let s = s?;
-            count += 1;
-            on_path &= i < n_stages && self.hops[2 * i + 1].name == s.stage;
-        }
+        // One walk: check the path and keep each hop's time on the stack, then record.
+        let mut times = [0u64; MAX_HOPS];
+        let (mut n, mut on_path) = (0, self.hops.len() <= MAX_HOPS);
+        for_each_hop(&self.source, intended_ns, stamps, received_ns, &self.sink, |span| {
+            on_path &= n < MAX_HOPS && self.hops.get(n).is_some_and(|h| span.is(&h.name));
+            if on_path {
+                times[n] = span.ns;
+            }
+            n += 1;
+        })?;
         self.end_to_end.record(received_ns.saturating_sub(intended_ns), received_ns);
-        if !on_path || count != n_stages {
+        if !on_path || n != self.hops.len() {
             self.off_path += 1;
             return Ok(());
         }
-        let mut prev = intended_ns;
-        // Checked above: every stamp parses.
-        for (i, s) in StampIter::new(stamps)?.flatten().enumerate() {
-            self.hops[2 * i].recorder.record(s.ingress_ns.saturating_sub(prev), received_ns);
-            self.hops[2 * i + 1].recorder.record(s.egress_ns - s.ingress_ns, received_ns);
-            prev = s.egress_ns;
+        for (h, ns) in self.hops.iter_mut().zip(times) {
+            h.recorder.record(ns, received_ns);
         }
-        self.hops[2 * n_stages].recorder.record(received_ns.saturating_sub(prev), received_ns);
         Ok(())
     }
 
@@ -126,6 +190,19 @@ mod tests {
         }
         assert!((set.end_to_end.summary().mean_ms - 15.0).abs() <= 15.0 * 1e-3);
         assert_eq!(set.off_path, 0);
+    }
+
+    #[test]
+    fn spans_match_names_without_allocating_and_telescope() {
+        let mut spans = Vec::new();
+        for_each_hop("source", 0, b"a:2:5,b:9:10", 12, "client", |s| spans.push((s.name(), s.ns))).unwrap();
+        let want = [("source->a", 2), ("a", 3), ("a->b", 4), ("b", 1), ("b->client", 2)];
+        assert_eq!(spans, want.map(|(n, v)| (n.to_owned(), v)));
+        let span = HopSpan { kind: HopKind::Transit, from: "a", to: "b", ns: 0 };
+        assert!(span.is("a->b") && !span.is("a->bb") && !span.is("a") && !span.is("a-b"));
+        let mut called = false;
+        assert!(for_each_hop("s", 0, b"a:1:2,bad", 3, "c", |_| called = true).is_err());
+        assert!(!called, "a broken path is reported before any hop");
     }
 
     #[test]
