@@ -1,8 +1,9 @@
-//! The command line: `tailgate run` (optionally with the live dashboard), `tailgate watch`,
-//! `tailgate validate`, and the exit codes.
+//! The command line: `tailgate run` (optionally with the live dashboard), `watch`,
+//! `validate`, `report`, `check`, `export omb`, `import omb`, and the exit codes.
 //!
-//! Exit codes: 0 ran and the SLA passed; 1 ran and the SLA failed; 2 bad input (scenario
-//! file, flags); 3 runtime failure (broker unreachable, a stage crashed).
+//! Exit codes: 0 ran (or checked) and the SLA passed; 1 an SLA objective or a regression
+//! failed; 2 bad input (scenario, SLA or workload file, flags, result directories);
+//! 3 runtime failure (broker unreachable, a stage crashed, a file could not be written).
 
 use crate::run::{self, RunError, RunOptions};
 use crate::scenario::Scenario;
@@ -56,6 +57,55 @@ enum Command {
         /// Show the live dashboard while the run goes (and its verdict until you press q).
         #[arg(long)]
         tui: bool,
+        /// Run only these profiles of the scenario (repeat or comma-separate) [default: all].
+        #[arg(long = "profile", value_name = "NAME", value_delimiter = ',')]
+        profiles: Vec<String>,
+        /// Gate the run against this earlier run or sweep directory (as `tailgate check` does).
+        #[arg(long, value_name = "DIR")]
+        baseline: Option<PathBuf>,
+        /// Do not write the report (report.html and the rest) into the run directory.
+        #[arg(long)]
+        no_report: bool,
+    },
+    /// Build the report (HTML, Markdown, JUnit, JSON, charts) from run or sweep directories.
+    Report {
+        /// Run or sweep directories; runs of the same profile are merged.
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Where to write [default: the first directory].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Judge by these objectives (a TOML file of [[sla]] tables) instead of the runs' own.
+        #[arg(long, value_name = "FILE")]
+        sla: Option<PathBuf>,
+    },
+    /// Gate a run or sweep: SLA objectives, and regressions against a baseline beyond the
+    /// noise the run's own intervals show. Exit 0 pass, 1 fail, 2 bad input.
+    Check {
+        /// The run or sweep directory to judge.
+        dir: PathBuf,
+        /// An earlier run or sweep directory to compare with, profile by profile.
+        #[arg(long, value_name = "DIR")]
+        baseline: Option<PathBuf>,
+        /// Judge by these objectives (a TOML file of [[sla]] tables) instead of the runs' own.
+        #[arg(long, value_name = "FILE")]
+        sla: Option<PathBuf>,
+        /// Gate only these profiles (repeat or comma-separate) [default: all].
+        #[arg(long = "profile", value_name = "NAME", value_delimiter = ',')]
+        profiles: Vec<String>,
+        /// Changes smaller than this percentage of the baseline are never regressions.
+        #[arg(long, value_name = "PCT", default_value_t = 2.0)]
+        min_change: f64,
+    },
+    /// Write results in another tool's format.
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
+    /// Turn another tool's workload into a tailgate scenario.
+    Import {
+        #[command(subcommand)]
+        format: ImportFormat,
     },
     /// Watch a running pipeline's latency live by tapping its topics (produces nothing,
     /// commits nothing: a consumer group of its own, reading from the end).
@@ -80,6 +130,29 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ExportFormat {
+    /// OpenMessaging Benchmark result JSON, one file per run (`omb-<profile>.json`).
+    Omb {
+        /// A run or sweep directory.
+        dir: PathBuf,
+        /// Where to write [default: DIR].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportFormat {
+    /// An OpenMessaging Benchmark workload (YAML); fields with no meaning here are listed.
+    Omb {
+        workload: PathBuf,
+        /// Write the scenario here [default: print it].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\""))
 }
@@ -95,7 +168,19 @@ pub fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Command::Validate { scenarios } => validate(&scenarios),
-        Command::Run { scenario, out, bootstrap, rate, duration, warmup, quiet, tui } => {
+        Command::Run {
+            scenario,
+            out,
+            bootstrap,
+            rate,
+            duration,
+            warmup,
+            quiet,
+            tui,
+            profiles,
+            baseline,
+            no_report,
+        } => {
             let opts = RunOptions {
                 scenario,
                 out,
@@ -106,9 +191,17 @@ pub fn main() -> ExitCode {
                 progress: !quiet && !tui,
                 feed: None,
                 stop: None,
+                profiles,
             };
-            if tui { run_with_dashboard(opts) } else { run_blocking(opts) }
+            let after = After { baseline, report: !no_report };
+            if tui { run_with_dashboard(opts, &after) } else { run_blocking(opts, &after) }
         }
+        Command::Report { dirs, out, sla } => report(&dirs, out, sla.as_deref()),
+        Command::Check { dir, baseline, sla, profiles, min_change } => {
+            check(&dir, baseline.as_deref(), sla.as_deref(), &profiles, min_change)
+        }
+        Command::Export { format: ExportFormat::Omb { dir, out } } => export_omb(&dir, out),
+        Command::Import { format: ImportFormat::Omb { workload, out } } => import_omb(&workload, out.as_deref()),
         Command::Watch { bootstrap, topics, sla_p99, groups } => watch(&bootstrap, topics, sla_p99, groups),
     })
 }
@@ -130,7 +223,7 @@ fn needs_terminal(what: &str) -> Option<u8> {
     }
 }
 
-fn run_with_dashboard(mut opts: RunOptions) -> u8 {
+fn run_with_dashboard(mut opts: RunOptions, after: &After) -> u8 {
     if let Some(code) = needs_terminal("--tui") {
         return code;
     }
@@ -156,14 +249,22 @@ fn run_with_dashboard(mut opts: RunOptions) -> u8 {
             match outcome {
                 Ok(o) => {
                     let lines = o
-                        .result
-                        .sla
-                        .objectives
+                        .runs
                         .iter()
-                        .map(|ob| format!("{} = {}", ob.metric, ob.actual.map_or("-".into(), |a| format!("{a:.3}"))))
+                        .flat_map(|r| {
+                            r.result.sla.objectives.iter().map(move |ob| {
+                                let actual = ob.actual.map_or("-".into(), |a| format!("{a:.3}"));
+                                if o.sweep {
+                                    format!("{}: {} = {actual}", r.result.profile, ob.metric)
+                                } else {
+                                    format!("{} = {actual}", ob.metric)
+                                }
+                            })
+                        })
                         .collect();
-                    tx.deliver(dashboard::Feed::Finished(dashboard::Verdict { passed: o.result.sla.passed, lines }));
-                    (verdict_code(&o), Ok(o))
+                    let passed = o.runs.iter().all(|r| r.result.sla.passed);
+                    tx.deliver(dashboard::Feed::Finished(dashboard::Verdict { passed, lines }));
+                    (EXIT_PASS, Ok(o))
                 }
                 Err(e) => {
                     tx.deliver(dashboard::Feed::Failed(e.to_string()));
@@ -178,25 +279,184 @@ fn run_with_dashboard(mut opts: RunOptions) -> u8 {
         eprintln!("warning: the dashboard failed: {e}");
     }
     match report {
-        Ok(o) => {
-            print!("{}", o.result.render(&o.dir));
-            if let Some(f) = &o.failure {
-                eprintln!("error: the run failed: {f}");
+        Ok(o) => finish(&o, after),
+        Err(e) => {
+            eprintln!("error: {e}");
+            code
+        }
+    }
+}
+
+/// What follows a run: its report, and the gate against a baseline.
+#[derive(Debug)]
+struct After {
+    baseline: Option<PathBuf>,
+    report: bool,
+}
+
+/// Prints a finished run's results, writes its report, gates it; returns the exit code.
+fn finish(o: &run::Outcome, after: &After) -> u8 {
+    for r in &o.runs {
+        print!("{}", r.result.render(&r.dir));
+        if let Some(f) = &r.failure {
+            eprintln!("error: profile {} failed: {f}", r.result.profile);
+        }
+        if o.sweep {
+            println!();
+        }
+    }
+    let mut code = if o.runs.iter().any(|r| r.failure.is_some()) {
+        EXIT_RUNTIME
+    } else if o.runs.iter().all(|r| r.result.sla.passed) {
+        EXIT_PASS
+    } else {
+        EXIT_SLA_FAILED
+    };
+    if after.report {
+        match reports::report(std::slice::from_ref(&o.dir), &o.dir, None) {
+            Ok((_, w)) => println!("report    {}", w.dir.join(reports::render::HTML).display()),
+            Err(e) => {
+                eprintln!("error: writing the report: {e}");
+                code = code.max(EXIT_RUNTIME);
             }
         }
-        Err(e) => eprintln!("error: {e}"),
+    }
+    if o.sweep || after.baseline.is_some() {
+        let opts = reports::gate::CheckOptions::default();
+        match reports::check(&o.dir, after.baseline.as_deref(), None, &[], &opts) {
+            Ok(c) => {
+                print!("\n{}", c.render());
+                if !c.passed && code == EXIT_PASS {
+                    code = EXIT_SLA_FAILED;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = code.max(EXIT_BAD_INPUT);
+            }
+        }
     }
     code
 }
 
-fn verdict_code(o: &run::Outcome) -> u8 {
-    if o.failure.is_some() {
-        EXIT_RUNTIME
-    } else if o.result.sla.passed {
-        EXIT_PASS
-    } else {
-        EXIT_SLA_FAILED
+fn load_objectives(sla: Option<&std::path::Path>) -> Result<Option<Vec<reports::result::Objective>>, u8> {
+    sla.map(|f| {
+        crate::scenario::load_sla(f).map_err(|e| {
+            eprintln!("{e}");
+            EXIT_BAD_INPUT
+        })
+    })
+    .transpose()
+}
+
+fn report(dirs: &[PathBuf], out: Option<PathBuf>, sla: Option<&std::path::Path>) -> u8 {
+    let objectives = match load_objectives(sla) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let out = out.unwrap_or_else(|| dirs[0].clone());
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("error: cannot create {}: {e}", out.display());
+        return EXIT_RUNTIME;
     }
+    match reports::report(dirs, &out, objectives.as_deref()) {
+        Ok((r, w)) => {
+            println!("{}", r.verdict());
+            for f in &w.files {
+                println!("wrote {}", f.display());
+            }
+            EXIT_PASS
+        }
+        Err(e @ reports::Error::Io { .. }) if !dirs.iter().all(|d| d.is_dir()) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+        Err(e @ reports::Error::Bad { .. }) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_RUNTIME
+        }
+    }
+}
+
+fn check(
+    dir: &std::path::Path,
+    baseline: Option<&std::path::Path>,
+    sla: Option<&std::path::Path>,
+    profiles: &[String],
+    min_change: f64,
+) -> u8 {
+    let objectives = match load_objectives(sla) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    if !(min_change.is_finite() && min_change >= 0.0) {
+        eprintln!("error: --min-change must be a percentage of at least 0, not {min_change}");
+        return EXIT_BAD_INPUT;
+    }
+    let opts = reports::gate::CheckOptions { min_change_pct: min_change, ..Default::default() };
+    match reports::check(dir, baseline, objectives.as_deref(), profiles, &opts) {
+        Ok(c) => {
+            print!("{}", c.render());
+            if c.passed { EXIT_PASS } else { EXIT_SLA_FAILED }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn export_omb(dir: &std::path::Path, out: Option<PathBuf>) -> u8 {
+    let runs = match reports::runs::load_all(&[dir.to_owned()]) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let out = out.unwrap_or_else(|| dir.to_owned());
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("error: cannot create {}: {e}", out.display());
+        return EXIT_RUNTIME;
+    }
+    for run in &runs {
+        let path = out.join(format!("omb-{}.json", run.result.profile));
+        let json = serde_json::to_string_pretty(&reports::omb::export(run)).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, json + "\n") {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return EXIT_RUNTIME;
+        }
+        println!("wrote {}", path.display());
+    }
+    EXIT_PASS
+}
+
+fn import_omb(workload: &std::path::Path, out: Option<&std::path::Path>) -> u8 {
+    let imported = match crate::omb::import(workload) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    for n in &imported.notes {
+        eprintln!("not applied: {n}");
+    }
+    match out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &imported.scenario) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return EXIT_RUNTIME;
+            }
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{}", imported.scenario),
+    }
+    EXIT_PASS
 }
 
 fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: Vec<String>) -> u8 {
@@ -304,7 +564,7 @@ fn validate(files: &[PathBuf]) -> u8 {
     code
 }
 
-fn run_blocking(opts: RunOptions) -> u8 {
+fn run_blocking(opts: RunOptions, after: &After) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -316,13 +576,7 @@ fn run_blocking(opts: RunOptions) -> u8 {
     // Kafka clients and the embedded broker may linger in background tasks; don't wait on them.
     runtime.shutdown_timeout(Duration::from_secs(2));
     match outcome {
-        Ok(o) => {
-            print!("{}", o.result.render(&o.dir));
-            if let Some(f) = &o.failure {
-                eprintln!("error: the run failed: {f}");
-            }
-            verdict_code(&o)
-        }
+        Ok(o) => finish(&o, after),
         Err(e @ (RunError::BadInput(_) | RunError::Runtime(_))) => {
             eprintln!("error: {e}");
             e.exit_code()

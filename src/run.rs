@@ -3,7 +3,7 @@
 //! account for every event, and write the run directory.
 
 use crate::result::{BrokerInfo, Counts, Machine, RunResult, SINK, SOURCE};
-use crate::scenario::{Scenario, valid_bootstrap};
+use crate::scenario::{Resolved, Scenario, valid_bootstrap};
 use dashboard::{Budget, Feed, FeedSender, Meta, Progress, Sample, StageLag};
 use loadgen::{Audience, Driver, Schedule, SystemClock, Tally};
 use pipeline::agent::{Agent, AgentConfig};
@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub feed: Option<FeedSender>,
     /// Set from outside (a live view's quit) to stop the load early; results are written.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Only these profiles (all when empty).
+    pub profiles: Vec<String>,
 }
 
 /// Why a run did not produce a verdict.
@@ -69,13 +71,23 @@ fn runtime(e: impl std::fmt::Display) -> RunError {
     RunError::Runtime(e.to_string())
 }
 
-/// A finished run: its results and where they were written.
+/// One profile's finished run: its results and where they were written.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct ProfileRun {
     pub result: RunResult,
     pub dir: PathBuf,
     /// A stage that failed during the run (the results are written all the same).
     pub failure: Option<String>,
+}
+
+/// A finished run of a scenario: one run per profile.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run directory, or the sweep directory holding one per profile.
+    pub dir: PathBuf,
+    /// Whether the scenario has profiles (`dir` is a sweep directory).
+    pub sweep: bool,
+    pub runs: Vec<ProfileRun>,
 }
 
 /// Loads the scenario and applies the command-line overrides.
@@ -122,7 +134,7 @@ struct Broker {
     info: BrokerInfo,
 }
 
-async fn start_broker(scenario: &Scenario, kafka: &mut KafkaSettings) -> Result<Broker, RunError> {
+async fn start_broker(scenario: &Scenario, profile: &Resolved, kafka: &mut KafkaSettings) -> Result<Broker, RunError> {
     let (producer, consumer) = (kafka.effective_producer(), kafka.effective_consumer());
     let info = |kind: &str, version: &str, bootstrap: &str, storage: &str| BrokerInfo {
         kind: kind.into(),
@@ -131,6 +143,9 @@ async fn start_broker(scenario: &Scenario, kafka: &mut KafkaSettings) -> Result<
         storage: storage.into(),
         producer: producer.clone(),
         consumer: consumer.clone(),
+        partitions: profile.partitions,
+        topic: profile.topic.clone(),
+        stages: profile.stages.clone(),
     };
     if let Some(b) = &scenario.broker.bootstrap {
         kafka.bootstrap.clone_from(b);
@@ -154,26 +169,99 @@ async fn start_broker(scenario: &Scenario, kafka: &mut KafkaSettings) -> Result<
     ))
 }
 
-/// Runs one scenario to its end and writes its run directory.
+/// Runs every selected profile of a scenario, in turn, each on fresh topics (a fresh
+/// embedded broker), and writes the run directory (or the sweep directory with one run
+/// directory per profile).
 pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
     let scenario = prepare(&opts)?;
-    let mut kafka = KafkaSettings::new(String::new());
-    kafka.partitions = scenario.broker.partitions;
-    kafka.producer.clone_from(&scenario.kafka.producer);
-    kafka.consumer.clone_from(&scenario.kafka.consumer);
-    kafka.check_settings().map_err(|e| RunError::BadInput(format!("{}: {e}", opts.scenario.display())))?;
-
+    let profiles = scenario.resolve(&opts.profiles).map_err(RunError::BadInput)?;
+    // Every client setting of every profile and stage is checked before anything starts.
+    for p in &profiles {
+        for stage in pipeline::STAGES {
+            stage_kafka(&base_kafka(p), p, stage).check_settings().map_err(|e| {
+                RunError::BadInput(format!("{}: profile `{}`, stage {stage}: {e}", opts.scenario.display(), p.name))
+            })?;
+        }
+    }
     let started = std::time::SystemTime::now();
     let dir = opts
         .out
         .clone()
         .unwrap_or_else(|| Path::new("runs").join(format!("{}-{}", scenario.name, timestamp_for_path(started))));
+    let sweep = !scenario.profiles.is_empty();
+    if sweep && scenario.broker.bootstrap.is_some() && profiles.len() > 1 {
+        eprintln!(
+            "note: on an external cluster the profiles share the topics; partitions and topic settings apply \
+             only where the topics do not exist yet"
+        );
+    }
+    let mut runs = Vec::new();
+    for (i, profile) in profiles.iter().enumerate() {
+        let run_dir = if sweep { dir.join(&profile.name) } else { dir.clone() };
+        if sweep && opts.progress {
+            eprintln!("profile {} ({} of {}): {}", profile.name, i + 1, profiles.len(), profile.description);
+        }
+        let stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        if stop {
+            break;
+        }
+        runs.push(run_profile(&scenario, profile, &run_dir, &opts).await?);
+    }
+    if sweep {
+        write_sweep_file(&dir, &scenario, &runs).map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
+    }
+    Ok(Outcome { dir, sweep, runs })
+}
 
-    let broker = start_broker(&scenario, &mut kafka).await?;
+/// The sweep's index: which profiles ran, in which order, and where.
+fn write_sweep_file(dir: &Path, scenario: &Scenario, runs: &[ProfileRun]) -> std::io::Result<()> {
+    let index = serde_json::json!({
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "profiles": runs.iter().map(|r| serde_json::json!({
+            "name": r.result.profile,
+            "dir": r.dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "passed": r.result.sla.passed,
+            "failure": r.failure,
+        })).collect::<Vec<_>>(),
+    });
+    let json = serde_json::to_string_pretty(&index).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(reports::SWEEP_FILE), json + "\n")
+}
+
+/// Client settings of `profile` for every stage.
+fn base_kafka(profile: &Resolved) -> KafkaSettings {
+    let mut kafka = KafkaSettings::new(String::new());
+    kafka.partitions = profile.partitions;
+    kafka.producer.clone_from(&profile.producer);
+    kafka.consumer.clone_from(&profile.consumer);
+    kafka
+}
+
+/// Client settings of `profile` for `stage` (its own over everyone's).
+fn stage_kafka(base: &KafkaSettings, profile: &Resolved, stage: &str) -> KafkaSettings {
+    let mut k = base.clone();
+    if let Some(own) = profile.stages.get(stage) {
+        k.producer.extend(own.producer.clone());
+        k.consumer.extend(own.consumer.clone());
+    }
+    k
+}
+
+/// Runs one profile of a scenario to its end and writes its run directory.
+async fn run_profile(
+    scenario: &Scenario,
+    profile: &Resolved,
+    dir: &Path,
+    opts: &RunOptions,
+) -> Result<ProfileRun, RunError> {
+    let started = std::time::SystemTime::now();
+    let mut kafka = base_kafka(profile);
+    let broker = start_broker(scenario, profile, &mut kafka).await?;
     kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(runtime)?;
-    kafka.ensure_topics(&topics::ALL, &[]).await.map_err(runtime)?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
+    let topic_settings: Vec<(&str, &str)> = profile.topic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    kafka.ensure_topics(&topics::ALL, &topic_settings).await.map_err(runtime)?;
+    std::fs::create_dir_all(dir).map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
 
     let run_id = random_u64() >> 12;
     let db = dir.join("source.sqlite");
@@ -195,13 +283,18 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
         cfg.poll_interval = p.poll_interval;
         stages.spawn(tagged(
             connector::NAME,
-            connector::run(kafka.clone(), cfg, Arc::clone(&counters[0]), cancel.clone()),
+            connector::run(
+                stage_kafka(&kafka, profile, connector::NAME),
+                cfg,
+                Arc::clone(&counters[0]),
+                cancel.clone(),
+            ),
         ));
         let agent = Agent::new(AgentConfig { model_latency: p.model_latency, history: p.history });
         stages.spawn(tagged(
             pipeline::agent::NAME,
             stage::run(
-                kafka.clone(),
+                stage_kafka(&kafka, profile, pipeline::agent::NAME),
                 topics::ACTIONS,
                 topics::BEATS,
                 agent,
@@ -214,7 +307,7 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
         stages.spawn(tagged(
             pipeline::streamjob::NAME,
             stage::run(
-                kafka.clone(),
+                stage_kafka(&kafka, profile, pipeline::streamjob::NAME),
                 topics::BEATS,
                 topics::UPDATES,
                 job,
@@ -225,7 +318,13 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
         ));
         stages.spawn(tagged(
             gateway::NAME,
-            gateway::consume(kafka.clone(), gw_state.clone(), Arc::clone(&counters[3]), gw_ready, cancel.clone()),
+            gateway::consume(
+                stage_kafka(&kafka, profile, gateway::NAME),
+                gw_state.clone(),
+                Arc::clone(&counters[3]),
+                gw_ready,
+                cancel.clone(),
+            ),
         ));
         stages.spawn(tagged("gateway-http", gateway::serve(listener, gw_state.clone(), cancel.clone())));
     }
@@ -255,8 +354,9 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
     let measure_from_ns = start_ns + u64::try_from(load.warmup.as_nanos()).unwrap_or(u64::MAX);
     let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, measure_from_ns, Duration::from_secs(1));
     let mut tally = Tally::new(run_id, measure_from_ns, hops);
+    tally.warmup = Some(probes::LatencyRecorder::new(reports::WARMUP_TAG, start_ns, Duration::from_secs(1)));
     if let Some(feed) = &opts.feed {
-        feed.deliver(Feed::Meta(live_meta(&scenario, &broker.info, start_ns)));
+        feed.deliver(Feed::Meta(live_meta(scenario, &profile.name, &broker.info, start_ns)));
         let feed = feed.clone();
         tally.observe_with(Box::new(move |intended_ns, stamps, received_ns| {
             feed.offer(Feed::Sample(Sample { intended_ns, received_ns, stamps: stamps.to_owned() }));
@@ -392,13 +492,14 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
     let mut result = RunResult {
         tailgate_version: env!("CARGO_PKG_VERSION").into(),
         scenario: scenario.name.clone(),
-        profile: "default".into(),
+        profile: profile.name.clone(),
         run_id,
         broker: broker_info,
         started_at: humantime::format_rfc3339_seconds(started).to_string(),
         duration_s,
         warmup_s: load.warmup.as_secs_f64(),
         target_rate: load.rate,
+        payload_bytes: load.payload_bytes as u64,
         achieved_rate: if duration_s > 0.0 {
             (tally.delivered - tally.warmup_delivered) as f64 / duration_s
         } else {
@@ -423,17 +524,17 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
     if let Some(reason) = &audit.first_reason {
         eprintln!("note: {dead_lettered} events were dead-lettered; first reason: {reason}");
     }
-    write_run_dir(&dir, &result, &mut tally, report.schedule_lag)
+    write_run_dir(dir, &result, &mut tally, report.schedule_lag)
         .map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
-    Ok(Outcome { result, dir, failure })
+    Ok(ProfileRun { result, dir: dir.to_owned(), failure })
 }
 
 /// The dashboard's header for a run.
-fn live_meta(scenario: &Scenario, broker: &BrokerInfo, start_ns: u64) -> Meta {
+fn live_meta(scenario: &Scenario, profile: &str, broker: &BrokerInfo, start_ns: u64) -> Meta {
     let load = &scenario.load;
     Meta {
         title: scenario.name.clone(),
-        profile: "default".into(),
+        profile: profile.into(),
         broker: format!("{} {} @ {}", broker.kind, broker.version, broker.bootstrap),
         started_ns: start_ns,
         planned: Some(load.warmup + load.duration),
@@ -490,5 +591,8 @@ fn write_run_dir(
         std::fs::write(dir.join(format!("hop-{}", hlog_name(&h.name))), h.recorder.interval_log())?;
     }
     std::fs::write(dir.join(hlog_name("schedule_lag")), lag.interval_log())?;
+    if let Some(w) = &mut tally.warmup {
+        std::fs::write(dir.join(hlog_name(reports::WARMUP_TAG)), w.interval_log())?;
+    }
     Ok(())
 }

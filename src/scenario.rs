@@ -3,6 +3,7 @@
 //! ("250ms", "30s"), and every problem is reported at once with file, line and field.
 
 use loadgen::{Arrival, KeyDist};
+pub use reports::result::StageClients;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,7 +28,59 @@ pub struct Scenario {
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
+    /// Tuning profiles (`[profiles.NAME]`), run in the order written; none means one run
+    /// with the `[kafka]` settings, named `default`.
+    #[serde(default, deserialize_with = "ordered")]
+    pub profiles: Vec<(String, Profile)>,
 }
+
+/// A tuning profile: overrides over `[broker]` and `[kafka]` for every stage, and for one
+/// stage where it needs its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub description: String,
+    /// Partitions per topic, over `broker.partitions`.
+    pub partitions: Option<i32>,
+    #[serde(default, deserialize_with = "settings")]
+    pub producer: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "settings")]
+    pub consumer: BTreeMap<String, String>,
+    /// Topic settings the topics are created with (`compression.type`, `segment.bytes`...).
+    #[serde(default, deserialize_with = "settings")]
+    pub topic: BTreeMap<String, String>,
+    /// Per-stage client settings (`[profiles.NAME.stages.agent.producer]`).
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageKafka>,
+}
+
+/// One stage's own client settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageKafka {
+    #[serde(default, deserialize_with = "settings")]
+    pub producer: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "settings")]
+    pub consumer: BTreeMap<String, String>,
+}
+
+/// The settings one run of a scenario uses: `[broker]` and `[kafka]` with a profile over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// The profile's name (`default` without profiles).
+    pub name: String,
+    pub description: String,
+    pub partitions: i32,
+    pub producer: BTreeMap<String, String>,
+    pub consumer: BTreeMap<String, String>,
+    pub topic: BTreeMap<String, String>,
+    /// Stage name to its own settings (over `producer` and `consumer`).
+    pub stages: BTreeMap<String, StageClients>,
+}
+
+/// The profile name of a scenario without profiles.
+pub const DEFAULT_PROFILE: &str = "default";
 
 /// The workload.
 #[derive(Debug, Clone, Deserialize)]
@@ -166,16 +219,33 @@ pub struct Kafka {
     pub producer: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "settings")]
     pub consumer: BTreeMap<String, String>,
+    /// Topic settings the topics are created with.
+    #[serde(default, deserialize_with = "settings")]
+    pub topic: BTreeMap<String, String>,
+    /// Per-stage client settings (`[kafka.stages.agent.producer]`).
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageKafka>,
 }
 
-/// One SLA objective: a metric of `result.json` and its bound.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Objective {
-    /// A path into `result.json`, such as `end_to_end.p99_ms` or `hops.agent.p99_ms`.
-    pub metric: String,
-    pub max: Option<f64>,
-    pub min: Option<f64>,
+pub use reports::result::Objective;
+
+/// A map that keeps the order its entries are written in.
+fn ordered<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<(String, T)>, D::Error> {
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Vec<(String, T)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table of named profiles")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V(std::marker::PhantomData))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -308,14 +378,13 @@ impl Scenario {
         let mut bad = |table: &str, index: Option<usize>, key: &str, message: String| {
             let field = match (table, index) {
                 ("", _) => key.to_owned(),
+                (t, None) if key.is_empty() => t.to_owned(),
                 (t, Some(i)) => format!("{t}[{i}].{key}"),
                 (t, None) => format!("{t}.{key}"),
             };
             problems.push(Problem { line: locate(text, table, index, key), field, message });
         };
-        let name_ok = !self.name.is_empty()
-            && self.name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c));
-        if !name_ok {
+        if !valid_name(&self.name) {
             bad("", None, "name", "must be non-empty and use only a-z, 0-9, `_`, `.`, `-`".into());
         }
         let l = &self.load;
@@ -345,31 +414,191 @@ impl Scenario {
         if self.pipeline.window.is_zero() {
             bad("pipeline", None, "window", "must be longer than zero".into());
         }
-        for (i, o) in self.sla.iter().enumerate() {
-            if !known_metric(&o.metric) {
-                bad(
-                    "sla",
-                    Some(i),
-                    "metric",
-                    format!(
-                        "`{}` is not a metric of result.json; use e.g. end_to_end.p99_ms, hops.agent.p99_ms \
-                         (hops: {}), counts.lost or achieved_rate",
-                        o.metric,
-                        hop_names().join(", ")
-                    ),
-                );
-            }
-            match (o.max, o.min) {
-                (None, None) => bad("sla", Some(i), "max", "an objective needs `max` or `min`".into()),
-                (Some(_), Some(_)) => bad("sla", Some(i), "min", "give `max` or `min`, not both".into()),
-                (Some(v), None) | (None, Some(v)) if !v.is_finite() => {
-                    bad("sla", Some(i), "max", "the bound must be a finite number".into());
-                }
-                _ => {}
-            }
-        }
+        self.validate_clients(&mut bad);
+        validate_objectives(&self.sla, &mut bad);
         problems
     }
+}
+
+impl Scenario {
+    /// The runs `only` selects (every profile when empty), in the order written.
+    pub fn resolve(&self, only: &[String]) -> Result<Vec<Resolved>, String> {
+        let names: Vec<&str> = self.profiles.iter().map(|(n, _)| n.as_str()).collect();
+        if let Some(unknown) =
+            only.iter().find(|o| !(names.contains(&o.as_str()) || names.is_empty() && *o == DEFAULT_PROFILE))
+        {
+            return Err(if names.is_empty() {
+                format!(
+                    "--profile `{unknown}`: scenario `{}` has no profiles (its one run is `{DEFAULT_PROFILE}`)",
+                    self.name
+                )
+            } else {
+                format!("--profile `{unknown}`: scenario `{}` has the profiles {}", self.name, names.join(", "))
+            });
+        }
+        let base = Resolved {
+            name: DEFAULT_PROFILE.into(),
+            description: String::new(),
+            partitions: self.broker.partitions,
+            producer: self.kafka.producer.clone(),
+            consumer: self.kafka.consumer.clone(),
+            topic: self.kafka.topic.clone(),
+            stages: self.kafka.stages.iter().map(|(k, v)| (k.clone(), v.clients())).collect(),
+        };
+        if self.profiles.is_empty() {
+            return Ok(vec![base]);
+        }
+        Ok(self
+            .profiles
+            .iter()
+            .filter(|(name, _)| only.is_empty() || only.contains(name))
+            .map(|(name, p)| {
+                let mut r = base.clone();
+                r.name.clone_from(name);
+                r.description.clone_from(&p.description);
+                r.partitions = p.partitions.unwrap_or(r.partitions);
+                r.producer.extend(p.producer.clone());
+                r.consumer.extend(p.consumer.clone());
+                r.topic.extend(p.topic.clone());
+                for (stage, k) in &p.stages {
+                    let s = r.stages.entry(stage.clone()).or_default();
+                    s.producer.extend(k.producer.clone());
+                    s.consumer.extend(k.consumer.clone());
+                }
+                r
+            })
+            .collect())
+    }
+
+    /// Client settings librdkafka refuses, partitions out of range, unknown stages and
+    /// profile names: each located where it is written.
+    fn validate_clients(&self, bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
+        let mut check = |table: &str, settings: &BTreeMap<String, String>, kind: pipeline::kafka::Client| {
+            for (k, v) in settings {
+                if let Err(e) = pipeline::kafka::check_setting(kind, k, v) {
+                    bad(table, None, k, e);
+                }
+            }
+        };
+        let mut tables: Vec<(String, &BTreeMap<String, StageKafka>)> = vec![("kafka".into(), &self.kafka.stages)];
+        check("kafka.producer", &self.kafka.producer, pipeline::kafka::Client::Producer);
+        check("kafka.consumer", &self.kafka.consumer, pipeline::kafka::Client::Consumer);
+        for (name, p) in &self.profiles {
+            let t = format!("profiles.{name}");
+            check(&format!("{t}.producer"), &p.producer, pipeline::kafka::Client::Producer);
+            check(&format!("{t}.consumer"), &p.consumer, pipeline::kafka::Client::Consumer);
+            tables.push((t, &p.stages));
+        }
+        for (t, stages) in tables {
+            for (stage, k) in stages {
+                check(&format!("{t}.stages.{stage}.producer"), &k.producer, pipeline::kafka::Client::Producer);
+                check(&format!("{t}.stages.{stage}.consumer"), &k.consumer, pipeline::kafka::Client::Consumer);
+            }
+        }
+        for (name, p) in &self.profiles {
+            let t = format!("profiles.{name}");
+            if !valid_name(name) {
+                bad(&t, None, "", "a profile name uses only a-z, 0-9, `_`, `.`, `-`".into());
+            }
+            if let Some(n) = p.partitions
+                && !(1..=1024).contains(&n)
+            {
+                bad(&t, None, "partitions", format!("must be 1 to 1024, not {n}"));
+            }
+            for stage in p.stages.keys() {
+                if !pipeline::STAGES.contains(&stage.as_str()) {
+                    bad(
+                        &format!("{t}.stages"),
+                        None,
+                        stage,
+                        format!("no stage `{stage}`; stages are {}", pipeline::STAGES.join(", ")),
+                    );
+                }
+            }
+        }
+        for stage in self.kafka.stages.keys() {
+            if !pipeline::STAGES.contains(&stage.as_str()) {
+                bad(
+                    "kafka.stages",
+                    None,
+                    stage,
+                    format!("no stage `{stage}`; stages are {}", pipeline::STAGES.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+impl StageKafka {
+    fn clients(&self) -> StageClients {
+        StageClients { producer: self.producer.clone(), consumer: self.consumer.clone() }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c))
+}
+
+/// Problems of SLA objectives: unknown metrics, missing or double bounds.
+fn validate_objectives(sla: &[Objective], bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
+    for (i, o) in sla.iter().enumerate() {
+        if !known_metric(&o.metric) {
+            bad(
+                "sla",
+                Some(i),
+                "metric",
+                format!(
+                    "`{}` is not a metric of result.json; use e.g. end_to_end.p99_ms, hops.agent.p99_ms \
+                         (hops: {}), counts.lost or achieved_rate",
+                    o.metric,
+                    hop_names().join(", ")
+                ),
+            );
+        }
+        match (o.max, o.min) {
+            (None, None) => bad("sla", Some(i), "max", "an objective needs `max` or `min`".into()),
+            (Some(_), Some(_)) => bad("sla", Some(i), "min", "give `max` or `min`, not both".into()),
+            (Some(v), None) | (None, Some(v)) if !v.is_finite() => {
+                bad("sla", Some(i), "max", "the bound must be a finite number".into());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An SLA file for `tailgate check --sla` and `tailgate report --sla`: `[[sla]]` objectives
+/// as in a scenario, validated the same way.
+pub fn load_sla(path: &Path) -> Result<Vec<Objective>, ScenarioError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SlaFile {
+        sla: Vec<Objective>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        file: path.to_owned(),
+        problems: vec![Problem { line: None, field: String::new(), message: format!("cannot read: {e}") }],
+    })?;
+    let file: SlaFile = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| line_of(&text, s.start));
+        ScenarioError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                line,
+                field: line.map(|l| field_at(&text, l)).unwrap_or_default(),
+                message: e.message().trim_end().to_owned(),
+            }],
+        }
+    })?;
+    let mut problems = Vec::new();
+    if file.sla.is_empty() {
+        problems.push(Problem { line: None, field: "sla".into(), message: "no objectives; add [[sla]] tables".into() });
+    }
+    let mut bad = |table: &str, index: Option<usize>, key: &str, message: String| {
+        let field = index.map_or_else(|| format!("{table}.{key}"), |i| format!("{table}[{i}].{key}"));
+        problems.push(Problem { line: locate(&text, table, index, key), field, message });
+    };
+    validate_objectives(&file.sla, &mut bad);
+    if problems.is_empty() { Ok(file.sla) } else { Err(ScenarioError { file: path.to_owned(), problems }) }
 }
 
 /// Whether `s` looks like `host:port[,host:port...]`.
@@ -508,6 +737,79 @@ max = 50
         for m in ["end_to_end.p98_ms", "hops.model.p99_ms", "counts", "lost"] {
             assert!(!known_metric(m), "{m}");
         }
+    }
+
+    const PROFILES: &str = r#"
+name = "t"
+[load]
+rate = 100
+duration = "2s"
+[broker]
+partitions = 2
+[kafka.producer]
+"acks" = "all"
+"linger.ms" = 3
+[profiles.zeta]
+partitions = 1
+[profiles.zeta.producer]
+"linger.ms" = 0
+[profiles.alpha]
+description = "batchy"
+[profiles.alpha.producer]
+"linger.ms" = 20
+"compression.type" = "lz4"
+[profiles.alpha.topic]
+"compression.type" = "producer"
+[profiles.alpha.stages.gateway.consumer]
+"fetch.wait.max.ms" = 5
+"#;
+
+    #[test]
+    fn profiles_run_in_the_order_written_over_the_base_settings() {
+        let s = Scenario::parse(Path::new("s.toml"), PROFILES).unwrap();
+        let all = s.resolve(&[]).unwrap();
+        let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["zeta", "alpha"]);
+        let (zeta, alpha) = (&all[0], &all[1]);
+        assert_eq!(zeta.partitions, 1);
+        assert_eq!(zeta.producer["linger.ms"], "0");
+        assert_eq!(zeta.producer["acks"], "all", "the base settings stay under the profile's");
+        assert_eq!(alpha.partitions, 2);
+        assert_eq!(alpha.producer["compression.type"], "lz4");
+        assert_eq!(alpha.topic["compression.type"], "producer");
+        assert_eq!(alpha.stages["gateway"].consumer["fetch.wait.max.ms"], "5");
+        let only = s.resolve(&["alpha".into()]).unwrap();
+        assert_eq!(only.len(), 1);
+        let e = s.resolve(&["beta".into()]).unwrap_err();
+        assert_eq!(e, "--profile `beta`: scenario `t` has the profiles zeta, alpha");
+
+        let plain = Scenario::parse(Path::new("s.toml"), GOOD).unwrap();
+        let one = plain.resolve(&[]).unwrap();
+        assert_eq!((one.len(), one[0].name.as_str()), (1, DEFAULT_PROFILE));
+    }
+
+    #[test]
+    fn client_settings_librdkafka_refuses_are_named_with_their_line() {
+        let text = PROFILES.replace("\"linger.ms\" = 20", "\"linger.mss\" = 20").replace("= \"lz4\"", "= \"zip\"");
+        let e = errors(&text);
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(lines[0].starts_with("s.toml:19: `profiles.alpha.producer.compression.type`: "), "{e}");
+        assert!(lines[0].contains("zip"), "{e}");
+        assert!(
+            lines[1].starts_with("s.toml:18: `profiles.alpha.producer.linger.mss`: No such configuration property"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_stages_and_bad_profiles_are_refused() {
+        let text = PROFILES.replace("stages.gateway", "stages.gatway").replace("partitions = 1", "partitions = 0");
+        let e = errors(&text);
+        assert!(e.contains("`profiles.zeta.partitions`: must be 1 to 1024, not 0"), "{e}");
+        assert!(e.contains("no stage `gatway`; stages are connector, agent, streamjob, gateway"), "{e}");
+        let e = errors(&PROFILES.replace("[profiles.zeta]\npartitions = 1", "[profiles.zeta]\nlinger = 1"));
+        assert!(e.contains("unknown field `linger`"), "{e}");
     }
 
     #[test]

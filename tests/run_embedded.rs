@@ -31,8 +31,12 @@ async fn a_short_run_accounts_for_every_event() {
     let out = dir.path().join("run");
     let opts = RunOptions { scenario, out: Some(out.clone()), ..RunOptions::default() };
     let outcome = run(opts).await.expect("the run completes");
-    assert_eq!(outcome.failure, None);
-    let r = &outcome.result;
+    assert!(!outcome.sweep);
+    assert_eq!(outcome.runs.len(), 1);
+    assert_eq!(outcome.runs[0].failure, None);
+    assert_eq!(outcome.runs[0].dir, out);
+    let r = &outcome.runs[0].result;
+    assert_eq!(r.profile, "default");
 
     // Accounting: 200/s for 1s + 3s, all delivered exactly once.
     let c = r.counts;
@@ -75,6 +79,73 @@ async fn a_short_run_accounts_for_every_event() {
     }
     assert_hlog(&out.join("end_to_end.hlog"));
     assert_hlog(&out.join("schedule_lag.hlog"));
+    assert_hlog(&out.join("warmup.hlog"));
+}
+
+const SWEEP: &str = r#"
+name = "sweep-test"
+[load]
+rate = 200
+sessions = 16
+payload_bytes = 64
+warmup = "1s"
+duration = "2s"
+drain = "30s"
+[broker]
+partitions = 1
+[profiles.eager]
+[profiles.eager.producer]
+"linger.ms" = 0
+[profiles.batchy]
+partitions = 2
+[profiles.batchy.producer]
+"linger.ms" = 10
+"compression.type" = "lz4"
+[profiles.batchy.topic]
+"retention.ms" = "600000"
+[profiles.batchy.stages.gateway.consumer]
+"fetch.wait.max.ms" = 2
+[[sla]]
+metric = "end_to_end.p99_ms"
+max = 60000.0
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_runs_each_profile_on_its_own_broker_into_one_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, SWEEP).unwrap();
+    let out = dir.path().join("sweep");
+    let opts = RunOptions { scenario, out: Some(out.clone()), ..RunOptions::default() };
+    let outcome = run(opts).await.expect("the sweep completes");
+    assert!(outcome.sweep);
+    let names: Vec<&str> = outcome.runs.iter().map(|r| r.result.profile.as_str()).collect();
+    assert_eq!(names, ["eager", "batchy"]);
+    let mut bootstraps = Vec::new();
+    for r in &outcome.runs {
+        assert_eq!(r.failure, None);
+        assert_eq!(r.dir, out.join(&r.result.profile));
+        let c = r.result.counts;
+        assert_eq!((c.sent, c.lost, c.dead_lettered), (600, 0, 0), "{}: {c:?}", r.result.profile);
+        assert!(r.dir.join("result.json").is_file());
+        bootstraps.push(r.result.broker.bootstrap.clone());
+    }
+    assert_ne!(bootstraps[0], bootstraps[1], "each profile gets a fresh broker");
+    let batchy = &outcome.runs[1].result.broker;
+    assert_eq!(batchy.partitions, 2);
+    assert_eq!(batchy.producer["linger.ms"], "10");
+    assert_eq!(batchy.producer["compression.type"], "lz4");
+    assert_eq!(batchy.topic["retention.ms"], "600000");
+    assert_eq!(batchy.stages["gateway"].consumer["fetch.wait.max.ms"], "2");
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(index["profiles"][1]["dir"], "batchy");
+
+    // The report reads the sweep back, profile by profile, in the order run.
+    let (report, _) = reports::report(std::slice::from_ref(&out), &out, None).unwrap();
+    let profiles: Vec<&str> = report.profiles.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(profiles, ["eager", "batchy"]);
+    assert!(report.passed, "{}", report.verdict());
+    assert!(out.join("report.html").is_file());
 }
 
 fn assert_hlog(path: &Path) {

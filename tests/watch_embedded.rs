@@ -64,9 +64,9 @@ async fn watch_taps_a_running_pipeline_without_touching_it() {
         ]
     );
 
-    let c = outcome.result.counts;
+    let c = outcome.runs[0].result.counts;
     assert_eq!((c.sent, c.lost, c.dead_lettered), (800, 0, 0), "the tap does not disturb the run");
-    assert_eq!(outcome.result.broker.kind, "external");
+    assert_eq!(outcome.runs[0].result.broker.kind, "external");
 
     let samples = samples.lock().unwrap().clone();
     // The tap reads from the end once its own group has joined: it may miss the first events.

@@ -260,6 +260,11 @@ impl DashState {
     /// Takes one feed message.
     pub fn apply(&mut self, feed: Feed) {
         match feed {
+            // A new profile of a sweep starts a new picture.
+            Feed::Meta(m) if m.profile != self.meta.profile && !self.meta.profile.is_empty() => {
+                let (window, focus) = (self.window, self.focus);
+                *self = Self { window, focus, ..Self::new(m) };
+            }
             Feed::Meta(m) => self.meta = m,
             Feed::Sample(s) => self.ingest(&s),
             Feed::Progress(p) => self.progress = p,

@@ -29,6 +29,8 @@ pub struct Tally {
     /// Updates that could not be read; the first reason is kept.
     pub unreadable: u64,
     pub first_unreadable: Option<String>,
+    /// End-to-end latency of warm-up events, when set (kept apart from the statistics).
+    pub warmup: Option<probes::LatencyRecorder>,
     delivered_live: Arc<AtomicU64>,
     observer: ObserverSlot,
 }
@@ -58,6 +60,7 @@ impl Tally {
             foreign: 0,
             unreadable: 0,
             first_unreadable: None,
+            warmup: None,
             delivered_live: Arc::default(),
             observer: ObserverSlot(None),
         }
@@ -104,6 +107,9 @@ impl Tally {
         }
         if d.intended_ns < self.measure_from_ns {
             self.warmup_delivered += 1;
+            if let Some(w) = &mut self.warmup {
+                w.record(received_ns.saturating_sub(d.intended_ns), received_ns);
+            }
         } else if let Err(e) = self.hops.record(d.intended_ns, d.stamps.as_bytes(), received_ns) {
             self.unreadable(format!("event {}: {e}", d.id));
         }

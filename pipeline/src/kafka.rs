@@ -163,6 +163,27 @@ impl KafkaSettings {
     }
 }
 
+/// Which kind of client a setting is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    Producer,
+    Consumer,
+}
+
+/// Checks one client setting with librdkafka's own configuration parser (name, type and
+/// range), without creating a client; the error is librdkafka's.
+pub fn check_setting(kind: Client, key: &str, value: &str) -> std::result::Result<(), String> {
+    let mut c = ClientConfig::new();
+    c.set(key, value);
+    if kind == Client::Consumer {
+        c.set("group.id", "check");
+    }
+    c.create_native_config().map(drop).map_err(|e| match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => desc,
+        other => other.to_string(),
+    })
+}
+
 fn effective(defaults: &[(&str, &str)], overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = defaults.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     m.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -1,7 +1,6 @@
 //! A run's results: `result.json` (the contract later tools read), the SLA verdict, and the
 //! summary printed at the end of a run.
 
-use crate::scenario::Objective;
 use probes::Summary;
 use probes::hops::HopSummary;
 use serde::{Deserialize, Serialize};
@@ -27,6 +26,25 @@ pub struct BrokerInfo {
     pub producer: BTreeMap<String, String>,
     /// Effective consumer settings every stage used.
     pub consumer: BTreeMap<String, String>,
+    /// Partitions of each topic.
+    #[serde(default)]
+    pub partitions: i32,
+    /// Topic settings the run created its topics with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub topic: BTreeMap<String, String>,
+    /// A stage's own client settings, where the profile gives it some (over `producer` and
+    /// `consumer`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages: BTreeMap<String, StageClients>,
+}
+
+/// One stage's own client settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StageClients {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub producer: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumer: BTreeMap<String, String>,
 }
 
 /// Every event accounted for: `sent = delivered + dead_lettered + lost`.
@@ -42,6 +60,34 @@ pub struct Counts {
     pub warmup_sent: u64,
 }
 
+/// One SLA objective: a metric of `result.json` and its bound.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    /// A path into `result.json`, such as `end_to_end.p99_ms` or `hops.agent.p99_ms`.
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+}
+
+impl Objective {
+    /// `<= max` or `>= min`.
+    pub fn bound(&self) -> String {
+        match (self.max, self.min) {
+            (Some(m), _) => format!("<= {m}"),
+            (_, Some(m)) => format!(">= {m}"),
+            _ => String::new(),
+        }
+    }
+
+    /// Whether `actual` meets the bound (no value never does).
+    pub fn met_by(&self, actual: Option<f64>) -> bool {
+        actual.is_some_and(|a| self.max.is_none_or(|m| a <= m) && self.min.is_none_or(|m| a >= m))
+    }
+}
+
 /// One objective's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ObjectiveResult {
@@ -53,6 +99,13 @@ pub struct ObjectiveResult {
     /// The measured value (absent when the run produced none, which fails the objective).
     pub actual: Option<f64>,
     pub passed: bool,
+}
+
+impl ObjectiveResult {
+    /// The objective this is the outcome of.
+    pub fn objective(&self) -> Objective {
+        Objective { metric: self.metric.clone(), max: self.max, min: self.min }
+    }
 }
 
 /// The SLA verdict.
@@ -95,6 +148,9 @@ pub struct RunResult {
     pub warmup_s: f64,
     /// Events per second the schedule asked for.
     pub target_rate: f64,
+    /// Payload size of each event the load generator wrote.
+    #[serde(default)]
+    pub payload_bytes: u64,
     /// Events per second delivered during the measured period.
     pub achieved_rate: f64,
     pub counts: Counts,
@@ -132,7 +188,7 @@ impl RunResult {
             .iter()
             .map(|o| {
                 let actual = self.metric(&o.metric);
-                let passed = actual.is_some_and(|a| o.max.is_none_or(|m| a <= m) && o.min.is_none_or(|m| a >= m));
+                let passed = o.met_by(actual);
                 ObjectiveResult { metric: o.metric.clone(), max: o.max, min: o.min, actual, passed }
             })
             .collect();
@@ -201,11 +257,7 @@ impl RunResult {
         let _ = writeln!(s);
         let _ = writeln!(s, "SLA");
         for o in &self.sla.objectives {
-            let bound = match (o.max, o.min) {
-                (Some(m), _) => format!("<= {m}"),
-                (_, Some(m)) => format!(">= {m}"),
-                _ => String::new(),
-            };
+            let bound = o.objective().bound();
             let actual = o.actual.map_or_else(|| "no value".to_owned(), |a| format!("{a:.3}"));
             let _ = writeln!(s, "  {} {} = {actual} (limit {bound})", if o.passed { "PASS" } else { "FAIL" }, o.metric);
         }
@@ -219,7 +271,7 @@ impl RunResult {
 mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> RunResult {
+    pub fn sample() -> RunResult {
         let stats = Summary {
             count: 10,
             min_ms: 1.0,
@@ -242,11 +294,15 @@ mod tests {
                 storage: "memory".into(),
                 producer: BTreeMap::new(),
                 consumer: BTreeMap::new(),
+                partitions: 1,
+                topic: BTreeMap::new(),
+                stages: BTreeMap::new(),
             },
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_s: 1.0,
             warmup_s: 0.0,
             target_rate: 10.0,
+            payload_bytes: 256,
             achieved_rate: 10.0,
             counts: Counts { sent: 10, delivered: 10, ..Counts::default() },
             end_to_end: stats,

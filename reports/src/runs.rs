@@ -1,0 +1,187 @@
+//! Run and sweep directories read back, and runs of the same profile merged into one
+//! picture (histograms merged, counts summed).
+
+use crate::hlog::{Series, merge};
+use crate::result::{Objective, RunResult};
+use crate::{END_TO_END_TAG, RESULT_FILE, SWEEP_FILE, WARMUP_TAG, bad, hlog_file, io_err};
+use hdrhistogram::Histogram;
+use probes::HopKind;
+use probes::hops::HopSummary;
+use std::path::{Path, PathBuf};
+
+/// One run directory.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub dir: PathBuf,
+    pub result: RunResult,
+    pub end_to_end: Series,
+    /// End to end during warm-up (intervals from the start of the load).
+    pub warmup: Series,
+    /// Per hop, in path order.
+    pub hops: Vec<Series>,
+}
+
+impl Run {
+    /// Reads `dir/result.json` and its interval logs.
+    pub fn load(dir: &Path) -> crate::Result<Self> {
+        let path = dir.join(RESULT_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let result: RunResult =
+            serde_json::from_str(&text).map_err(|e| bad(&path, format!("not a tailgate result: {e}")))?;
+        let end_to_end = Series::read(&dir.join(hlog_file(END_TO_END_TAG, false)))?;
+        let warmup = Series::read(&dir.join(hlog_file(WARMUP_TAG, false)))?;
+        let hops =
+            result.hops.iter().map(|h| Series::read(&dir.join(hlog_file(&h.name, true)))).collect::<Result<_, _>>()?;
+        Ok(Self { dir: dir.to_owned(), result, end_to_end, warmup, hops })
+    }
+}
+
+/// Whether `dir` holds a run's results.
+pub fn is_run(dir: &Path) -> bool {
+    dir.join(RESULT_FILE).is_file()
+}
+
+/// The run directories under `dirs`: each is a run directory or a sweep directory (whose
+/// runs are taken in `sweep.json`'s order, else by name).
+pub fn discover(dirs: &[PathBuf]) -> crate::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        if is_run(dir) {
+            found.push(dir.clone());
+            continue;
+        }
+        let listing = std::fs::read_dir(dir).map_err(io_err(dir))?;
+        let mut subdirs: Vec<PathBuf> =
+            listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && is_run(p)).collect();
+        subdirs.sort();
+        if let Ok(text) = std::fs::read_to_string(dir.join(SWEEP_FILE))
+            && let Ok(index) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            let order: Vec<String> = index["profiles"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p["dir"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            let rank = |p: &PathBuf| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                order.iter().position(|o| *o == name).unwrap_or(usize::MAX)
+            };
+            subdirs.sort_by_key(rank);
+        }
+        if subdirs.is_empty() {
+            return Err(bad(dir, "neither a run directory (no result.json) nor a sweep directory (no runs in it)"));
+        }
+        found.extend(subdirs);
+    }
+    Ok(found)
+}
+
+/// Loads every run under `dirs` (see [`discover`]).
+pub fn load_all(dirs: &[PathBuf]) -> crate::Result<Vec<Run>> {
+    discover(dirs)?.iter().map(|d| Run::load(d)).collect()
+}
+
+/// The runs of one profile, merged.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub runs: Vec<Run>,
+    /// The merged result: statistics from merged histograms, counts summed, rates weighted
+    /// by measured time, the SLA evaluated on the merge.
+    pub result: RunResult,
+    pub end_to_end: Histogram<u64>,
+    /// (name, kind, merged histogram) in path order.
+    pub hops: Vec<(String, HopKind, Histogram<u64>)>,
+}
+
+impl Profile {
+    /// The hop histogram named `name`.
+    pub fn hop(&self, name: &str) -> Option<&Histogram<u64>> {
+        self.hops.iter().find(|(n, _, _)| n == name).map(|(_, _, h)| h)
+    }
+
+    /// The interval series of a latency metric (`end_to_end` or a hop name) over all runs, each
+    /// run's intervals in turn.
+    pub fn series(&self, metric: &str) -> Series {
+        let mut out = Series::default();
+        for run in &self.runs {
+            let s = if metric == END_TO_END_TAG {
+                Some(&run.end_to_end)
+            } else {
+                run.result.hops.iter().position(|h| h.name == metric).and_then(|i| run.hops.get(i))
+            };
+            if let Some(s) = s {
+                out.intervals.extend(s.intervals.iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+/// Groups runs by profile (in first-seen order) and merges each group. `objectives` judge
+/// every profile; `None` keeps the objectives each run was judged by.
+pub fn by_profile(runs: Vec<Run>, objectives: Option<&[Objective]>) -> Vec<Profile> {
+    let mut groups: Vec<(String, Vec<Run>)> = Vec::new();
+    for run in runs {
+        match groups.iter_mut().find(|(n, _)| *n == run.result.profile) {
+            Some((_, g)) => g.push(run),
+            None => groups.push((run.result.profile.clone(), vec![run])),
+        }
+    }
+    groups.into_iter().map(|(name, runs)| merge_profile(name, runs, objectives)).collect()
+}
+
+fn merge_profile(name: String, runs: Vec<Run>, objectives: Option<&[Objective]>) -> Profile {
+    let end_to_end = merge(runs.iter().map(|r| r.end_to_end.total()).collect::<Vec<_>>().iter());
+    let first = &runs[0].result;
+    let hops: Vec<(String, HopKind, Histogram<u64>)> = first
+        .hops
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let totals: Vec<Histogram<u64>> = runs
+                .iter()
+                .filter_map(|r| r.hops.get(i).filter(|_| r.result.hops.get(i).is_some_and(|x| x.name == h.name)))
+                .map(Series::total)
+                .collect();
+            (h.name.clone(), h.kind, merge(totals.iter()))
+        })
+        .collect();
+    let mut result = first.clone();
+    if runs.len() > 1 {
+        let total_s: f64 = runs.iter().map(|r| r.result.duration_s).sum();
+        result.duration_s = total_s;
+        result.achieved_rate = if total_s > 0.0 {
+            runs.iter().map(|r| r.result.achieved_rate * r.result.duration_s).sum::<f64>() / total_s
+        } else {
+            0.0
+        };
+        result.target_rate =
+            runs.iter().map(|r| r.result.target_rate * r.result.duration_s).sum::<f64>() / total_s.max(f64::EPSILON);
+        let mut c = crate::result::Counts::default();
+        for r in &runs {
+            let x = &r.result.counts;
+            c.sent += x.sent;
+            c.delivered += x.delivered;
+            c.dead_lettered += x.dead_lettered;
+            c.lost += x.lost;
+            c.duplicates += x.duplicates;
+            c.warmup_sent += x.warmup_sent;
+        }
+        result.counts = c;
+        result.interrupted = runs.iter().any(|r| r.result.interrupted);
+        result.schedule_lag = probes::Summary::default();
+    }
+    // Statistics come from the interval logs wherever the logs are there.
+    if !end_to_end.is_empty() {
+        result.end_to_end = probes::Summary::of(&end_to_end);
+        for (h, (_, kind, hist)) in result.hops.iter_mut().zip(&hops) {
+            *h = HopSummary { name: h.name.clone(), kind: *kind, stats: probes::Summary::of(hist) };
+        }
+    }
+    let objectives: Vec<Objective> = match objectives {
+        Some(o) => o.to_vec(),
+        None => first.sla.objectives.iter().map(crate::result::ObjectiveResult::objective).collect(),
+    };
+    result.evaluate(&objectives);
+    Profile { name, runs, result, end_to_end, hops }
+}
