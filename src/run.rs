@@ -205,7 +205,19 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
         if stop {
             break;
         }
-        runs.push(run_profile(&scenario, profile, &run_dir, &opts).await?);
+        match run_profile(&scenario, profile, &run_dir, &opts).await {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                // The profiles that did run keep their index, so they can still be reported.
+                if sweep && !runs.is_empty() {
+                    let _ = write_sweep_file(&dir, &scenario, &runs);
+                }
+                return Err(match e {
+                    RunError::Runtime(why) if sweep => RunError::Runtime(format!("profile {}: {why}", profile.name)),
+                    other => other,
+                });
+            }
+        }
     }
     if sweep {
         write_sweep_file(&dir, &scenario, &runs).map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;

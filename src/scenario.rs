@@ -653,7 +653,9 @@ fn locate(text: &str, table: &str, index: Option<usize>, key: &str) -> Option<us
                 seen += 1;
             }
             let here = name == table && index.is_none_or(|i| seen == i + 1);
-            if here {
+            // `[a.b.c]` locates table `a.b` when `a.b` itself has no header.
+            let nested = index.is_none() && name.strip_prefix(table).is_some_and(|rest| rest.starts_with('.'));
+            if here || (nested && header_line.is_none()) {
                 header_line = Some(n + 1);
             }
             continue;

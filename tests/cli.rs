@@ -81,3 +81,20 @@ fn watch_exits_3_naming_an_unreachable_broker() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach a Kafka broker at 127.0.0.1:1"), "{err}");
 }
+
+#[test]
+fn an_unknown_profile_or_client_setting_exits_2_before_anything_runs() {
+    let started = Instant::now();
+    let out = tailgate().args(["run", "scenarios/profiles.toml", "--profile", "balanced,fastest"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--profile `fastest`: scenario `profiles` has the profiles low-latency, balanced, throughput"),
+        "{err}"
+    );
+    let out = tailgate().args(["run", "scenarios/invalid/bad-profile.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":12: `profiles.fast.producer.linger.mss`: No such configuration property"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "refused before starting a broker");
+}

@@ -204,7 +204,15 @@ impl Chart for OverTime<'_> {
         );
         let rows: Vec<usize> = (0..names.len()).filter(|&i| names[i] == self.profile).collect();
         let t_max = rows.iter().map(|&i| t[i] + 1.0).fold(self.warmup_s + 1.0, f64::max);
-        let y_max = rows.iter().map(|&i| p99[i]).chain(self.limits.iter().map(|l| l.1)).fold(1.0, f64::max) * 1.1;
+        // The measured seconds set the scale (warm-up starts cold and may spike; its points
+        // are drawn at the top edge then), with headroom above the curves for the legend.
+        let y_max = rows
+            .iter()
+            .filter(|&&i| phases[i] == MEASURED)
+            .map(|&i| p99[i])
+            .chain(self.limits.iter().map(|l| l.1))
+            .fold(1.0, f64::max)
+            * 1.45;
         let mut chart = ChartBuilder::on(area)
             .caption(format!("{}: end-to-end latency per second", self.profile), (FONT, 16))
             .margin(10)
@@ -221,7 +229,7 @@ impl Chart for OverTime<'_> {
         }
         for (phase, style) in [(WARMUP, 0.45), (MEASURED, 1.0)] {
             let pts = |v: &[f64]| -> Vec<(f64, f64)> {
-                rows.iter().filter(|&&i| phases[i] == phase).map(|&i| (t[i] + 0.5, v[i])).collect()
+                rows.iter().filter(|&&i| phases[i] == phase).map(|&i| (t[i] + 0.5, v[i].min(y_max))).collect()
             };
             let (c50, c99) = (color(0).mix(style), color(1).mix(style));
             let s = chart.draw_series(LineSeries::new(pts(&p50), c50.stroke_width(2)))?;

@@ -5,9 +5,8 @@
 //! Histograms are merged before anything reaches a table: a table holds percentiles of
 //! merged histograms and never averages percentiles into new ones.
 
-use crate::hlog::{merge, quantile_ms};
+use crate::hlog::{Interval, counts_quantile_ms, merge_counts, quantile_ms};
 use crate::runs::Profile;
-use hdrhistogram::Histogram;
 use polars::prelude::*;
 use std::collections::BTreeMap;
 
@@ -15,7 +14,7 @@ use std::collections::BTreeMap;
 pub const WARMUP: &str = "warmup";
 pub const MEASURED: &str = "measured";
 
-type Bucket<'a> = (Vec<&'a Histogram<u64>>, f64);
+type Bucket<'a> = (Vec<&'a Interval>, f64);
 
 /// One row per profile, phase and second since the load began: `profile`, `phase`, `t_s`,
 /// `count`, `rate` (events/s), `p50_ms`, `p99_ms`, `max_ms`. Runs of one profile are merged
@@ -31,22 +30,23 @@ pub fn seconds(profiles: &[Profile]) -> PolarsResult<DataFrame> {
                 for i in &series.intervals {
                     let sec = (i.start_s + shift).round().max(0.0) as u64;
                     let b = buckets.entry((ph, sec)).or_default();
-                    b.0.push(&i.hist);
+                    b.0.push(i);
                     b.1 = b.1.max(i.length_s);
                 }
             }
         }
         let runs = p.runs.len().max(1) as f64;
-        for ((ph, sec), (hists, length)) in buckets {
-            let h = merge(hists.iter().copied());
+        for ((ph, sec), (intervals, length)) in buckets {
+            let merged = merge_counts(intervals.iter().copied());
+            let n: u64 = merged.iter().map(|c| c.1).sum();
             profile.push(p.name.clone());
             phase.push(if ph == 0 { WARMUP } else { MEASURED });
             t.push(sec as f64);
-            count.push(h.len());
-            rate.push(h.len() as f64 / length.max(f64::EPSILON) / runs);
-            p50.push(quantile_ms(&h, 0.5));
-            p99.push(quantile_ms(&h, 0.99));
-            max.push(quantile_ms(&h, 1.0));
+            count.push(n);
+            rate.push(n as f64 / length.max(f64::EPSILON) / runs);
+            p50.push(counts_quantile_ms(&merged, 0.5));
+            p99.push(counts_quantile_ms(&merged, 0.99));
+            max.push(counts_quantile_ms(&merged, 1.0));
         }
     }
     df!(

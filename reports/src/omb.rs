@@ -10,7 +10,7 @@
 //! - per-period lists use OMB's 10-second reporting period, each period's figures from the
 //!   merged one-second histograms of that period.
 
-use crate::hlog::{Series, merge};
+use crate::hlog::{Interval, Series, histogram_of};
 use crate::runs::Run;
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
@@ -117,10 +117,10 @@ impl Period {
         t >= self.start && t < self.start + PERIOD_S
     }
     fn merged(&self, s: &Series) -> Histogram<u64> {
-        merge(s.intervals.iter().filter(|i| self.contains(i.start_s)).map(|i| &i.hist))
+        histogram_of(s.intervals.iter().filter(|i| self.contains(i.start_s)))
     }
     fn count(&self, s: &Series) -> u64 {
-        s.intervals.iter().filter(|i| self.contains(i.start_s)).map(|i| i.hist.len()).sum()
+        s.intervals.iter().filter(|i| self.contains(i.start_s)).map(Interval::len).sum()
     }
 }
 
