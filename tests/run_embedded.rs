@@ -154,3 +154,35 @@ fn assert_hlog(path: &Path) {
     let intervals = text.lines().filter(|l| !l.starts_with('#') && !l.starts_with('"')).count();
     assert!(intervals >= 2, "{} has {intervals} intervals", path.display());
 }
+
+/// An OpenMessaging Benchmark workload imported, run, and exported back: the export carries
+/// the workload's shape and the run's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omb_workload_round_trips_through_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let workload = "name: round trip\ntopics: 1\npartitionsPerTopic: 2\nmessageSize: 128\nproducerRate: 200\n\
+                    keyDistributor: KEY_ROUND_ROBIN\ntestDurationMinutes: 1\nwarmupDurationMinutes: 1\n";
+    let imported = tailgate::omb::import_text(workload).unwrap();
+    assert!(imported.notes.is_empty(), "{:?}", imported.notes);
+    let scenario = dir.path().join("imported.toml");
+    std::fs::write(&scenario, &imported.scenario).unwrap();
+    let out = dir.path().join("run");
+    let opts = RunOptions {
+        scenario,
+        out: Some(out.clone()),
+        duration: Some(std::time::Duration::from_secs(3)),
+        warmup: Some(std::time::Duration::from_secs(1)),
+        ..RunOptions::default()
+    };
+    let outcome = run(opts).await.unwrap();
+    let r = &outcome.runs[0].result;
+    assert_eq!(r.counts.lost, 0);
+
+    let omb = reports::omb::export(&reports::runs::Run::load(&out).unwrap());
+    assert_eq!(omb["workload"], "round-trip");
+    assert_eq!(omb["messageSize"], 128);
+    assert_eq!(omb["partitions"], 2);
+    assert_eq!(omb["aggregatedEndToEndLatency99pct"].as_f64().unwrap(), r.end_to_end.p99_ms);
+    let consumed: f64 = omb["consumeRate"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() * 10.0).sum();
+    assert_eq!(consumed.round() as u64, r.end_to_end.count);
+}

@@ -41,38 +41,49 @@ pub fn is_run(dir: &Path) -> bool {
     dir.join(RESULT_FILE).is_file()
 }
 
-/// The run directories under `dirs`: each is a run directory or a sweep directory (whose
-/// runs are taken in `sweep.json`'s order, else by name).
+/// The run directories under `dirs`: each is a run directory, a sweep directory (whose
+/// runs are taken in `sweep.json`'s order, else by name), or a directory of those (e.g.
+/// repeated sweeps `base/1`, `base/2`, whose runs of one profile are then merged).
 pub fn discover(dirs: &[PathBuf]) -> crate::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for dir in dirs {
-        if is_run(dir) {
-            found.push(dir.clone());
-            continue;
-        }
-        let listing = std::fs::read_dir(dir).map_err(io_err(dir))?;
-        let mut subdirs: Vec<PathBuf> =
-            listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && is_run(p)).collect();
-        subdirs.sort();
-        if let Ok(text) = std::fs::read_to_string(dir.join(SWEEP_FILE))
-            && let Ok(index) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            let order: Vec<String> = index["profiles"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|p| p["dir"].as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
-            let rank = |p: &PathBuf| {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                order.iter().position(|o| *o == name).unwrap_or(usize::MAX)
-            };
-            subdirs.sort_by_key(rank);
-        }
-        if subdirs.is_empty() {
+        let before = found.len();
+        collect(dir, 2, &mut found)?;
+        if found.len() == before {
             return Err(bad(dir, "neither a run directory (no result.json) nor a sweep directory (no runs in it)"));
         }
-        found.extend(subdirs);
     }
     Ok(found)
+}
+
+fn collect(dir: &Path, depth: u32, found: &mut Vec<PathBuf>) -> crate::Result<()> {
+    if is_run(dir) {
+        found.push(dir.to_owned());
+        return Ok(());
+    }
+    if depth == 0 {
+        return Ok(());
+    }
+    let listing = std::fs::read_dir(dir).map_err(io_err(dir))?;
+    let mut subdirs: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    subdirs.sort();
+    if let Ok(text) = std::fs::read_to_string(dir.join(SWEEP_FILE))
+        && let Ok(index) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        let order: Vec<String> = index["profiles"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["dir"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let rank = |p: &PathBuf| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            order.iter().position(|o| *o == name).unwrap_or(usize::MAX)
+        };
+        subdirs.sort_by_key(rank);
+    }
+    for sub in subdirs {
+        collect(&sub, depth - 1, found)?;
+    }
+    Ok(())
 }
 
 /// Loads every run under `dirs` (see [`discover`]).

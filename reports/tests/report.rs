@@ -208,3 +208,16 @@ fn omb_export_has_the_shape_and_the_figures_of_the_run() {
     assert_eq!(quantiles["50.0"].as_f64().unwrap(), r.end_to_end.p50_ms);
     assert_eq!(quantiles["100.0"].as_f64().unwrap(), r.end_to_end.max_ms);
 }
+
+#[test]
+fn repeated_sweeps_under_one_directory_merge_per_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, seed) in [(1, 50), (2, 60)] {
+        sweep(&tmp.path().join(i.to_string()), &[("a", 2.0), ("b", 3.0)], 5, seed);
+    }
+    let found = reports::runs::discover(&[tmp.path().to_owned()]).unwrap();
+    assert_eq!(found.len(), 4);
+    let profiles = reports::runs::by_profile(reports::runs::load_all(&[tmp.path().to_owned()]).unwrap(), None);
+    let runs: Vec<(&str, usize)> = profiles.iter().map(|p| (p.name.as_str(), p.runs.len())).collect();
+    assert_eq!(runs, [("a", 2), ("b", 2)]);
+}
