@@ -6,6 +6,7 @@ use crate::frames::{self, MEASURED, WARMUP};
 use crate::result::Objective;
 use crate::runs::Profile;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 use std::path::Path;
@@ -27,6 +28,40 @@ const PALETTE: [RGBColor; 10] = [
 ];
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type Ctx<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The legend box every chart draws.
+fn legend<'a, DB: DrawingBackend + 'a>(chart: &mut Ctx<'a, DB>, position: SeriesLabelPosition, size: u32) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, size))
+        .draw()?;
+    Ok(())
+}
+
+/// An SLA bound as a dashed line from `a` to `b`, named in the legend.
+fn sla_line<DB: DrawingBackend>(
+    chart: &mut Ctx<'_, DB>,
+    a: (f64, f64),
+    b: (f64, f64),
+    metric: &str,
+    limit: f64,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .draw_series(DashedLineSeries::new([a, b], 6, 4, SLA.stroke_width(1)))?
+        .label(format!("SLA {metric} <= {limit}"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SLA));
+    Ok(())
+}
 
 fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
@@ -163,13 +198,7 @@ impl Chart for Percentiles<'_> {
             let x = -(1.0 - q.min(0.999_999)).log10();
             chart.draw_series(std::iter::once(Circle::new((x, *limit), 4, SLA.filled())))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft, 13)?;
         Ok(())
     }
 }
@@ -242,18 +271,9 @@ impl Chart for OverTime<'_> {
             }
         }
         for (_, limit, metric) in &self.limits {
-            chart
-                .draw_series(DashedLineSeries::new([(0.0, *limit), (t_max, *limit)], 6, 4, SLA.stroke_width(1)))?
-                .label(format!("SLA {metric} <= {limit}"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SLA));
+            sla_line(&mut chart, (0.0, *limit), (t_max, *limit), metric, *limit)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight, 12)?;
         Ok(())
     }
 }
@@ -348,19 +368,10 @@ impl Chart for Hops<'_> {
         }
         for (q, limit, metric) in &self.limits {
             if (*q - 0.99).abs() < 1e-9 {
-                chart
-                    .draw_series(DashedLineSeries::new([(*limit, 0.0), (*limit, n as f64)], 6, 4, SLA.stroke_width(1)))?
-                    .label(format!("SLA {metric} <= {limit}"))
-                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SLA));
+                sla_line(&mut chart, (*limit, 0.0), (*limit, n as f64), metric, *limit)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 11))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 11)?;
         Ok(())
     }
 }
@@ -408,19 +419,10 @@ impl Chart for Frontier<'_> {
         }
         for (q, limit, metric) in &self.limits {
             if (*q - 0.99).abs() < 1e-9 {
-                chart
-                    .draw_series(DashedLineSeries::new([(x0, *limit), (x1, *limit)], 6, 4, SLA.stroke_width(1)))?
-                    .label(format!("SLA {metric} <= {limit}"))
-                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], SLA));
+                sla_line(&mut chart, (x0, *limit), (x1, *limit), metric, *limit)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight, 12)?;
         Ok(())
     }
 }
