@@ -454,6 +454,24 @@ mod tests {
     }
 
     #[test]
+    fn the_next_profile_of_a_sweep_starts_a_new_picture() {
+        let mut st = state(vec![]);
+        st.apply(Feed::Meta(Meta { profile: "low-latency".into(), started_ns: 100 * S, ..Meta::default() }));
+        st.apply(Feed::Sample(sample(100, 10)));
+        st.window = WindowSize::OneMinute;
+        st.tick(100 * S);
+        assert_eq!(st.view().end_to_end.count, 1);
+        // The same profile's header again changes nothing; the next profile's clears the view.
+        st.apply(Feed::Meta(Meta { profile: "low-latency".into(), started_ns: 100 * S, ..Meta::default() }));
+        assert_eq!(st.view().end_to_end.count, 1);
+        st.apply(Feed::Meta(Meta { profile: "balanced".into(), started_ns: 130 * S, ..Meta::default() }));
+        st.tick(130 * S);
+        assert_eq!(st.view().end_to_end.count, 0);
+        assert_eq!(st.meta.profile, "balanced");
+        assert_eq!(st.window, WindowSize::OneMinute, "the user's window choice stays");
+    }
+
+    #[test]
     fn budgets_flag_the_hop_and_the_end_to_end_over_them() {
         let mut st = state(vec![
             Budget { metric: "end_to_end.p99_ms".into(), max: 50.0 },
