@@ -367,10 +367,6 @@ fn report(dirs: &[PathBuf], out: Option<PathBuf>, sla: Option<&std::path::Path>)
             }
             EXIT_PASS
         }
-        Err(e @ reports::Error::Io { .. }) if !dirs.iter().all(|d| d.is_dir()) => {
-            eprintln!("error: {e}");
-            EXIT_BAD_INPUT
-        }
         Err(e @ reports::Error::Bad { .. }) => {
             eprintln!("error: {e}");
             EXIT_BAD_INPUT

@@ -107,11 +107,7 @@ pub fn check(current: &[Profile], baseline: Option<&[Profile]>, opts: &CheckOpti
             }
         })
         .collect();
-    let best = profiles
-        .iter()
-        .filter(|p| p.objectives.iter().all(|o| o.passed))
-        .min_by(|a, b| a.end_to_end_p99_ms.total_cmp(&b.end_to_end_p99_ms))
-        .map(|p| p.profile.clone());
+    let best = crate::runs::best(current).map(|p| p.name.clone());
     let passed = !profiles.is_empty() && profiles.iter().all(|p| p.passed);
     Check { profiles, best, passed, confidence: opts.bootstrap.confidence }
 }

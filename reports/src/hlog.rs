@@ -146,20 +146,6 @@ impl Series {
     }
 }
 
-/// Merges histograms (an empty iterator gives an empty histogram).
-pub fn merge<'a>(hists: impl IntoIterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {
-    let mut total = probes::recorder::new_histogram();
-    for h in hists {
-        // Histograms of tailgate's own bounds always add; values beyond them saturate.
-        if total.add(h).is_err() {
-            for v in h.iter_recorded() {
-                total.saturating_record_n(v.value_iterated_to(), v.count_at_value());
-            }
-        }
-    }
-    total
-}
-
 /// The value at quantile `q` in milliseconds (0 for an empty histogram).
 pub fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1_000.0 }
@@ -232,7 +218,7 @@ mod tests {
         let a: Vec<(u64, u64)> = (1..=99).map(|ms| (ms % 5, ms)).collect();
         let b: Vec<(u64, u64)> = (0..99).map(|i| (i % 5, if i < 90 { 1 } else { 1000 })).collect();
         let (sa, sb) = (Series::parse(&log(&a)).unwrap(), Series::parse(&log(&b)).unwrap());
-        let merged = merge([&sa.total(), &sb.total()]);
+        let merged = histogram_of(sa.intervals.iter().chain(&sb.intervals));
         assert_eq!(merged.len(), 198);
         // Averaging the two p99s would give ~545 ms; the merged p99 is the real one.
         let p99 = quantile_ms(&merged, 0.99);

@@ -45,11 +45,7 @@ impl Report {
         let table = frames::profiles(&profiles, &seconds, sla_p99)?;
         let hops = frames::hops(&profiles)?;
         let passed = !profiles.is_empty() && profiles.iter().all(|p| p.result.sla.passed);
-        let best = profiles
-            .iter()
-            .filter(|p| p.result.sla.passed)
-            .min_by(|a, b| a.result.end_to_end.p99_ms.total_cmp(&b.result.end_to_end.p99_ms))
-            .map(|p| p.name.clone());
+        let best = crate::runs::best(&profiles).map(|p| p.name.clone());
         Ok(Self { profiles, seconds, table, hops, passed, best })
     }
 

@@ -1,7 +1,7 @@
 //! Run and sweep directories read back, and runs of the same profile merged into one
 //! picture (histograms merged, counts summed).
 
-use crate::hlog::{Series, merge};
+use crate::hlog::{Interval, Series, histogram_of};
 use crate::result::{Objective, RunResult};
 use crate::{END_TO_END_TAG, RESULT_FILE, SWEEP_FILE, WARMUP_TAG, bad, hlog_file, io_err};
 use hdrhistogram::Histogram;
@@ -64,7 +64,10 @@ fn collect(dir: &Path, depth: u32, found: &mut Vec<PathBuf>) -> crate::Result<()
     if depth == 0 {
         return Ok(());
     }
-    let listing = std::fs::read_dir(dir).map_err(io_err(dir))?;
+    let listing = std::fs::read_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => bad(dir, "no such directory"),
+        _ => io_err(dir)(e),
+    })?;
     let mut subdirs: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     subdirs.sort();
     if let Ok(text) = std::fs::read_to_string(dir.join(SWEEP_FILE))
@@ -105,27 +108,33 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// The hop histogram named `name`.
-    pub fn hop(&self, name: &str) -> Option<&Histogram<u64>> {
-        self.hops.iter().find(|(n, _, _)| n == name).map(|(_, _, h)| h)
-    }
-
     /// The interval series of a latency metric (`end_to_end` or a hop name) over all runs, each
     /// run's intervals in turn.
     pub fn series(&self, metric: &str) -> Series {
-        let mut out = Series::default();
-        for run in &self.runs {
-            let s = if metric == END_TO_END_TAG {
+        Series { intervals: intervals_of(&self.runs, metric).cloned().collect() }
+    }
+}
+
+/// The intervals of a latency metric (`end_to_end` or a hop name) over `runs`, each run's in
+/// turn; a run without that metric contributes none.
+fn intervals_of<'a>(runs: &'a [Run], metric: &'a str) -> impl Iterator<Item = &'a Interval> + 'a {
+    runs.iter()
+        .filter_map(move |run| {
+            if metric == END_TO_END_TAG {
                 Some(&run.end_to_end)
             } else {
                 run.result.hops.iter().position(|h| h.name == metric).and_then(|i| run.hops.get(i))
-            };
-            if let Some(s) = s {
-                out.intervals.extend(s.intervals.iter().cloned());
             }
-        }
-        out
-    }
+        })
+        .flat_map(|s| &s.intervals)
+}
+
+/// The profile with the lowest end-to-end p99 among those meeting every objective.
+pub fn best(profiles: &[Profile]) -> Option<&Profile> {
+    profiles
+        .iter()
+        .filter(|p| p.result.sla.passed)
+        .min_by(|a, b| a.result.end_to_end.p99_ms.total_cmp(&b.result.end_to_end.p99_ms))
 }
 
 /// Groups runs by profile (in first-seen order) and merges each group. `objectives` judge
@@ -142,21 +151,10 @@ pub fn by_profile(runs: Vec<Run>, objectives: Option<&[Objective]>) -> Vec<Profi
 }
 
 fn merge_profile(name: String, runs: Vec<Run>, objectives: Option<&[Objective]>) -> Profile {
-    let end_to_end = merge(runs.iter().map(|r| r.end_to_end.total()).collect::<Vec<_>>().iter());
+    let end_to_end = histogram_of(intervals_of(&runs, END_TO_END_TAG));
     let first = &runs[0].result;
-    let hops: Vec<(String, HopKind, Histogram<u64>)> = first
-        .hops
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let totals: Vec<Histogram<u64>> = runs
-                .iter()
-                .filter_map(|r| r.hops.get(i).filter(|_| r.result.hops.get(i).is_some_and(|x| x.name == h.name)))
-                .map(Series::total)
-                .collect();
-            (h.name.clone(), h.kind, merge(totals.iter()))
-        })
-        .collect();
+    let hops: Vec<(String, HopKind, Histogram<u64>)> =
+        first.hops.iter().map(|h| (h.name.clone(), h.kind, histogram_of(intervals_of(&runs, &h.name)))).collect();
     let mut result = first.clone();
     if runs.len() > 1 {
         let total_s: f64 = runs.iter().map(|r| r.result.duration_s).sum();
