@@ -3,16 +3,19 @@
 //! account for every event, and write the run directory.
 
 use crate::result::{BrokerInfo, Counts, Machine, RunResult, SINK, SOURCE};
+use crate::scenario::SourceKind;
 use crate::scenario::{Resolved, Scenario, valid_bootstrap};
 use dashboard::{Budget, Feed, FeedSender, Meta, Progress, Sample, StageLag};
 use loadgen::{Audience, Driver, Schedule, SystemClock, Tally};
-use pipeline::agent::{Agent, AgentConfig};
-use pipeline::connector::{self, ActionRow, ConnectorConfig, SourceWriter};
+use pipeline::agent::{self, AgentConfig, AgentStats};
+use pipeline::cache::{CacheAt, EdgeCache, SinkCounters};
+use pipeline::connector::{self, ActionRow, ConnectorConfig, Source, SourceWriter};
 use pipeline::gateway::{self, GatewayState};
 use pipeline::stage::{self, StageCounters};
 use pipeline::streamjob::{StreamJob, StreamJobConfig};
 use pipeline::{KafkaSettings, topics};
 use probes::{HopSet, TraceContext};
+use reports::result::{AgentStart, PipelineInfo};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -273,26 +276,73 @@ async fn run_profile(
     kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(runtime)?;
     let topic_settings: Vec<(&str, &str)> = profile.topic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     kafka.ensure_topics(&topics::ALL, &topic_settings).await.map_err(runtime)?;
+    let mut compacted = topic_settings.clone();
+    compacted.push(("cleanup.policy", "compact"));
+    kafka.ensure_topics(&topics::COMPACTED, &compacted).await.map_err(runtime)?;
+    kafka.converter = scenario.connector.converter;
     std::fs::create_dir_all(dir).map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
 
     let run_id = random_u64() >> 12;
-    let db = dir.join("source.sqlite");
-    let mut writer = SourceWriter::open(&db).map_err(runtime)?;
+    let (source, writer, source_name) = open_source(scenario, dir).await?;
+
+    // The edge cache, kept from story.context (seeded with one context per session).
+    let cache_at = match &scenario.edge_cache.url {
+        Some(url) => CacheAt::Redis(url.clone()),
+        None => CacheAt::Sqlite(dir.join("edge-cache.sqlite")),
+    };
+    let cache = EdgeCache::open(&cache_at).await.map_err(runtime)?;
 
     // The pipeline.
     let cancel = CancellationToken::new();
     let counters: [Arc<StageCounters>; 4] = Default::default();
+    let agent_stats = Arc::new(AgentStats::default());
+    let sink_counters = Arc::new(SinkCounters::default());
     let mut stages: JoinSet<(&'static str, pipeline::Result<()>)> = JoinSet::new();
+    let (sink_ready, mut sink_rx) = watch::channel(false);
     let (agent_ready, mut agent_rx) = watch::channel(false);
     let (job_ready, mut job_rx) = watch::channel(false);
     let (gw_ready, gw_rx) = watch::channel(false);
     let gw_state = GatewayState::new(gw_rx.clone(), cancel.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(runtime)?;
     let gateway_addr = listener.local_addr().map_err(runtime)?;
+    let p = &scenario.pipeline;
+    let agent_config = AgentConfig {
+        history: p.history,
+        concurrency: scenario.agent.concurrency,
+        prefetch: scenario.agent.prefetch,
+        model: scenario.agent.model(p.model_latency).map_err(|(f, why)| runtime(format!("agent.model.{f}: {why}")))?,
+        state_dir: dir.join("agent-state"),
+        run: run_id,
+    };
+    let agent_kafka = stage_kafka(&kafka, profile, agent::NAME);
+    let spawn_agent = |stages: &mut JoinSet<_>, ready| {
+        stages.spawn(tagged(
+            agent::NAME,
+            agent::run(
+                agent_kafka.clone(),
+                agent_config.clone(),
+                Some(cache.clone()),
+                Arc::clone(&counters[1]),
+                Arc::clone(&agent_stats),
+                ready,
+                cancel.clone(),
+            ),
+        ))
+    };
     {
-        let p = &scenario.pipeline;
-        let mut cfg = ConnectorConfig::new(&db);
-        cfg.poll_interval = p.poll_interval;
+        stages.spawn(tagged(
+            pipeline::cache::SINK,
+            pipeline::cache::run_sink(
+                stage_kafka(&kafka, profile, pipeline::cache::SINK),
+                cache.clone(),
+                Arc::clone(&sink_counters),
+                sink_ready,
+                cancel.clone(),
+            ),
+        ));
+        let mut cfg = ConnectorConfig::new(source);
+        cfg.tasks = scenario.connector.tasks;
+        cfg.transforms = scenario.connector.transforms.clone();
         stages.spawn(tagged(
             connector::NAME,
             connector::run(
@@ -302,19 +352,9 @@ async fn run_profile(
                 cancel.clone(),
             ),
         ));
-        let agent = Agent::new(AgentConfig { model_latency: p.model_latency, history: p.history });
-        stages.spawn(tagged(
-            pipeline::agent::NAME,
-            stage::run(
-                stage_kafka(&kafka, profile, pipeline::agent::NAME),
-                topics::ACTIONS,
-                topics::BEATS,
-                agent,
-                Arc::clone(&counters[1]),
-                agent_ready,
-                cancel.clone(),
-            ),
-        ));
+    }
+    let mut agent_task = spawn_agent(&mut stages, agent_ready);
+    {
         let job = StreamJob::new(StreamJobConfig { window: p.window, out_of_orderness: p.out_of_orderness });
         stages.spawn(tagged(
             pipeline::streamjob::NAME,
@@ -344,6 +384,7 @@ async fn run_profile(
     // Wait for every consumer group to have its partitions.
     let mut gw_rx = gw_rx;
     let ready = async {
+        sink_rx.wait_for(|r| *r).await.map(drop)?;
         agent_rx.wait_for(|r| *r).await.map(drop)?;
         job_rx.wait_for(|r| *r).await.map(drop)?;
         gw_rx.wait_for(|r| *r).await.map(drop)
@@ -359,6 +400,8 @@ async fn run_profile(
             return Err(runtime(format!("a stage failed on start: {why}")));
         }
     }
+
+    seed_context(&kafka, scenario.load.sessions, &sink_counters).await?;
 
     // The audience, then the players.
     let load = &scenario.load;
@@ -392,6 +435,7 @@ async fn run_profile(
     driver.measure_from_ns = measure_from_ns;
     let lag_live = Arc::clone(&driver.lag_live);
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let mut writer = writer;
     {
         let (stop, sent_live) = (Arc::clone(&stop), Arc::clone(&sent_live));
         std::thread::Builder::new()
@@ -400,7 +444,7 @@ async fn run_profile(
                 let report = driver.run(&SystemClock, &stop, &sent_live, |e| {
                     let tp = TraceContext::new_root().encode();
                     let traceparent = std::str::from_utf8(&tp).unwrap_or_default();
-                    writer.insert(&ActionRow {
+                    writer.insert(ActionRow {
                         run: run_id,
                         event_id: e.id,
                         session: e.session,
@@ -416,14 +460,28 @@ async fn run_profile(
 
     // Watch the run: progress, failures, Ctrl-C.
     let began = Instant::now();
-    let dead_lettered_live = || counters.iter().map(|c| c.dead_lettered.load(Ordering::Relaxed)).sum::<u64>();
+    let dead_lettered_live = || {
+        counters
+            .iter()
+            .map(|c| c.dead_lettered.load(Ordering::Relaxed) + c.filtered.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let mut failure: Option<String> = None;
     let mut interrupted = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.tick().await;
     let mut ticks = 0u64;
+    let restart = scenario.agent.restart_at.map(|at| tokio::time::Instant::now() + Duration::from_millis(100) + at);
+    let mut restarting = false;
+    let mut agent_starts_at = vec![0.0];
     let report = loop {
         tokio::select! {
+            () = tokio::time::sleep_until(restart.unwrap_or_else(tokio::time::Instant::now)), if restart.is_some() && agent_starts_at.len() == 1 && !restarting => {
+                eprintln!("stopping the agent abruptly (agent.restart_at) and starting it again");
+                agent_task.abort();
+                restarting = true;
+            },
+
             r = &mut done_rx => break r.map_err(|_| runtime("the load generator thread died"))?,
             _ = tick.tick() => {
                 ticks += 1;
@@ -436,7 +494,7 @@ async fn run_profile(
                         sent,
                         delivered,
                         dead_lettered: dl,
-                        duplicates: 0,
+                        duplicates: counters[3].duplicates.load(Ordering::Relaxed),
                         schedule_lag_ms: Some(lag as f64 / 1e6),
                         lags: stage_lags(sent, &counters),
                     }));
@@ -450,8 +508,15 @@ async fn run_profile(
                 }
             },
             Some(done) = stages.join_next(), if failure.is_none() => {
-                failure = Some(describe_exit(done));
-                stop.store(true, Ordering::Relaxed);
+                if restarting && matches!(&done, Err(e) if e.is_cancelled() && e.id() == agent_task.id()) {
+                    let (ready, _) = watch::channel(false);
+                    agent_task = spawn_agent(&mut stages, ready);
+                    agent_starts_at.push(began.elapsed().as_secs_f64());
+                    restarting = false;
+                } else {
+                    failure = Some(describe_exit(done));
+                    stop.store(true, Ordering::Relaxed);
+                }
             },
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 eprintln!("interrupted: stopping the load and writing what was measured");
@@ -490,13 +555,42 @@ async fn run_profile(
     drop(broker); // everything that talks to it is done
 
     let dead_lettered = audit.ids.iter().filter(|id| !tally.has(**id)).count() as u64;
+    let filtered = counters[0].filtered.load(Ordering::Relaxed);
     let counts = Counts {
         sent: report.sent,
         delivered: tally.delivered,
         dead_lettered,
-        lost: report.sent.saturating_sub(tally.delivered + dead_lettered),
-        duplicates: tally.duplicates,
+        filtered,
+        lost: report.sent.saturating_sub(tally.delivered + dead_lettered + filtered),
+        duplicates: tally.duplicates + counters[3].duplicates.load(Ordering::Relaxed),
+        reordered: tally.reordered,
         warmup_sent: report.warmup_sent,
+    };
+    let restores = agent_stats.restores.lock().map(|r| r.clone()).unwrap_or_default();
+    let pipeline_info = PipelineInfo {
+        source: source_name,
+        converter: scenario.connector.converter.name().into(),
+        tasks: scenario.connector.tasks,
+        transforms: scenario.connector.transforms.iter().map(|t| t.kind().to_owned()).collect(),
+        edge_cache: cache_at.describe(),
+        agent_concurrency: agent_config.concurrency,
+        prefetch: agent_config.prefetch,
+        model: agent_config.model.describe(),
+        context_hits: agent_stats.context_hits.load(Ordering::Relaxed),
+        context_misses: agent_stats.context_misses.load(Ordering::Relaxed),
+        context_errors: agent_stats.context_errors.load(Ordering::Relaxed),
+        replays: agent_stats.replays.load(Ordering::Relaxed),
+        agent_starts: restores
+            .into_iter()
+            .zip(agent_starts_at)
+            .map(|(r, at_s)| AgentStart {
+                at_s,
+                from: r.from,
+                sessions: r.sessions,
+                records: r.records,
+                warm_start_ms: r.warm_start_ms,
+            })
+            .collect(),
     };
     let measured = (report.sent - report.warmup_sent) as f64 / load.rate;
     let duration_s =
@@ -524,6 +618,7 @@ async fn run_profile(
         sla: Default::default(),
         interrupted: interrupted || report.stopped_early,
         machine: Machine::this(),
+        pipeline: Some(pipeline_info),
     };
     result.evaluate(&scenario.sla);
     if tally.unreadable > 0 {
@@ -539,6 +634,62 @@ async fn run_profile(
     write_run_dir(dir, &result, &mut tally, report.schedule_lag)
         .map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
+}
+
+/// Where the load generator writes story actions.
+enum Writer {
+    Sqlite(SourceWriter),
+    Postgres(pipeline::postgres::PgWriter, tokio::runtime::Handle),
+}
+
+impl Writer {
+    /// Inserts (and commits) one row; called from the load generator's thread.
+    fn insert(&mut self, row: ActionRow<'_>) -> Result<(), String> {
+        match self {
+            Self::Sqlite(w) => w.insert(&row).map_err(|e| e.to_string()),
+            Self::Postgres(w, rt) => rt.block_on(w.insert(&row)),
+        }
+    }
+}
+
+/// The connector's source and the load generator's writer for the scenario's source.
+async fn open_source(scenario: &Scenario, dir: &Path) -> Result<(Source, Writer, String), RunError> {
+    let c = &scenario.connector;
+    match (c.source, &c.postgres) {
+        (SourceKind::Postgres, Some(url)) => {
+            pipeline::postgres::prepare(url, &c.slot, true).await.map_err(runtime)?;
+            let writer = pipeline::postgres::PgWriter::open(url).await.map_err(runtime)?;
+            let name = format!("postgres {} slot {}", pipeline::postgres::redact(url), c.slot);
+            let source = Source::Postgres { url: url.clone(), slot: c.slot.clone() };
+            Ok((source, Writer::Postgres(writer, tokio::runtime::Handle::current()), name))
+        }
+        _ => {
+            let db = dir.join("source.sqlite");
+            let writer = SourceWriter::open(&db).map_err(runtime)?;
+            let mut source = Source::sqlite(&db);
+            if let Source::Sqlite { poll_interval, .. } = &mut source {
+                *poll_interval = scenario.pipeline.poll_interval;
+            }
+            Ok((source, Writer::Sqlite(writer), format!("sqlite {}", db.display())))
+        }
+    }
+}
+
+/// Writes one context per session to `story.context` and waits until the sink has them in
+/// the edge cache, so the run starts with a warm cache.
+async fn seed_context(kafka: &KafkaSettings, sessions: u64, sink: &SinkCounters) -> Result<(), RunError> {
+    let before = sink.applied.load(Ordering::Relaxed);
+    pipeline::cache::seed(kafka, sessions).await.map_err(runtime)?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while sink.applied.load(Ordering::Relaxed) < before + sessions {
+        if Instant::now() > deadline {
+            return Err(runtime(format!(
+                "the edge cache sink did not apply {sessions} contexts within {READY_TIMEOUT:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// The dashboard's header for a run.

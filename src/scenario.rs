@@ -25,6 +25,12 @@ pub struct Scenario {
     pub pipeline: Pipeline,
     #[serde(default)]
     pub kafka: Kafka,
+    #[serde(default)]
+    pub connector: Connector,
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub edge_cache: EdgeCacheSection,
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
@@ -211,6 +217,196 @@ impl Default for Pipeline {
     }
 }
 
+/// Where the connector captures from and what it does to each record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connector {
+    /// `sqlite` (a file in the run directory) or `postgres` (logical decoding).
+    #[serde(default)]
+    pub source: SourceKind,
+    /// `postgres://user:password@host:port/db`, for `source = "postgres"`.
+    pub postgres: Option<String>,
+    /// The replication slot (created when missing).
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    /// Parallel workers (`tasks.max`).
+    #[serde(default = "default_one")]
+    pub tasks: usize,
+    /// How story events are written on every pipeline topic.
+    #[serde(default)]
+    pub converter: pipeline::convert::Converter,
+    /// Single message transforms, in order.
+    #[serde(default)]
+    pub transforms: Vec<pipeline::transforms::TransformSpec>,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::Sqlite,
+            postgres: None,
+            slot: default_slot(),
+            tasks: 1,
+            converter: Default::default(),
+            transforms: Vec::new(),
+        }
+    }
+}
+
+/// Connector sources a scenario may choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+fn default_slot() -> String {
+    "tailgate".into()
+}
+const fn default_one() -> usize {
+    1
+}
+const fn default_true() -> bool {
+    true
+}
+
+/// The agent's pools, prefetch, model and a scheduled restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Workers processing different sessions in parallel.
+    #[serde(default = "default_one")]
+    pub concurrency: usize,
+    /// Fetch a session's context ahead.
+    #[serde(default = "default_true")]
+    pub prefetch: bool,
+    /// Stop the agent abruptly this long after the load starts, and start it again.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub restart_at: Option<Duration>,
+    /// The model; absent: simulated with `pipeline.model_latency`.
+    pub model: Option<ModelSpec>,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self { concurrency: 1, prefetch: true, restart_at: None, model: None }
+    }
+}
+
+/// `[agent.model]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// `simulated` or `http`.
+    pub kind: ModelKind,
+    /// simulated: `fixed`, `uniform` or `lognormal`.
+    pub latency: Option<LatencyKind>,
+    /// fixed: the latency.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub value: Option<Duration>,
+    /// uniform: the bounds.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub min: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max: Option<Duration>,
+    /// lognormal: the median and the log's standard deviation.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub median: Option<Duration>,
+    pub sigma: Option<f64>,
+    /// http: the API base (`http://host:port/v1`), model name, timeout, calls in flight.
+    pub url: Option<String>,
+    #[serde(default = "default_model_name")]
+    pub model: String,
+    #[serde(default = "default_model_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_model_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_model_name() -> String {
+    "story-model".into()
+}
+const fn default_model_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+const fn default_model_in_flight() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Simulated,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyKind {
+    Fixed,
+    Uniform,
+    Lognormal,
+}
+
+impl AgentSection {
+    /// The model to call, or (field, why) it is not fully described.
+    pub fn model(&self, fallback: Duration) -> Result<pipeline::agent::model::ModelConfig, (&'static str, String)> {
+        use pipeline::agent::model::{Latency, ModelConfig};
+        let Some(m) = &self.model else { return Ok(ModelConfig::Simulated(Latency::Fixed(fallback))) };
+        let need = |v: Option<Duration>, field: &'static str, kind: &str| {
+            v.ok_or((field, format!("a {kind} latency needs `{field}`")))
+        };
+        match m.kind {
+            ModelKind::Simulated => Ok(ModelConfig::Simulated(match m.latency.unwrap_or(LatencyKind::Fixed) {
+                LatencyKind::Fixed => Latency::Fixed(m.value.unwrap_or(fallback)),
+                LatencyKind::Uniform => {
+                    let (min, max) = (need(m.min, "min", "uniform")?, need(m.max, "max", "uniform")?);
+                    if max < min {
+                        return Err(("max", format!("must not be below min ({min:?})")));
+                    }
+                    Latency::Uniform { min, max }
+                }
+                LatencyKind::Lognormal => {
+                    let median = need(m.median, "median", "lognormal")?;
+                    let sigma = m.sigma.ok_or(("sigma", "a lognormal latency needs `sigma`".to_owned()))?;
+                    if !(sigma.is_finite() && (0.0..=5.0).contains(&sigma)) {
+                        return Err(("sigma", format!("must be between 0 and 5, not {sigma}")));
+                    }
+                    Latency::Lognormal { median, sigma }
+                }
+            })),
+            ModelKind::Http => {
+                let url = m
+                    .url
+                    .clone()
+                    .ok_or(("url", "an http model needs `url` (e.g. \"http://127.0.0.1:8000/v1\")".to_owned()))?;
+                if !url.starts_with("http://") {
+                    return Err(("url", format!("`{url}` must start with http://")));
+                }
+                if m.max_in_flight == 0 {
+                    return Err(("max_in_flight", "must be at least 1".into()));
+                }
+                Ok(ModelConfig::Http {
+                    url,
+                    model: m.model.clone(),
+                    timeout: m.timeout,
+                    max_in_flight: m.max_in_flight,
+                })
+            }
+        }
+    }
+}
+
+/// `[edge_cache]`: where the agent's context lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeCacheSection {
+    /// `redis://host:port[/db]`; absent: SQLite in the run directory.
+    pub url: Option<String>,
+}
+
 /// librdkafka settings for every stage, over tailgate's defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +449,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"250ms\" or \"30s\""))
     })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn settings<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
@@ -318,7 +518,7 @@ impl std::error::Error for ScenarioError {}
 /// Statistics every latency metric has in `result.json`.
 pub const STATS: [&str; 8] = ["count", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"];
 /// Counters in `result.json`'s `counts`.
-pub const COUNTS: [&str; 5] = ["sent", "delivered", "dead_lettered", "lost", "duplicates"];
+pub const COUNTS: [&str; 7] = ["sent", "delivered", "dead_lettered", "filtered", "lost", "duplicates", "reordered"];
 
 /// The hop names of the reference pipeline, in path order.
 pub fn hop_names() -> Vec<String> {
@@ -414,6 +614,7 @@ impl Scenario {
         if self.pipeline.window.is_zero() {
             bad("pipeline", None, "window", "must be longer than zero".into());
         }
+        self.validate_pipeline(&mut bad);
         self.validate_clients(&mut bad);
         validate_objectives(&self.sla, &mut bad);
         problems
@@ -421,6 +622,54 @@ impl Scenario {
 }
 
 impl Scenario {
+    fn validate_pipeline(&self, bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
+        let c = &self.connector;
+        match (&c.source, &c.postgres) {
+            (SourceKind::Postgres, None) => bad(
+                "connector",
+                None,
+                "postgres",
+                "source = \"postgres\" needs `postgres = \"postgres://user:password@host:port/db\"`".into(),
+            ),
+            (_, Some(url)) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
+                bad(
+                    "connector",
+                    None,
+                    "postgres",
+                    format!("`{}` is not a postgres:// URL", pipeline::postgres::redact(url)),
+                );
+            }
+            _ => {}
+        }
+        if !(1..=64).contains(&c.tasks) {
+            bad("connector", None, "tasks", format!("must be 1 to 64, not {}", c.tasks));
+        }
+        if c.slot.is_empty() || !c.slot.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') {
+            bad("connector", None, "slot", format!("`{}` is not a slot name (a-z, 0-9, _)", c.slot));
+        }
+        for (i, t) in c.transforms.iter().enumerate() {
+            for p in t.problems() {
+                bad("connector.transforms", Some(i), "type", format!("{}: {p}", t.kind()));
+            }
+        }
+        if !(1..=256).contains(&self.agent.concurrency) {
+            bad("agent", None, "concurrency", format!("must be 1 to 256, not {}", self.agent.concurrency));
+        }
+        if let Err((field, why)) = self.agent.model(self.pipeline.model_latency) {
+            bad("agent.model", None, field, why);
+        }
+        if let Some(at) = self.agent.restart_at
+            && at >= self.load.warmup + self.load.duration
+        {
+            bad("agent", None, "restart_at", format!("{at:?} is after the load ends"));
+        }
+        if let Some(url) = &self.edge_cache.url
+            && !url.starts_with("redis://")
+        {
+            bad("edge_cache", None, "url", format!("`{url}` is not a redis:// URL (omit it for SQLite)"));
+        }
+    }
+
     /// The runs `only` selects (every profile when empty), in the order written.
     pub fn resolve(&self, only: &[String]) -> Result<Vec<Resolved>, String> {
         let names: Vec<&str> = self.profiles.iter().map(|(n, _)| n.as_str()).collect();

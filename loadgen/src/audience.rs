@@ -24,6 +24,10 @@ pub struct Tally {
     pub warmup_delivered: u64,
     /// Repeat deliveries of an event already received.
     pub duplicates: u64,
+    /// Deliveries that arrived before an earlier event of their session (ids grow with
+    /// intended time within a session, so a lower id after a higher one is out of order).
+    pub reordered: u64,
+    last_in_session: std::collections::HashMap<u64, u64>,
     /// Updates from another run (left over on shared topics).
     pub foreign: u64,
     /// Updates that could not be read; the first reason is kept.
@@ -57,6 +61,8 @@ impl Tally {
             delivered: 0,
             warmup_delivered: 0,
             duplicates: 0,
+            reordered: 0,
+            last_in_session: std::collections::HashMap::new(),
             foreign: 0,
             unreadable: 0,
             first_unreadable: None,
@@ -100,6 +106,11 @@ impl Tally {
             return;
         }
         self.seen[word] |= bit;
+        let last = self.last_in_session.entry(d.session).or_insert(d.id);
+        if d.id < *last {
+            self.reordered += 1;
+        }
+        *last = (*last).max(d.id);
         self.delivered += 1;
         self.delivered_live.fetch_add(1, Ordering::Relaxed);
         if let Some(o) = &mut self.observer.0 {

@@ -1,41 +1,86 @@
-//! The agent (Faust style): per-session state (actions so far, recent choices), a prompt
-//! built from that state and the event, and a model call (simulated: a configurable delay
-//! and a deterministic reply).
+//! The agent (Faust style). `story.actions` is partitioned by session, and this instance
+//! owns its partitions' sessions. Per session it keeps state (actions so far, recent
+//! choices) in memory, in a local store and in a compacted changelog ([`state`]), fetches
+//! the session's character and world from the edge cache, builds a prompt from state,
+//! context and event, calls the model ([`model`]) and emits the beat to `story.beats`.
+//!
+//! - **Pools**: `concurrency` workers; a session always goes to the same worker, so its
+//!   events are processed in order while different sessions proceed in parallel.
+//! - **Prefetch**: after a session's event, its worker starts fetching that session's
+//!   context for the next event, so the cache lookup is off the critical path.
+//! - **At-least-once**: an input offset is stored only once the beat and the changelog
+//!   record are acknowledged. A redelivered event (already in the state) is emitted again
+//!   with the beat number it had and does not change the state; the gateway drops the
+//!   duplicate by event id and counts it.
 
-use crate::event::{Beat, StoryEvent};
-use crate::stage::{Meta, Processor};
-use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+pub mod model;
+pub mod state;
+
+use crate::cache::EdgeCache;
+use crate::event::{Beat, StoryEvent, session_key};
+use crate::kafka::KafkaSettings;
+use crate::stage::{
+    Ack, Carried, DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, decode, finish, next_message, open_consumer,
+    open_producer, send_with_retry, spawn_acker,
+};
+use crate::{Error, Result, topics};
+use model::{Model, ModelConfig};
+use probes::Stamp;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use state::{Restored, SessionState, Store};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 /// The stage's name.
 pub const NAME: &str = "agent";
 
 /// How the agent behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
-    /// How long the simulated model takes per call.
-    pub model_latency: Duration,
     /// How many recent choices a session's prompt recalls.
     pub history: usize,
+    /// Workers processing different sessions in parallel.
+    pub concurrency: usize,
+    /// Fetch a session's context ahead, after its previous event.
+    pub prefetch: bool,
+    pub model: ModelConfig,
+    /// The local state store's directory.
+    pub state_dir: PathBuf,
+    /// The run whose state this is (changelog keys carry it).
+    pub run: u64,
 }
 
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self { model_latency: Duration::ZERO, history: 3 }
+impl AgentConfig {
+    /// One worker, prefetch on, an instant simulated model, state in `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>, run: u64) -> Self {
+        Self {
+            history: 3,
+            concurrency: 1,
+            prefetch: true,
+            model: ModelConfig::default(),
+            state_dir: state_dir.into(),
+            run,
+        }
     }
 }
 
+/// What the agent reports while and after it runs.
 #[derive(Debug, Default)]
-struct Session {
-    actions: u64,
-    recent: VecDeque<String>,
-}
-
-/// The agent's state: one entry per session it has seen.
-#[derive(Debug, Default)]
-pub struct Agent {
-    config: AgentConfig,
-    sessions: HashMap<u64, Session>,
+pub struct AgentStats {
+    /// One entry per start: how the state was rebuilt.
+    pub restores: Mutex<Vec<Restored>>,
+    pub context_hits: AtomicU64,
+    pub context_misses: AtomicU64,
+    pub context_errors: AtomicU64,
+    /// Events seen again after a restart and emitted with their earlier beat number.
+    pub replays: AtomicU64,
+    /// Model calls that failed (the event was dead-lettered).
+    pub model_failures: AtomicU64,
 }
 
 /// The first `n` characters of `s`.
@@ -43,55 +88,229 @@ fn clip(s: &str, n: usize) -> &str {
     s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
-impl Agent {
-    pub fn new(config: AgentConfig) -> Self {
-        Self { config, sessions: HashMap::new() }
-    }
-
-    /// Updates the session's state and returns its next beat (without the model's delay).
-    pub fn beat(&mut self, event: &StoryEvent) -> Beat {
-        let s = self.sessions.entry(event.session).or_default();
-        s.actions += 1;
-        let action = clip(&event.action, 48);
-        let story_so_far = if s.recent.is_empty() {
-            "nothing yet".to_owned()
-        } else {
-            s.recent.iter().map(String::as_str).collect::<Vec<_>>().join("; ")
-        };
-        let prompt = format!(
-            "Session {} at beat {}. The story so far: {story_so_far}. The player now: {action}. \
-             Continue the story in one vivid sentence.",
-            event.session, s.actions
-        );
-        if s.recent.len() == self.config.history {
-            s.recent.pop_front();
+/// Builds the beat for `event` from the session's state and context, applying the event to
+/// the state unless it was applied before. Returns the beat (its text is the simulated
+/// reply) and whether the state changed.
+pub fn compose(state: &mut SessionState, event: &StoryEvent, context: Option<&str>, history: usize) -> (Beat, bool) {
+    let action = clip(&event.action, 48);
+    let replayed = state.beat_of(event.id);
+    let number = match replayed {
+        Some(n) => n,
+        None => state.actions + 1,
+    };
+    let story_so_far = if state.recent.is_empty() {
+        "nothing yet".to_owned()
+    } else {
+        state.recent.iter().map(String::as_str).collect::<Vec<_>>().join("; ")
+    };
+    let setting = context
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .map(|c| {
+            format!(
+                " The hero is {}, in {}.",
+                c["character"].as_str().unwrap_or("a stranger"),
+                c["world"].as_str().unwrap_or("an unknown land")
+            )
+        })
+        .unwrap_or_default();
+    let prompt = format!(
+        "Session {} at beat {number}.{setting} The story so far: {story_so_far}. The player now: {action}. \
+         Continue the story in one vivid sentence.",
+        event.session
+    );
+    let text = format!("Beat {number}: the tale turns on \"{}\".", clip(action, 16));
+    if replayed.is_none() {
+        state.actions = number;
+        state.remember(event.id);
+        if state.recent.len() == history {
+            state.recent.pop_front();
         }
-        if self.config.history > 0 {
-            s.recent.push_back(clip(action, 16).to_owned());
+        if history > 0 {
+            state.recent.push_back(clip(action, 16).to_owned());
         }
-        let text = format!("Beat {}: the tale turns on \"{}\".", s.actions, clip(action, 16));
-        Beat { number: s.actions, prompt, text }
     }
-
-    /// Sessions with state.
-    pub fn sessions(&self) -> usize {
-        self.sessions.len()
-    }
+    (Beat { number, prompt, text }, replayed.is_none())
 }
 
-impl Processor for Agent {
-    const NAME: &'static str = NAME;
+/// One event for a worker.
+struct Job {
+    event: StoryEvent,
+    raw: Vec<u8>,
+    carried: Carried,
+    ingress_ns: u64,
+    done: oneshot::Sender<std::result::Result<Vec<DeliveryFuture>, String>>,
+}
 
-    async fn process(&mut self, event: &mut StoryEvent, _meta: &Meta) -> Result<(), String> {
+/// Runs the agent until `cancel`: rebuilds the state, then consumes `story.actions`.
+pub async fn run(
+    kafka: KafkaSettings,
+    config: AgentConfig,
+    cache: Option<EdgeCache>,
+    counters: Arc<StageCounters>,
+    stats: Arc<AgentStats>,
+    ready: watch::Sender<bool>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let (store, sessions, restored) = state::restore(&kafka, &config.state_dir, config.run).await?;
+    if let Ok(mut r) = stats.restores.lock() {
+        r.push(restored);
+    }
+    let model = Model::new(&config.model, config.run).map_err(|reason| Error::Stage { stage: NAME, reason })?;
+    let consumer = open_consumer(&kafka, NAME, topics::ACTIONS, ready)?;
+    let producer = open_producer(&kafka, NAME)?;
+    let dlq = DeadLetters::new(producer.clone(), NAME, Arc::clone(&counters));
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::ACTIONS, rx, cancel.clone());
+
+    let n = config.concurrency.max(1);
+    let mut shards: Vec<HashMap<u64, SessionState>> = vec![HashMap::new(); n];
+    for (s, st) in sessions {
+        shards[(s % n as u64) as usize].insert(s, st);
+    }
+    let mut senders = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    for states in shards {
+        let (wtx, wrx) = mpsc::channel::<Job>(256);
+        senders.push(wtx);
+        let w = Worker {
+            states,
+            store: store.clone(),
+            producer: producer.clone(),
+            dlq: dlq.clone(),
+            model: model.clone(),
+            cache: cache.clone(),
+            prefetched: HashMap::new(),
+            config: config.clone(),
+            converter: kafka.converter,
+            counters: Arc::clone(&counters),
+            stats: Arc::clone(&stats),
+        };
+        workers.push(w.run(wrx));
+    }
+    // Workers run inside this task (not spawned), so stopping the task stops them all at once.
+    let dispatch = async {
+        let result = loop {
+            let msg = match next_message(&consumer, &cancel, NAME, topics::ACTIONS).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            let ingress_ns = probes::now_ns();
+            let ack = match decode(&msg, kafka.converter) {
+                Err(reason) => match dlq.send(msg.key(), msg.payload(), msg.headers(), &reason) {
+                    Ok(f) => Ack::Delivery(f),
+                    Err(e) => break Err(e),
+                },
+                Ok((incoming, event)) => {
+                    let (done, rx) = oneshot::channel();
+                    let carried = Carried::of(msg.headers(), &incoming);
+                    let raw = msg.payload().unwrap_or_default().to_vec();
+                    let w = &senders[(event.session % n as u64) as usize];
+                    if w.send(Job { event, raw, carried, ingress_ns, done }).await.is_err() {
+                        break Ok(());
+                    }
+                    Ack::Later(rx)
+                }
+            };
+            if tx.send(Pending { partition: msg.partition(), offset: msg.offset(), ack }).await.is_err() {
+                break Ok(()); // the acker failed; it says why
+            }
+        };
+        drop(senders);
+        result
+    };
+    let (result, _) = tokio::join!(dispatch, futures::future::join_all(workers));
+    let result = finish(NAME, consumer, tx, acker, result).await;
+    if result.is_ok() {
+        // Everything acknowledged is in the store: the next start needs only what follows.
+        let ends = kafka.high_watermarks(topics::AGENT_CHANGELOG).await?;
+        store.mark_clean(&ends)?;
+    }
+    result
+}
+
+struct Worker {
+    states: HashMap<u64, SessionState>,
+    store: Store,
+    producer: FutureProducer,
+    dlq: DeadLetters,
+    model: Model,
+    cache: Option<EdgeCache>,
+    prefetched: HashMap<u64, tokio::task::JoinHandle<Result<Option<String>>>>,
+    config: AgentConfig,
+    converter: crate::convert::Converter,
+    counters: Arc<StageCounters>,
+    stats: Arc<AgentStats>,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut stamps = Vec::with_capacity(512);
+        while let Some(job) = rx.recv().await {
+            let out = self.handle(&job, &mut stamps).await.map_err(|e| e.to_string());
+            let _ = job.done.send(out);
+        }
+    }
+
+    /// The session's context: the prefetched answer when there is one, else a lookup now.
+    async fn context(&mut self, session: u64) -> Option<String> {
+        let cache = self.cache.as_ref()?;
+        let got = match self.prefetched.remove(&session) {
+            Some(h) => h.await.unwrap_or_else(|e| Err(Error::Cache(e.to_string()))),
+            None => cache.get(session).await,
+        };
+        let counter = match &got {
+            Ok(Some(_)) => &self.stats.context_hits,
+            Ok(None) => &self.stats.context_misses,
+            Err(_) => &self.stats.context_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        got.ok().flatten()
+    }
+
+    async fn handle(&mut self, job: &Job, stamps: &mut Vec<u8>) -> Result<Vec<DeliveryFuture>> {
+        let event = &job.event;
+        let key = session_key(event.session);
         if event.action.is_empty() {
-            return Err("the action is empty: nothing to continue the story from".into());
+            let reason = "the action is empty: nothing to continue the story from";
+            return Ok(vec![self.dlq.send_owned(Some(&key), Some(&job.raw), job.carried.original(), reason)?]);
         }
-        let beat = self.beat(event);
-        if !self.config.model_latency.is_zero() {
-            tokio::time::sleep(self.config.model_latency).await;
+        let context = self.context(event.session).await;
+        let state = self.states.entry(event.session).or_default();
+        let (beat, changed) = compose(state, event, context.as_deref(), self.config.history);
+        let mut acks = Vec::with_capacity(2);
+        if changed {
+            let skey = state::state_key(self.config.run, event.session);
+            self.store.put(&skey, state)?;
+            let value = serde_json::to_vec(&*state).map_err(|e| Error::State(e.to_string()))?;
+            let record = FutureRecord::<[u8], [u8]>::to(topics::AGENT_CHANGELOG).key(&skey[..]).payload(&value[..]);
+            acks.push(send_with_retry(&self.producer, record, NAME)?);
+        } else {
+            self.stats.replays.fetch_add(1, Ordering::Relaxed);
         }
-        event.beat = Some(beat);
-        Ok(())
+        let text = match self.model.call(&beat.prompt, beat.text.clone()).await {
+            Ok(t) => t,
+            Err(reason) => {
+                self.stats.model_failures.fetch_add(1, Ordering::Relaxed);
+                acks.push(self.dlq.send_owned(Some(&key), Some(&job.raw), job.carried.original(), &reason)?);
+                return Ok(acks);
+            }
+        };
+        if self.config.prefetch
+            && let Some(cache) = &self.cache
+        {
+            let (cache, session) = (cache.clone(), event.session);
+            self.prefetched.insert(session, tokio::spawn(async move { cache.get(session).await }));
+        }
+        let mut out = event.clone();
+        out.beat = Some(Beat { text, ..beat });
+        let value = self.converter.encode(&out);
+        let headers =
+            job.carried.headers(Stamp { stage: NAME, ingress_ns: job.ingress_ns, egress_ns: probes::now_ns() }, stamps);
+        let record = FutureRecord::<[u8], [u8]>::to(topics::BEATS).key(&key[..]).payload(&value[..]).headers(headers);
+        acks.push(send_with_retry(&self.producer, record, NAME)?);
+        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        Ok(acks)
     }
 }
 
@@ -99,39 +318,41 @@ impl Processor for Agent {
 mod tests {
     use super::*;
 
-    fn event(session: u64, action: &str) -> StoryEvent {
-        StoryEvent { run: 1, id: 0, session, action: action.into(), beat: None, window: None }
+    fn event(id: u64, session: u64, action: &str) -> StoryEvent {
+        StoryEvent { run: 1, id, session, action: action.into(), beat: None, window: None }
     }
 
     #[test]
-    fn state_is_per_session_and_prompts_recall_recent_choices() {
-        let mut agent = Agent::new(AgentConfig { history: 2, ..AgentConfig::default() });
-        assert_eq!(agent.beat(&event(1, "open the door")).number, 1);
-        assert_eq!(agent.beat(&event(2, "hide")).number, 1);
-        agent.beat(&event(1, "light a torch"));
-        let b = agent.beat(&event(1, "run"));
+    fn prompts_recall_recent_choices_and_the_context() {
+        let mut s = SessionState::default();
+        assert_eq!(compose(&mut s, &event(1, 1, "open the door"), None, 2).0.number, 1);
+        compose(&mut s, &event(2, 1, "light a torch"), None, 2);
+        let ctx = r#"{"character": "a tide witch", "world": "a drowned city"}"#;
+        let (b, changed) = compose(&mut s, &event(3, 1, "run"), Some(ctx), 2);
+        assert!(changed);
         assert_eq!(b.number, 3);
         assert!(b.prompt.contains("open the door; light a torch"), "{}", b.prompt);
-        // Only `history` choices are recalled.
-        let b = agent.beat(&event(1, "jump"));
+        assert!(b.prompt.contains("a tide witch, in a drowned city"), "{}", b.prompt);
+        let (b, _) = compose(&mut s, &event(4, 1, "jump"), None, 2);
         assert!(b.prompt.contains("light a torch; run") && !b.prompt.contains("open the door"), "{}", b.prompt);
-        assert_eq!(agent.sessions(), 2);
+    }
+
+    #[test]
+    fn a_redelivered_event_keeps_its_beat_number_and_leaves_the_state_alone() {
+        let mut s = SessionState::default();
+        for id in 10..15 {
+            compose(&mut s, &event(id, 1, "go"), None, 3);
+        }
+        let before = s.clone();
+        let (b, changed) = compose(&mut s, &event(12, 1, "go"), None, 3);
+        assert_eq!((b.number, changed), (3, false));
+        assert_eq!(s, before);
+        assert_eq!(compose(&mut s, &event(15, 1, "go"), None, 3).0.number, 6);
     }
 
     #[test]
     fn clips_on_character_boundaries() {
         assert_eq!(clip("héllo wörld", 7), "héllo w");
         assert_eq!(clip("short", 48), "short");
-    }
-
-    #[tokio::test]
-    async fn an_empty_action_is_refused_with_a_reason() {
-        let mut agent = Agent::default();
-        let mut e = event(1, "");
-        let err = agent.process(&mut e, &Meta { intended_ns: 0, ingress_ns: 0 }).await.unwrap_err();
-        assert!(err.contains("empty"));
-        let mut e = event(1, "go");
-        agent.process(&mut e, &Meta { intended_ns: 0, ingress_ns: 0 }).await.unwrap();
-        assert_eq!(e.beat.unwrap().number, 1);
     }
 }

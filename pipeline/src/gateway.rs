@@ -3,6 +3,9 @@
 //! them (`GET /events`). `GET /healthz` answers while the process runs; `GET /readyz` only
 //! once the consumer has partitions.
 //!
+//! Redelivered updates (at-least-once upstream) are recognised by event id and counted as
+//! duplicates; no client gets one twice.
+//!
 //! A client that falls more than [`CLIENT_BUFFER`] updates behind is sent an SSE comment
 //! `lagged N` in place of the updates it missed (the audience reports those as lost).
 
@@ -137,6 +140,7 @@ pub async fn consume(
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::UPDATES, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
+    let mut latest = Latest::default();
     let result = loop {
         let msg = match next_message(&consumer, &cancel, NAME, topics::UPDATES).await {
             Ok(Some(m)) => m,
@@ -144,11 +148,16 @@ pub async fn consume(
             Err(e) => break Err(e),
         };
         let ingress_ns = probes::now_ns();
-        let ack = match decode(&msg) {
+        let ack = match decode(&msg, kafka.converter) {
             Err(reason) => match dlq.send(msg.key(), msg.payload(), msg.headers(), &reason) {
                 Ok(f) => Some(f),
                 Err(e) => break Err(e),
             },
+            Ok((_, event)) if !latest.insert(&event) => {
+                // Redelivered (at-least-once upstream): clients already have it.
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                None
+            }
             Ok((incoming, event)) => {
                 let stamp = Stamp { stage: NAME, ingress_ns, egress_ns: probes::now_ns() };
                 stamp.append_to(incoming.stamps, &mut stamps);
@@ -157,11 +166,35 @@ pub async fn consume(
                 None
             }
         };
-        if tx.send(Pending { partition: msg.partition(), offset: msg.offset(), ack }).await.is_err() {
+        if tx.send(Pending { partition: msg.partition(), offset: msg.offset(), ack: ack.into() }).await.is_err() {
             break Ok(());
         }
     };
     finish(NAME, consumer, tx, acker, result).await
+}
+
+/// The highest event id pushed per run and session. Event ids grow with time within a
+/// session and every stage keeps a session's order, so an id at or below the highest is a
+/// redelivery. Memory grows with sessions, not events.
+#[derive(Debug, Default)]
+pub struct Latest(std::collections::HashMap<(u64, u64), u64>);
+
+impl Latest {
+    /// Records `event`; false when it was seen before.
+    pub fn insert(&mut self, event: &StoryEvent) -> bool {
+        use std::collections::hash_map::Entry;
+        match self.0.entry((event.run, event.session)) {
+            Entry::Vacant(v) => {
+                v.insert(event.id);
+                true
+            }
+            Entry::Occupied(mut o) if event.id > *o.get() => {
+                o.insert(event.id);
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
+    }
 }
 
 fn render(event: &StoryEvent, traceparent: &str, intended_ns: u64, stamps: &[u8]) -> Pushed {
@@ -255,6 +288,19 @@ mod tests {
             text.push_str(&String::from_utf8_lossy(&buf[..k]));
         }
         text
+    }
+
+    #[test]
+    fn redeliveries_are_recognised_per_run_and_session() {
+        let e = |run, session, id| StoryEvent { run, id, session, action: String::new(), beat: None, window: None };
+        let mut l = Latest::default();
+        assert!(l.insert(&e(1, 1, 0)));
+        assert!(!l.insert(&e(1, 1, 0)));
+        assert!(l.insert(&e(1, 2, 0)));
+        assert!(l.insert(&e(2, 1, 0)));
+        assert!(l.insert(&e(1, 1, 5)));
+        assert!(!l.insert(&e(1, 1, 3)));
+        assert!(l.insert(&e(1, 1, 6)));
     }
 
     #[test]

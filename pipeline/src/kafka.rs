@@ -21,6 +21,8 @@ pub struct KafkaSettings {
     pub producer: BTreeMap<String, String>,
     /// librdkafka consumer settings over tailgate's defaults.
     pub consumer: BTreeMap<String, String>,
+    /// How story events are written in values (the same on every pipeline topic).
+    pub converter: crate::convert::Converter,
 }
 
 /// Producer defaults: no batching delay, acknowledged by all replicas, idempotent.
@@ -47,7 +49,13 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
 impl KafkaSettings {
     /// Defaults for `bootstrap` with 3 partitions.
     pub fn new(bootstrap: impl Into<String>) -> Self {
-        Self { bootstrap: bootstrap.into(), partitions: 3, producer: BTreeMap::new(), consumer: BTreeMap::new() }
+        Self {
+            bootstrap: bootstrap.into(),
+            partitions: 3,
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            converter: crate::convert::Converter::Json,
+        }
     }
 
     fn base(&self, client_id: &str) -> ClientConfig {
@@ -157,6 +165,107 @@ impl KafkaSettings {
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(Error::Topic { topic: wanted.join(","), reason: "not visible in metadata after 10s".into() })
+        })
+        .await
+        .map_err(|e| Error::Embedded(e.to_string()))?
+    }
+}
+
+/// One record read back by [`KafkaSettings::read_to_end`].
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// The dead-letter reason header, when there is one.
+    pub reason: Option<String>,
+}
+
+impl KafkaSettings {
+    /// The current end offset of every partition of `topic`.
+    pub async fn high_watermarks(&self, topic: &str) -> Result<std::collections::HashMap<i32, i64>> {
+        let consumer: BaseConsumer = self.base("watermarks").create().map_err(|e| Error::Config(e.to_string()))?;
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(10);
+            let md =
+                consumer.fetch_metadata(Some(&topic), timeout).map_err(kafka_err(format!("metadata of {topic}")))?;
+            let mut out = std::collections::HashMap::new();
+            for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, p.id(), timeout)
+                    .map_err(kafka_err(format!("watermarks of {topic}")))?;
+                out.insert(p.id(), high);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Embedded(e.to_string()))?
+    }
+
+    /// Reads `topic` up to its current end, from the offsets in `from` (the beginning for
+    /// partitions not named), without joining a consumer group. A topic that does not exist
+    /// reads as empty. Gives up with an error after `timeout`.
+    pub async fn read_to_end(
+        &self,
+        topic: &str,
+        from: &std::collections::HashMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<Vec<ReadBack>> {
+        use rdkafka::message::{Headers, Message};
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = self
+            .consumer_config("read-back", "tailgate-read-back")
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let (topic, from) = (topic.to_owned(), from.clone());
+        tokio::task::spawn_blocking(move || {
+            let ctx = |what: &str| kafka_err(format!("{what} {topic}"));
+            let md = consumer.fetch_metadata(Some(&topic), timeout).map_err(ctx("metadata of"))?;
+            let mut tpl = TopicPartitionList::new();
+            let mut ends = std::collections::HashMap::new();
+            for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout).map_err(ctx("watermarks of"))?;
+                let start = from.get(&p.id()).copied().unwrap_or(low).max(low);
+                if high > start {
+                    tpl.add_partition_offset(&topic, p.id(), Offset::Offset(start)).map_err(ctx("assign"))?;
+                    ends.insert(p.id(), high);
+                }
+            }
+            let mut out = Vec::new();
+            if ends.is_empty() {
+                return Ok(out);
+            }
+            consumer.assign(&tpl).map_err(ctx("assign"))?;
+            let deadline = std::time::Instant::now() + timeout;
+            while !ends.is_empty() {
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Topic {
+                        topic,
+                        reason: format!("could not read to its end within {timeout:?}"),
+                    });
+                }
+                let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+                let msg = msg.map_err(ctx("read"))?;
+                if ends.get(&msg.partition()).is_some_and(|&end| msg.offset() + 1 >= end) {
+                    ends.remove(&msg.partition());
+                }
+                out.push(ReadBack {
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    value: msg.payload().map(<[u8]>::to_vec),
+                    reason: msg.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == probes::headers::DLQ_REASON)
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    }),
+                });
+            }
+            Ok(out)
         })
         .await
         .map_err(|e| Error::Embedded(e.to_string()))?

@@ -12,15 +12,19 @@
 //! reads any pipeline's stamps for `tailgate watch`.
 
 pub mod agent;
+pub mod cache;
 pub mod connector;
+pub mod convert;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod event;
 pub mod gateway;
 pub mod kafka;
+pub mod postgres;
 pub mod stage;
 pub mod streamjob;
 pub mod tap;
+pub mod transforms;
 
 pub use event::StoryEvent;
 pub use kafka::KafkaSettings;
@@ -35,8 +39,16 @@ pub mod topics {
     pub const UPDATES: &str = "story.updates";
     /// Dead letters from every stage, with the reason in a header.
     pub const DLQ: &str = "story.dlq";
-    /// Every topic a run needs, in pipeline order.
+    /// Character and world context per session (compacted), kept in the edge cache.
+    pub const CONTEXT: &str = "story.context";
+    /// Every change of the agent's session state (compacted), to rebuild it from.
+    pub const AGENT_CHANGELOG: &str = "story.agent-changelog";
+    /// Source positions of the connector (compacted), as Kafka Connect keeps them.
+    pub const CONNECT_OFFSETS: &str = "tailgate.connect-offsets";
+    /// Every event topic a run needs, in pipeline order.
     pub const ALL: [&str; 4] = [ACTIONS, BEATS, UPDATES, DLQ];
+    /// The compacted topics: state and positions, last value per key wins.
+    pub const COMPACTED: [&str; 3] = [CONTEXT, AGENT_CHANGELOG, CONNECT_OFFSETS];
 }
 
 /// Stage names as they appear in stamps and reports, in pipeline order.
@@ -62,6 +74,12 @@ pub enum Error {
     Source { path: String, source: rusqlite::Error },
     #[error("embedded broker: {0}")]
     Embedded(String),
+    #[error("edge cache {0}")]
+    Cache(String),
+    #[error("PostgreSQL source: {0}")]
+    Postgres(String),
+    #[error("agent state store: {0}")]
+    State(String),
     #[error("gateway: {0}")]
     Gateway(#[from] std::io::Error),
 }

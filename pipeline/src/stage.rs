@@ -3,6 +3,7 @@
 //! acknowledged (at-least-once). What cannot be read or processed goes to the dead-letter
 //! topic with the reason in a header; nothing is dropped silently.
 
+use crate::convert::Converter;
 use crate::event::StoryEvent;
 use crate::kafka::KafkaSettings;
 use crate::{Error, Result, kafka_err, topics};
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// What a stage knows about the event it is processing besides the event itself.
@@ -45,6 +46,10 @@ pub struct StageCounters {
     pub forwarded: AtomicU64,
     /// Events sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Events a transform dropped on purpose (the connector's filters).
+    pub filtered: AtomicU64,
+    /// Events seen again (at-least-once redelivery) and not passed on (the gateway).
+    pub duplicates: AtomicU64,
 }
 
 /// Consumer context that reports when the group has assigned partitions.
@@ -107,14 +112,14 @@ pub async fn close_consumer(consumer: Arc<StageConsumer>) {
 }
 
 /// Reads the protocol headers and the event from a message, or says why it cannot.
-pub fn decode<'m>(msg: &'m BorrowedMessage<'_>) -> Result<(Incoming<'m>, StoryEvent), String> {
+pub fn decode<'m>(msg: &'m BorrowedMessage<'_>, converter: Converter) -> Result<(Incoming<'m>, StoryEvent), String> {
     let incoming = match msg.headers() {
         Some(h) => Incoming::from_headers(h.iter().map(|h| (h.key, h.value))),
         None => Incoming::from_headers(std::iter::empty()),
     }
     .map_err(|e| e.to_string())?;
     let payload = msg.payload().ok_or("the message has no value")?;
-    let event = serde_json::from_slice(payload).map_err(|e| format!("the value is not a story event: {e}"))?;
+    let event = converter.decode(payload)?;
     Ok((incoming, event))
 }
 
@@ -126,6 +131,16 @@ pub fn outgoing_headers(
     stamp: Stamp<'_>,
     stamps_buf: &mut Vec<u8>,
 ) -> OwnedHeaders {
+    let foreign = msg_headers.into_iter().flat_map(|h| h.iter()).filter_map(|h| Some((h.key, h.value?)));
+    build_headers(incoming, stamp, stamps_buf, foreign)
+}
+
+fn build_headers<'f>(
+    incoming: &Incoming<'_>,
+    stamp: Stamp<'_>,
+    stamps_buf: &mut Vec<u8>,
+    foreign: impl Iterator<Item = (&'f str, &'f [u8])>,
+) -> OwnedHeaders {
     stamp.append_to(incoming.stamps, stamps_buf);
     let child = incoming.trace.child().encode();
     let mut intended = Vec::with_capacity(20);
@@ -134,12 +149,58 @@ pub fn outgoing_headers(
         .insert(Header { key: TRACEPARENT, value: Some(&child[..]) })
         .insert(Header { key: INTENDED, value: Some(&intended[..]) })
         .insert(Header { key: STAMPS, value: Some(&stamps_buf[..]) });
-    if let Some(h) = msg_headers {
-        for h in h.iter().filter(|h| ![TRACEPARENT, INTENDED, STAMPS].contains(&h.key)) {
-            out = out.insert(h);
-        }
+    for (key, value) in foreign.filter(|(k, _)| ![TRACEPARENT, INTENDED, STAMPS].contains(k)) {
+        out = out.insert(Header { key, value: Some(value) });
     }
     out
+}
+
+/// A message's protocol and foreign headers, owned, for a worker that produces the output
+/// later and elsewhere.
+#[derive(Debug, Clone)]
+pub struct Carried {
+    trace: probes::TraceContext,
+    intended_ns: u64,
+    stamps: Vec<u8>,
+    foreign: Vec<(String, Vec<u8>)>,
+}
+
+impl Carried {
+    pub fn of(msg_headers: Option<&rdkafka::message::BorrowedHeaders>, incoming: &Incoming<'_>) -> Self {
+        let foreign = msg_headers
+            .into_iter()
+            .flat_map(|h| h.iter())
+            .filter(|h| ![TRACEPARENT, INTENDED, STAMPS].contains(&h.key))
+            .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
+            .collect();
+        Self { trace: incoming.trace, intended_ns: incoming.intended_ns, stamps: incoming.stamps.to_vec(), foreign }
+    }
+
+    /// The intended (event) time.
+    pub const fn intended_ns(&self) -> u64 {
+        self.intended_ns
+    }
+
+    /// The outgoing headers with `stamp` appended, as [`outgoing_headers`] builds them.
+    pub fn headers(&self, stamp: Stamp<'_>, stamps_buf: &mut Vec<u8>) -> OwnedHeaders {
+        let incoming = Incoming { trace: self.trace, intended_ns: self.intended_ns, stamps: &self.stamps };
+        build_headers(&incoming, stamp, stamps_buf, self.foreign.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+    }
+
+    /// The headers as they came, for a dead letter.
+    pub fn original(&self) -> OwnedHeaders {
+        let mut intended = Vec::with_capacity(20);
+        probes::headers::push_u64(&mut intended, self.intended_ns);
+        let tp = self.trace.encode();
+        let mut out = OwnedHeaders::new_with_capacity(3 + self.foreign.len())
+            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
+            .insert(Header { key: INTENDED, value: Some(&intended[..]) })
+            .insert(Header { key: STAMPS, value: Some(&self.stamps[..]) });
+        for (k, v) in &self.foreign {
+            out = out.insert(Header { key: k, value: Some(v) });
+        }
+        out
+    }
 }
 
 /// Sends messages that cannot be processed to the dead-letter topic.
@@ -169,7 +230,18 @@ impl DeadLetters {
         headers: Option<&rdkafka::message::BorrowedHeaders>,
         reason: &str,
     ) -> Result<DeliveryFuture> {
-        let mut h = headers.map_or_else(|| OwnedHeaders::new_with_capacity(2), |h| h.detach());
+        let h = headers.map_or_else(|| OwnedHeaders::new_with_capacity(2), |h| h.detach());
+        self.send_owned(key, value, h, reason)
+    }
+
+    /// [`Self::send`] with headers already owned.
+    pub fn send_owned(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        mut h: OwnedHeaders,
+        reason: &str,
+    ) -> Result<DeliveryFuture> {
         h = h
             .insert(Header { key: DLQ_REASON, value: Some(reason) })
             .insert(Header { key: DLQ_STAGE, value: Some(self.stage) });
@@ -206,11 +278,64 @@ pub fn send_with_retry<'a>(
     Err(Error::Stage { stage, reason: "producer queue full for 10s".into() })
 }
 
-/// An input offset waiting for its output to be acknowledged.
+/// What an input offset waits for before it may be stored.
+pub enum Ack {
+    /// Nothing: the input produced no output.
+    Nothing,
+    /// One output's delivery.
+    Delivery(DeliveryFuture),
+    /// Outputs a worker will produce: every delivery it hands back, or its reason for failing.
+    Later(oneshot::Receiver<Result<Vec<DeliveryFuture>, String>>),
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Nothing => "Nothing",
+            Self::Delivery(_) => "Delivery",
+            Self::Later(_) => "Later",
+        })
+    }
+}
+
+impl From<Option<DeliveryFuture>> for Ack {
+    fn from(f: Option<DeliveryFuture>) -> Self {
+        f.map_or(Self::Nothing, Self::Delivery)
+    }
+}
+
+impl Ack {
+    /// Waits for every output; the reason the first was refused otherwise.
+    pub async fn wait(self) -> Result<(), String> {
+        async fn delivered(f: DeliveryFuture) -> Result<(), String> {
+            match f.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e.to_string()),
+                Err(_) => Err("the producer was dropped".to_owned()),
+            }
+        }
+        match self {
+            Self::Nothing => Ok(()),
+            Self::Delivery(f) => delivered(f).await,
+            Self::Later(rx) => {
+                for f in rx.await.map_err(|_| ABANDONED.to_owned())?? {
+                    delivered(f).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What [`Ack::wait`] answers when the worker went away without answering (the stage is
+/// being torn down): the offset is not stored, and it is not a failure of the outputs.
+pub const ABANDONED: &str = "the worker stopped before producing";
+
+/// An input offset waiting for its outputs to be acknowledged.
 pub struct Pending {
     pub partition: i32,
     pub offset: i64,
-    pub ack: Option<DeliveryFuture>,
+    pub ack: Ack,
 }
 
 impl std::fmt::Debug for Pending {
@@ -233,16 +358,12 @@ pub fn spawn_acker(
 ) -> tokio::task::JoinHandle<Result<()>> {
     tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
-            if let Some(ack) = p.ack {
-                let refused = match ack.await {
-                    Ok(Ok(_)) => None,
-                    Ok(Err((e, _))) => Some(e.to_string()),
-                    Err(_) => Some("the producer was dropped".to_owned()),
-                };
-                if let Some(reason) = refused {
-                    cancel.cancel();
-                    return Err(Error::Stage { stage, reason: format!("output not acknowledged: {reason}") });
+            if let Err(reason) = p.ack.wait().await {
+                if reason == ABANDONED {
+                    return Ok(()); // the stage stopped abruptly; what follows is re-read
                 }
+                cancel.cancel();
+                return Err(Error::Stage { stage, reason: format!("output not acknowledged: {reason}") });
             }
             // Fails only when the partition was revoked meanwhile; the new owner re-reads it.
             let _ = consumer.store_offset(input, p.partition, p.offset);
@@ -308,22 +429,32 @@ pub async fn run<P: Processor>(
         };
         let ingress_ns = probes::now_ns();
         let (partition, offset) = (msg.partition(), msg.offset());
-        let ack = match decode(&msg) {
+        let ack = match decode(&msg, kafka.converter) {
             Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason),
             Ok((incoming, mut event)) => {
                 let meta = Meta { intended_ns: incoming.intended_ns, ingress_ns };
                 match processor.process(&mut event, &meta).await {
                     Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason),
-                    Ok(()) => forward(&producer, output, &msg, &incoming, &event, ingress_ns, &mut stamps, P::NAME)
-                        .inspect(|_| {
-                            counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                        }),
+                    Ok(()) => forward(
+                        &producer,
+                        output,
+                        &msg,
+                        &incoming,
+                        &event,
+                        ingress_ns,
+                        &mut stamps,
+                        P::NAME,
+                        kafka.converter,
+                    )
+                    .inspect(|_| {
+                        counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                    }),
                 }
             }
         };
         match ack {
             Ok(fut) => {
-                if tx.send(Pending { partition, offset, ack: Some(fut) }).await.is_err() {
+                if tx.send(Pending { partition, offset, ack: Ack::Delivery(fut) }).await.is_err() {
                     break Ok(()); // the acker failed; its error is reported below
                 }
             }
@@ -343,8 +474,9 @@ fn forward(
     ingress_ns: u64,
     stamps: &mut Vec<u8>,
     stage: &'static str,
+    converter: Converter,
 ) -> Result<DeliveryFuture> {
-    let value = serde_json::to_vec(event).map_err(|e| Error::Stage { stage, reason: e.to_string() })?;
+    let value = converter.encode(event);
     let key = crate::event::session_key(event.session);
     let headers =
         outgoing_headers(msg.headers(), incoming, Stamp { stage, ingress_ns, egress_ns: probes::now_ns() }, stamps);
@@ -366,53 +498,32 @@ pub struct DeadLetterAudit {
 /// Reads the dead-letter topic from the beginning up to its current end and collects the
 /// events of `run`, giving up after `timeout`.
 pub async fn audit_dead_letters(kafka: &KafkaSettings, run: u64, timeout: Duration) -> Result<DeadLetterAudit> {
-    use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = kafka
-        .consumer_config("dlq-audit", &format!("tailgate-dlq-audit-{run:x}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    tokio::task::spawn_blocking(move || {
-        let md = consumer.fetch_metadata(Some(topics::DLQ), timeout).map_err(kafka_err("dead-letter metadata"))?;
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = std::collections::HashMap::new();
-        for p in md.topics().iter().flat_map(|t| t.partitions()) {
-            let (low, high) =
-                consumer.fetch_watermarks(topics::DLQ, p.id(), timeout).map_err(kafka_err("dead-letter watermarks"))?;
-            if high > low {
-                tpl.add_partition_offset(topics::DLQ, p.id(), Offset::Offset(low)).map_err(kafka_err("assign"))?;
-                ends.insert(p.id(), high);
+    let records = kafka.read_to_end(topics::DLQ, &std::collections::HashMap::new(), timeout).await?;
+    let mut audit = DeadLetterAudit::default();
+    for r in records {
+        match r.value.as_deref().and_then(|v| dead_letter_identity(kafka.converter, v)) {
+            Some((r_run, id)) if r_run == run => {
+                audit.ids.insert(id);
+                audit.first_reason.get_or_insert_with(|| r.reason.clone().unwrap_or_default());
             }
+            _ => audit.other += 1,
         }
-        let mut audit = DeadLetterAudit::default();
-        if ends.is_empty() {
-            return Ok(audit);
-        }
-        consumer.assign(&tpl).map_err(kafka_err("dead-letter assign"))?;
-        let deadline = std::time::Instant::now() + timeout;
-        while !ends.is_empty() && std::time::Instant::now() < deadline {
-            let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
-            let msg = msg.map_err(kafka_err("dead-letter read"))?;
-            if ends.get(&msg.partition()).is_some_and(|&end| msg.offset() + 1 >= end) {
-                ends.remove(&msg.partition());
-            }
-            match msg.payload().and_then(|p| serde_json::from_slice::<StoryEvent>(p).ok()) {
-                Some(e) if e.run == run => {
-                    audit.ids.insert(e.id);
-                    if audit.first_reason.is_none() {
-                        audit.first_reason = msg.headers().and_then(|h| {
-                            h.iter()
-                                .find(|h| h.key == DLQ_REASON)
-                                .and_then(|h| h.value)
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                        });
-                    }
-                }
-                _ => audit.other += 1,
-            }
-        }
-        Ok(audit)
-    })
-    .await
-    .map_err(|e| Error::Stage { stage: "dlq-audit", reason: e.to_string() })?
+    }
+    Ok(audit)
+}
+
+/// The run and event id of a dead letter: a story event in the pipeline's format, or the
+/// connector's JSON form of a captured row.
+fn dead_letter_identity(converter: Converter, value: &[u8]) -> Option<(u64, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        run: u64,
+        event_id: u64,
+    }
+    converter
+        .decode(value)
+        .map(|e| (e.run, e.id))
+        .ok()
+        .or_else(|| serde_json::from_slice::<Row>(value).ok().map(|r| (r.run, r.event_id)))
+        .or_else(|| Converter::Json.decode(value).ok().map(|e| (e.run, e.id)))
 }

@@ -5,9 +5,9 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
-use pipeline::agent::Agent;
+use pipeline::agent::{self, AgentConfig, AgentStats};
 use pipeline::embedded::EmbeddedBroker;
-use pipeline::stage::{self, StageCounters};
+use pipeline::stage::StageCounters;
 use pipeline::{KafkaSettings, StoryEvent, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE, INTENDED, STAMPS, TRACEPARENT};
 use probes::{StampIter, TraceContext};
@@ -46,16 +46,18 @@ async fn valid_events_are_stamped_and_poison_is_dead_lettered_with_its_reason() 
     let mut kafka = KafkaSettings::new(broker.bootstrap());
     kafka.partitions = 1;
     kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+    kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
 
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let cancel = CancellationToken::new();
     let counters = Arc::new(StageCounters::default());
-    let stage = tokio::spawn(stage::run(
+    let stage = tokio::spawn(agent::run(
         kafka.clone(),
-        topics::ACTIONS,
-        topics::BEATS,
-        Agent::default(),
+        AgentConfig::new(state.path(), 1),
+        None,
         Arc::clone(&counters),
+        Arc::new(AgentStats::default()),
         ready_tx,
         cancel.clone(),
     ));
@@ -111,7 +113,7 @@ async fn valid_events_are_stamped_and_poison_is_dead_lettered_with_its_reason() 
     let reasons: Vec<String> =
         dlq.iter().map(|m| String::from_utf8_lossy(header(m, DLQ_REASON).unwrap()).into_owned()).collect();
     assert_eq!(reasons[0], "header `traceparent` is missing");
-    assert!(reasons[1].starts_with("the value is not a story event"), "{}", reasons[1]);
+    assert!(reasons[1].starts_with("the value is not a JSON story event"), "{}", reasons[1]);
     assert!(dlq.iter().all(|m| header(m, DLQ_STAGE) == Some(&b"agent"[..])));
     assert_eq!(dlq[0].payload(), Some(&b"\xff\x00garbage"[..]), "dead letters keep the original value");
 

@@ -47,15 +47,21 @@ pub struct StageClients {
     pub consumer: BTreeMap<String, String>,
 }
 
-/// Every event accounted for: `sent = delivered + dead_lettered + lost`.
+/// Every event accounted for: `sent = delivered + dead_lettered + filtered + lost`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Counts {
     pub sent: u64,
     pub delivered: u64,
     pub dead_lettered: u64,
+    /// Dropped on purpose by a connector filter transform.
+    #[serde(default)]
+    pub filtered: u64,
     pub lost: u64,
     /// Repeat deliveries of an event already delivered (at-least-once); not in `delivered`.
     pub duplicates: u64,
+    /// Deliveries that overtook an earlier event of their session (order broken).
+    #[serde(default)]
+    pub reordered: u64,
     /// Of `sent`, those intended during warm-up (counted here, not in the statistics).
     pub warmup_sent: u64,
 }
@@ -163,6 +169,52 @@ pub struct RunResult {
     /// The run was stopped before its schedule ended (Ctrl-C or a failure).
     pub interrupted: bool,
     pub machine: Machine,
+    /// How the reference pipeline was set up and what it reported (absent for runs that
+    /// did not run it, such as synthetic ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineInfo>,
+}
+
+/// The reference pipeline's setup and its own figures for one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PipelineInfo {
+    /// The connector's source (`sqlite FILE`, `postgres URL slot S`).
+    pub source: String,
+    /// The value format on every pipeline topic.
+    pub converter: String,
+    /// Connector tasks.
+    pub tasks: usize,
+    /// Transform types, in order.
+    #[serde(default)]
+    pub transforms: Vec<String>,
+    /// Where the context lives (`SQLite FILE`, `Redis URL`).
+    pub edge_cache: String,
+    pub agent_concurrency: usize,
+    pub prefetch: bool,
+    pub model: String,
+    /// Context lookups that found / did not find / failed.
+    pub context_hits: u64,
+    pub context_misses: u64,
+    pub context_errors: u64,
+    /// Events the agent saw again after a restart.
+    pub replays: u64,
+    /// One entry per agent start: how its state was rebuilt.
+    #[serde(default)]
+    pub agent_starts: Vec<AgentStart>,
+}
+
+/// One start of the agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentStart {
+    /// Seconds after the load began (0 for the first start).
+    pub at_s: f64,
+    /// `local store` or `changelog`.
+    pub from: String,
+    pub sessions: u64,
+    /// Changelog records applied.
+    pub records: u64,
+    /// From opening the store to ready to consume.
+    pub warm_start_ms: f64,
 }
 
 impl RunResult {
@@ -219,14 +271,41 @@ impl RunResult {
         );
         let _ = writeln!(
             s,
-            "events    sent {}  delivered {}  dead-lettered {}  lost {}  duplicates {}{}",
+            "events    sent {}  delivered {}  dead-lettered {}  filtered {}  lost {}  duplicates {}{}",
             c.sent,
             c.delivered,
             c.dead_lettered,
+            c.filtered,
             c.lost,
             c.duplicates,
             if self.interrupted { "  (interrupted)" } else { "" }
         );
+        if let Some(p) = &self.pipeline {
+            let transforms = if p.transforms.is_empty() { "none".to_owned() } else { p.transforms.join(", ") };
+            let _ = writeln!(
+                s,
+                "pipeline  source {} · converter {} · {} task(s) · transforms {transforms}",
+                p.source, p.converter, p.tasks
+            );
+            let _ = writeln!(
+                s,
+                "agent     concurrency {} · prefetch {} · model {} · cache {} (hits {}, misses {}, errors {})",
+                p.agent_concurrency,
+                if p.prefetch { "on" } else { "off" },
+                p.model,
+                p.edge_cache,
+                p.context_hits,
+                p.context_misses,
+                p.context_errors
+            );
+            for a in &p.agent_starts {
+                let _ = writeln!(
+                    s,
+                    "          agent start at {:.1}s: state from the {} ({} sessions, {} changelog records) in {:.1} ms",
+                    a.at_s, a.from, a.sessions, a.records, a.warm_start_ms
+                );
+            }
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,
@@ -311,6 +390,7 @@ mod tests {
             sla: Sla::default(),
             interrupted: false,
             machine: Machine::this(),
+            pipeline: None,
         }
     }
 

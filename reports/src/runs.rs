@@ -172,8 +172,10 @@ fn merge_profile(name: String, runs: Vec<Run>, objectives: Option<&[Objective]>)
             c.sent += x.sent;
             c.delivered += x.delivered;
             c.dead_lettered += x.dead_lettered;
+            c.filtered += x.filtered;
             c.lost += x.lost;
             c.duplicates += x.duplicates;
+            c.reordered += x.reordered;
             c.warmup_sent += x.warmup_sent;
         }
         result.counts = c;

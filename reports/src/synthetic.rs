@@ -130,6 +130,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
         sla: Default::default(),
         interrupted: false,
         machine: Machine::this(),
+        pipeline: None,
     };
     result.evaluate(&spec.objectives);
     std::fs::write(

@@ -1,0 +1,259 @@
+//! The edge cache: character and world context per story session, kept by a sink connector
+//! from the compacted topic `story.context` and read by the agent. SQLite in a file by
+//! default; Redis when a `redis://` URL is given (keys `tailgate:context:{session}`).
+//!
+//! The sink consumes `story.context` from its beginning, writes each record's value under
+//! its session (a tombstone deletes it), and commits the offset only once the write is done,
+//! so a restarted sink re-applies at most what it had not committed: writes are idempotent.
+
+use crate::kafka::KafkaSettings;
+use crate::stage::{close_consumer, next_message, open_consumer};
+use crate::{Error, Result, topics};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use redis::AsyncCommands;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The sink's name (its consumer group is `tailgate-context-sink`).
+pub const SINK: &str = "context-sink";
+
+/// Where the edge cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheAt {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A Redis server, `redis://host:port[/db]`.
+    Redis(String),
+}
+
+impl CacheAt {
+    /// `redis://...` (or `rediss://`) is Redis; anything else a SQLite path.
+    pub fn parse(s: &str) -> Self {
+        if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Self::Redis(s.to_owned())
+        } else {
+            Self::Sqlite(PathBuf::from(s))
+        }
+    }
+
+    /// How reports name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("SQLite {}", p.display()),
+            Self::Redis(url) => format!("Redis {url}"),
+        }
+    }
+}
+
+/// A connection to the edge cache; clones share it.
+#[derive(Clone)]
+pub enum EdgeCache {
+    Sqlite { conn: Arc<Mutex<Connection>>, path: PathBuf },
+    Redis { conn: redis::aio::MultiplexedConnection, url: String },
+}
+
+impl std::fmt::Debug for EdgeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { path, .. } => write!(f, "EdgeCache(SQLite {})", path.display()),
+            Self::Redis { url, .. } => write!(f, "EdgeCache(Redis {url})"),
+        }
+    }
+}
+
+fn redis_key(session: u64) -> String {
+    format!("tailgate:context:{session}")
+}
+
+fn cache_err(at: &str, e: impl std::fmt::Display) -> Error {
+    Error::Cache(format!("{at}: {e}"))
+}
+
+fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute("CREATE TABLE IF NOT EXISTS context (session INTEGER PRIMARY KEY, value TEXT NOT NULL)", [])?;
+    Ok(conn)
+}
+
+impl EdgeCache {
+    /// Connects (Redis: answers a PING; SQLite: opens or creates the file and its table).
+    pub async fn open(at: &CacheAt) -> Result<Self> {
+        match at {
+            CacheAt::Sqlite(path) => {
+                let conn = open_sqlite(path).map_err(|e| cache_err(&path.display().to_string(), e))?;
+                Ok(Self::Sqlite { conn: Arc::new(Mutex::new(conn)), path: path.clone() })
+            }
+            CacheAt::Redis(url) => {
+                let unreachable = |e: redis::RedisError| {
+                    Error::Cache(format!(
+                        "cannot reach Redis at {url}: {e}. Check that redis-server runs there \
+                         (or drop [edge_cache].url to use SQLite)"
+                    ))
+                };
+                let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
+                let mut conn =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), client.get_multiplexed_async_connection())
+                        .await
+                        .map_err(|_| Error::Cache(format!("cannot reach Redis at {url}: no answer within 5s")))?
+                        .map_err(unreachable)?;
+                let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unreachable)?;
+                Ok(Self::Redis { conn, url: url.clone() })
+            }
+        }
+    }
+
+    /// The context of `session`, if the cache has one.
+    pub async fn get(&self, session: u64) -> Result<Option<String>> {
+        match self {
+            Self::Sqlite { conn, path } => {
+                let conn = conn.lock().map_err(|_| cache_err(&path.display().to_string(), "poisoned lock"))?;
+                conn.prepare_cached("SELECT value FROM context WHERE session = ?1")
+                    .and_then(|mut s| s.query_row([session as i64], |r| r.get(0)).optional())
+                    .map_err(|e| cache_err(&path.display().to_string(), e))
+            }
+            Self::Redis { conn, url } => conn.clone().get(redis_key(session)).await.map_err(|e| cache_err(url, e)),
+        }
+    }
+
+    /// Sets (`Some`) or deletes (`None`) the context of `session`.
+    pub async fn put(&self, session: u64, value: Option<&str>) -> Result<()> {
+        match self {
+            Self::Sqlite { conn, path } => {
+                let conn = conn.lock().map_err(|_| cache_err(&path.display().to_string(), "poisoned lock"))?;
+                match value {
+                    Some(v) => conn
+                        .prepare_cached(
+                            "INSERT INTO context (session, value) VALUES (?1, ?2) \
+                         ON CONFLICT(session) DO UPDATE SET value = excluded.value",
+                        )
+                        .and_then(|mut s| s.execute(params![session as i64, v])),
+                    None => conn
+                        .prepare_cached("DELETE FROM context WHERE session = ?1")
+                        .and_then(|mut s| s.execute([session as i64])),
+                }
+                .map(drop)
+                .map_err(|e| cache_err(&path.display().to_string(), e))
+            }
+            Self::Redis { conn, url } => {
+                let mut c = conn.clone();
+                match value {
+                    Some(v) => c.set::<_, _, ()>(redis_key(session), v).await,
+                    None => c.del::<_, ()>(redis_key(session)).await,
+                }
+                .map_err(|e| cache_err(url, e))
+            }
+        }
+    }
+}
+
+/// The context record of a session, as the run seeds `story.context` with it.
+pub fn seed_context(session: u64) -> String {
+    const CHARACTERS: [&str; 6] = [
+        "a wary smuggler",
+        "a retired knight",
+        "an apprentice cartographer",
+        "a tide witch",
+        "a clockwork scout",
+        "a disgraced herald",
+    ];
+    const WORLDS: [&str; 4] =
+        ["a drowned city of bells", "a desert of glass dunes", "a forest that remembers", "an orbital monastery"];
+    let c = CHARACTERS[(session % CHARACTERS.len() as u64) as usize];
+    let w = WORLDS[(session / CHARACTERS.len() as u64 % WORLDS.len() as u64) as usize];
+    serde_json::json!({ "character": c, "world": w }).to_string()
+}
+
+/// Writes [`seed_context`] for sessions `0..sessions` to `story.context`.
+pub async fn seed(kafka: &KafkaSettings, sessions: u64) -> Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        kafka.producer_config("context-seed").create().map_err(|e| Error::Config(e.to_string()))?;
+    for s in 0..sessions {
+        let (key, value) = (crate::event::session_key(s), seed_context(s));
+        let record = FutureRecord::<[u8], str>::to(topics::CONTEXT).key(&key[..]).payload(&value);
+        producer
+            .send(record, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| Error::Kafka { context: format!("seed {}", topics::CONTEXT), source: e })?;
+    }
+    Ok(())
+}
+
+/// Live figures of the sink.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Records written to the cache (tombstones included).
+    pub applied: AtomicU64,
+    /// Records that could not be read (no key, or a key that is not a session).
+    pub skipped: AtomicU64,
+}
+
+/// Keeps `cache` from `story.context` until `cancel`.
+pub async fn run_sink(
+    kafka: KafkaSettings,
+    cache: EdgeCache,
+    counters: Arc<SinkCounters>,
+    ready: watch::Sender<bool>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let consumer = open_consumer(&kafka, SINK, topics::CONTEXT, ready)?;
+    let result = loop {
+        let msg = match next_message(&consumer, &cancel, SINK, topics::CONTEXT).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let session = msg.key().and_then(|k| <[u8; 8]>::try_from(k).ok()).map(u64::from_be_bytes);
+        let value = msg.payload().map(String::from_utf8_lossy);
+        match session {
+            Some(s) => {
+                if let Err(e) = cache.put(s, value.as_deref()).await {
+                    break Err(e);
+                }
+                counters.applied.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // The write is done: the offset may be committed.
+        let _ = consumer.store_offset(topics::CONTEXT, msg.partition(), msg.offset());
+    };
+    close_consumer(consumer).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_cache_sets_replaces_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = EdgeCache::open(&CacheAt::parse(dir.path().join("c.sqlite").to_str().unwrap())).await.unwrap();
+        assert_eq!(cache.get(1).await.unwrap(), None);
+        cache.put(1, Some("a")).await.unwrap();
+        cache.put(1, Some("b")).await.unwrap();
+        cache.put(2, Some("c")).await.unwrap();
+        assert_eq!(cache.get(1).await.unwrap().as_deref(), Some("b"));
+        cache.put(1, None).await.unwrap();
+        assert_eq!(cache.get(1).await.unwrap(), None);
+        assert_eq!(cache.get(2).await.unwrap().as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn urls_choose_the_store() {
+        assert_eq!(CacheAt::parse("redis://127.0.0.1:6379/0"), CacheAt::Redis("redis://127.0.0.1:6379/0".into()));
+        assert_eq!(CacheAt::parse("/tmp/c.sqlite"), CacheAt::Sqlite("/tmp/c.sqlite".into()));
+        let v: serde_json::Value = serde_json::from_str(&seed_context(7)).unwrap();
+        assert!(v["character"].is_string() && v["world"].is_string());
+    }
+}

@@ -1,0 +1,71 @@
+//! The edge cache sink keeps Redis (and SQLite) from the compacted `story.context` topic:
+//! the latest value per session wins and a tombstone deletes it.
+
+#![cfg(feature = "embedded")]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use pipeline::cache::{self, CacheAt, EdgeCache, SinkCounters};
+use pipeline::embedded::EmbeddedBroker;
+use pipeline::{KafkaSettings, topics};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+async fn sink_keeps(at: CacheAt, base: u64) {
+    let broker = EmbeddedBroker::start().await.unwrap();
+    let mut kafka = KafkaSettings::new(broker.bootstrap());
+    kafka.partitions = 1;
+    kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.unwrap();
+    let cache = EdgeCache::open(&at).await.unwrap();
+    let counters = Arc::new(SinkCounters::default());
+    let (ready, _) = watch::channel(false);
+    let cancel = CancellationToken::new();
+    let sink =
+        tokio::spawn(cache::run_sink(kafka.clone(), cache.clone(), Arc::clone(&counters), ready, cancel.clone()));
+
+    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
+    let key = |s: u64| (base + s).to_be_bytes();
+    let sends: [(u64, Option<&str>); 4] = [(1, Some("old")), (2, Some("two")), (1, Some("new")), (2, None)];
+    for (s, v) in sends {
+        let k = key(s);
+        let mut r = FutureRecord::<[u8], str>::to(topics::CONTEXT).key(&k[..]);
+        if let Some(v) = v {
+            r = r.payload(v);
+        }
+        producer.send(r, Duration::from_secs(10)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while counters.applied.load(Ordering::Relaxed) < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    sink.await.unwrap().unwrap();
+    assert_eq!(counters.applied.load(Ordering::Relaxed), 4);
+    assert_eq!(cache.get(base + 1).await.unwrap().as_deref(), Some("new"));
+    assert_eq!(cache.get(base + 2).await.unwrap(), None, "the tombstone deleted it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_keeps_redis_from_the_compacted_topic() {
+    let Some(url) = common::redis().await else { return };
+    // Sessions far from the ones runs use, unique to this test run.
+    let base = (probes::now_ns() % 1_000_000) * 1_000 + (1 << 40);
+    sink_keeps(CacheAt::Redis(url), base).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_keeps_sqlite_from_the_compacted_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    sink_keeps(CacheAt::Sqlite(dir.path().join("cache.sqlite")), 0).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_names_its_address() {
+    let e = EdgeCache::open(&CacheAt::Redis("redis://127.0.0.1:9/0".into())).await.unwrap_err().to_string();
+    assert!(e.contains("redis://127.0.0.1:9/0") && e.contains("redis-server"), "{e}");
+}

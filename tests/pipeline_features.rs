@@ -1,0 +1,141 @@
+//! The reference pipeline's features through whole runs on the embedded broker: an agent
+//! stopped abruptly mid-run rebuilds its state from the changelog and loses nothing with
+//! eight workers keeping each session's order; the Protobuf converter and a transform chain
+//! (mask, filter, header) keep the accounting exact, filtered events included; and, where
+//! the servers run, capture from PostgreSQL with the context in Redis.
+
+#![cfg(feature = "embedded")]
+#![allow(clippy::unwrap_used)]
+
+#[path = "../pipeline/tests/common/mod.rs"]
+mod common;
+
+use tailgate::result::RunResult;
+use tailgate::run::{RunOptions, run};
+
+async fn run_text(text: &str) -> RunResult {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let opts = RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() };
+    let outcome = run(opts).await.expect("the run completes");
+    assert_eq!(outcome.runs[0].failure, None);
+    outcome.runs[0].result.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_mid_run_recovers_its_state_and_loses_nothing() {
+    let r = run_text(
+        r#"
+name = "agent-restart"
+[load]
+rate = 300
+sessions = 32
+payload_bytes = 64
+warmup = "1s"
+duration = "4s"
+drain = "60s"
+[broker]
+partitions = 4
+[agent]
+concurrency = 8
+restart_at = "2500ms"
+[agent.model]
+kind = "simulated"
+latency = "uniform"
+min = "0ms"
+max = "2ms"
+"#,
+    )
+    .await;
+    let c = r.counts;
+    assert_eq!(c.sent, 1500);
+    assert_eq!((c.lost, c.dead_lettered, c.filtered), (0, 0, 0), "{c:?}");
+    assert_eq!(c.delivered, c.sent);
+    assert_eq!(c.reordered, 0, "each session's order holds with 8 workers");
+    let p = r.pipeline.unwrap();
+    assert_eq!(p.agent_concurrency, 8);
+    assert_eq!(p.agent_starts.len(), 2, "{:?}", p.agent_starts);
+    let restart = &p.agent_starts[1];
+    assert_eq!(restart.from, "changelog");
+    assert!(restart.sessions > 0 && restart.records > 0, "{restart:?}");
+    assert!(restart.at_s > 2.0, "{restart:?}");
+    assert!(p.context_hits > 0 && p.context_errors == 0, "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_and_a_transform_chain_keep_the_accounting_exact() {
+    let r = run_text(
+        r#"
+name = "converters"
+[load]
+rate = 200
+sessions = 8
+payload_bytes = 64
+warmup = "1s"
+duration = "2s"
+drain = "60s"
+[broker]
+partitions = 1
+[connector]
+tasks = 3
+converter = "protobuf"
+[[connector.transforms]]
+type = "mask"
+fields = ["action"]
+[[connector.transforms]]
+type = "filter"
+field = "session"
+equals = 3
+[[connector.transforms]]
+type = "insert_header"
+name = "x-source"
+value = "cdc"
+"#,
+    )
+    .await;
+    let c = r.counts;
+    assert_eq!(c.sent, 600);
+    assert!(c.filtered > 0, "session 3's events are filtered: {c:?}");
+    assert_eq!(c.delivered + c.filtered, c.sent, "{c:?}");
+    assert_eq!((c.lost, c.dead_lettered, c.reordered), (0, 0, 0), "{c:?}");
+    let p = r.pipeline.unwrap();
+    assert_eq!((p.converter.as_str(), p.tasks), ("protobuf", 3));
+    assert_eq!(p.transforms, ["mask", "filter", "insert_header"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_from_postgres_with_context_in_redis() {
+    let (Some(pg), Some(redis)) = (common::postgres().await, common::redis().await) else { return };
+    let slot = format!("tg_run_{}", probes::now_ns() % 1_000_000_007);
+    let r = run_text(&format!(
+        r#"
+name = "cdc"
+[load]
+rate = 300
+sessions = 16
+payload_bytes = 64
+warmup = "1s"
+duration = "3s"
+drain = "60s"
+[broker]
+partitions = 1
+[connector]
+source = "postgres"
+postgres = "{pg}"
+slot = "{slot}"
+[edge_cache]
+url = "{redis}"
+"#
+    ))
+    .await;
+    let c = r.counts;
+    assert_eq!(c.sent, 1200);
+    assert_eq!((c.delivered, c.lost, c.dead_lettered, c.reordered), (1200, 0, 0, 0), "{c:?}");
+    let p = r.pipeline.unwrap();
+    assert!(p.source.starts_with("postgres postgres://tailgate:***@"), "{}", p.source);
+    assert!(p.edge_cache.starts_with("Redis redis://"), "{}", p.edge_cache);
+    assert!(p.context_hits >= 1100 && p.context_misses == 0, "{p:?}");
+    let db = pipeline::postgres::connect(&pg).await.unwrap();
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
+}
