@@ -11,8 +11,6 @@
 //!   ([`crate::postgres`]), in commit order. The position is the last fully delivered
 //!   transaction's end LSN plus how many rows of the next were delivered, so a restart
 //!   mid-transaction neither loses nor repeats a row; the slot is told the same position.
-//! - `http`: `POST /sessions/{id}/actions` on the gateway; each request is answered once
-//!   Kafka has the record, so the caller's retry is the position.
 //!
 //! `tasks` workers share the rows by session (a session always goes to the same worker,
 //! so its order holds); positions advance only over rows whose records are acknowledged,
@@ -117,8 +115,6 @@ pub enum Source {
     Sqlite { db: PathBuf, poll_interval: Duration, batch: usize },
     /// Logical decoding of `story_actions` through the replication slot `slot`.
     Postgres { url: String, slot: String },
-    /// Requests handed over by the gateway's ingress route.
-    Http(mpsc::Receiver<Ingress>),
 }
 
 impl Source {
@@ -132,7 +128,6 @@ impl Source {
         let partition = match self {
             Self::Sqlite { db, .. } => serde_json::json!({ "source": "sqlite", "db": db.display().to_string() }),
             Self::Postgres { slot, .. } => serde_json::json!({ "source": "postgres", "slot": slot }),
-            Self::Http(_) => serde_json::json!({ "source": "http" }),
         };
         serde_json::json!([format!("tailgate-{NAME}"), partition]).to_string()
     }
@@ -180,14 +175,6 @@ pub struct CapturedRow {
     pub action: String,
 }
 
-/// One request of the HTTP source: the row and where to say whether Kafka has it.
-#[derive(Debug)]
-pub struct Ingress {
-    pub row: CapturedRow,
-    pub received_ns: u64,
-    pub reply: oneshot::Sender<std::result::Result<(), String>>,
-}
-
 /// What the source hands the connector: a row (or why it is unreadable, with its raw
 /// form), or only a new position (a transaction's end), and when it was captured.
 #[derive(Debug)]
@@ -195,7 +182,6 @@ struct Captured {
     position: Position,
     row: Option<std::result::Result<CapturedRow, (String, Vec<u8>)>>,
     ingress_ns: u64,
-    reply: Option<oneshot::Sender<std::result::Result<(), String>>>,
 }
 
 /// The position recorded for `key` in the offsets topic (the last one written).
@@ -258,7 +244,7 @@ pub async fn run(
                 Ack::Later(rx)
             }
         };
-        if order_tx.send(Tracked { position: c.position, ack, reply: c.reply }).await.is_err() {
+        if order_tx.send(Tracked { position: c.position, ack }).await.is_err() {
             break; // the tracker failed; it says why
         }
     }
@@ -359,7 +345,6 @@ impl Task {
 struct Tracked {
     position: Position,
     ack: Ack,
-    reply: Option<oneshot::Sender<std::result::Result<(), String>>>,
 }
 
 /// How often the position is written while rows flow.
@@ -401,14 +386,8 @@ async fn track(
             t = rx.recv() => {
                 let Some(t) = t else { break };
                 if let Err(reason) = t.ack.wait().await {
-                    if let Some(r) = t.reply {
-                        let _ = r.send(Err(reason.clone()));
-                    }
                     cancel.cancel();
                     return Err(Error::Stage { stage: NAME, reason: format!("record not acknowledged: {reason}") });
-                }
-                if let Some(r) = t.reply {
-                    let _ = r.send(Ok(()));
                 }
                 if t.position != Position::Start {
                     position = t.position;
@@ -450,23 +429,6 @@ fn spawn_source(
             })
         }
         Source::Postgres { url, slot } => tokio::spawn(capture_postgres(url, slot, resume, tx, confirmed, cancel)),
-        Source::Http(mut rx) => tokio::spawn(async move {
-            loop {
-                let ingress = tokio::select! {
-                    () = cancel.cancelled() => return Ok(()),
-                    i = rx.recv() => match i { Some(i) => i, None => return Ok(()) },
-                };
-                let c = Captured {
-                    position: Position::Start,
-                    row: Some(Ok(ingress.row)),
-                    ingress_ns: ingress.received_ns,
-                    reply: Some(ingress.reply),
-                };
-                if tx.send(c).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }),
     })
 }
 
@@ -502,7 +464,7 @@ fn capture_sqlite(
                 traceparent: row.get(5).map_err(db_err)?,
                 action: row.get(6).map_err(db_err)?,
             };
-            let c = Captured { position: Position::Sqlite { seq }, row: Some(Ok(captured)), ingress_ns, reply: None };
+            let c = Captured { position: Position::Sqlite { seq }, row: Some(Ok(captured)), ingress_ns };
             if tx.blocking_send(c).is_err() {
                 return Ok(()); // the connector stopped; it says why
             }
@@ -587,17 +549,11 @@ async fn capture_postgres(
                     position: Position::Postgres { lsn: done_lsn, txn, rows },
                     row: Some(pg_row(columns)),
                     ingress_ns: received_ns,
-                    reply: None,
                 }
             }
             Change::Commit { end_lsn } => {
                 (done_lsn, txn, rows) = (end_lsn, 0, 0);
-                Captured {
-                    position: Position::Postgres { lsn: end_lsn, txn: 0, rows: 0 },
-                    row: None,
-                    ingress_ns: 0,
-                    reply: None,
-                }
+                Captured { position: Position::Postgres { lsn: end_lsn, txn: 0, rows: 0 }, row: None, ingress_ns: 0 }
             }
             Change::Insert { .. } | Change::Other(_) => continue,
         };

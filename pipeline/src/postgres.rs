@@ -109,9 +109,10 @@ pub async fn prepare(url: &str, slot: &str, fresh: bool) -> Result<()> {
     Ok(())
 }
 
-/// The load generator's side: inserts one row per story action, each its own transaction.
-/// `synchronous_commit` is off for this session (commits do not wait for the WAL flush),
-/// as an event-ingest writer would run.
+/// The load generator's side: inserts one row per story action, each its own transaction,
+/// with the server's default durability. (With `synchronous_commit = off` commits return
+/// before the WAL is flushed, and logical decoding only streams flushed WAL: the capture
+/// then waits for the WAL writer, about `wal_writer_delay` = 200 ms; see docs/known.md.)
 #[derive(Debug)]
 pub struct PgWriter {
     client: tokio_postgres::Client,
@@ -121,7 +122,6 @@ pub struct PgWriter {
 impl PgWriter {
     pub async fn open(url: &str) -> Result<Self> {
         let client = connect(url).await?;
-        client.batch_execute("SET synchronous_commit = off").await.map_err(|e| pg_err(url, "set", e))?;
         let insert = client
             .prepare(&format!(
                 "INSERT INTO {TABLE} (run, event_id, session, intended_ns, traceparent, action) \
@@ -429,10 +429,9 @@ impl Replication {
                     body.advance(25); // tag, start, end, clock
                     return Ok(Streamed::Data { bytes: body, received_ns });
                 }
-                b'd' if body.first() == Some(&b'k') => {
-                    if body.len() >= 18 && body[17] == 1 {
-                        return Ok(Streamed::ReplyRequested);
-                    }
+                // A keepalive asking for an answer now.
+                b'd' if body.first() == Some(&b'k') && body.len() >= 18 && body[17] == 1 => {
+                    return Ok(Streamed::ReplyRequested);
                 }
                 b'c' => return Err(self.err("stream", "the server ended the stream")),
                 _ => {}

@@ -94,6 +94,7 @@ pub struct Model {
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per agent, behind an Arc
 enum Inner {
     Simulated {
         latency: Latency,
