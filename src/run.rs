@@ -283,7 +283,7 @@ async fn run_profile(
     std::fs::create_dir_all(dir).map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
 
     let run_id = random_u64() >> 12;
-    let (source, writer, source_name) = open_source(scenario, dir).await?;
+    let (source, mut writer, source_name) = open_source(scenario, dir).await?;
 
     // The edge cache, kept from story.context (seeded with one context per session).
     let cache_at = match &scenario.edge_cache.url {
@@ -435,7 +435,6 @@ async fn run_profile(
     driver.measure_from_ns = measure_from_ns;
     let lag_live = Arc::clone(&driver.lag_live);
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let mut writer = writer;
     {
         let (stop, sent_live) = (Arc::clone(&stop), Arc::clone(&sent_live));
         std::thread::Builder::new()
@@ -449,8 +448,8 @@ async fn run_profile(
                         event_id: e.id,
                         session: e.session,
                         intended_ns: e.intended_ns,
-                        traceparent,
-                        action: e.payload,
+                        traceparent: traceparent.into(),
+                        action: e.payload.into(),
                     })
                 });
                 let _ = done_tx.send(report);
@@ -460,12 +459,9 @@ async fn run_profile(
 
     // Watch the run: progress, failures, Ctrl-C.
     let began = Instant::now();
-    let dead_lettered_live = || {
-        counters
-            .iter()
-            .map(|c| c.dead_lettered.load(Ordering::Relaxed) + c.filtered.load(Ordering::Relaxed))
-            .sum::<u64>()
-    };
+    let dead_lettered_live = || counters.iter().map(|c| c.dead_lettered.load(Ordering::Relaxed)).sum::<u64>();
+    // Events that will not reach the audience on purpose.
+    let settled_live = || dead_lettered_live() + counters[0].filtered.load(Ordering::Relaxed);
     let mut failure: Option<String> = None;
     let mut interrupted = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -503,7 +499,7 @@ async fn run_profile(
                     eprintln!(
                         "{:>6.1}s  sent {sent:>8}  delivered {delivered:>8}  dead-lettered {dl:>5}  in flight {:>6}",
                         began.elapsed().as_secs_f64(),
-                        sent.saturating_sub(delivered + dl)
+                        sent.saturating_sub(delivered + settled_live())
                     );
                 }
             },
@@ -531,7 +527,7 @@ async fn run_profile(
     // Drain: wait for what is in flight, up to the scenario's limit.
     let drain_until = Instant::now() + load.drain;
     while failure.is_none()
-        && delivered_live.load(Ordering::Relaxed) + dead_lettered_live() < report.sent
+        && delivered_live.load(Ordering::Relaxed) + settled_live() < report.sent
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(20)).await;

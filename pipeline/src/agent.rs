@@ -135,7 +135,6 @@ pub fn compose(state: &mut SessionState, event: &StoryEvent, context: Option<&st
 /// One event for a worker.
 struct Job {
     event: StoryEvent,
-    raw: Vec<u8>,
     carried: Carried,
     ingress_ns: u64,
     done: oneshot::Sender<std::result::Result<Vec<DeliveryFuture>, String>>,
@@ -204,9 +203,8 @@ pub async fn run(
                 Ok((incoming, event)) => {
                     let (done, rx) = oneshot::channel();
                     let carried = Carried::of(msg.headers(), &incoming);
-                    let raw = msg.payload().unwrap_or_default().to_vec();
                     let w = &senders[(event.session % n as u64) as usize];
-                    if w.send(Job { event, raw, carried, ingress_ns, done }).await.is_err() {
+                    if w.send(Job { event, carried, ingress_ns, done }).await.is_err() {
                         break Ok(());
                     }
                     Ack::Later(rx)
@@ -268,12 +266,20 @@ impl Worker {
         got.ok().flatten()
     }
 
+    /// Dead-letters the job's event (written again in the pipeline's format; refusals here
+    /// are about a readable event, so nothing of the original is lost) with its headers.
+    fn dead_letter(&self, job: &Job, reason: &str) -> Result<DeliveryFuture> {
+        let value = self.converter.encode(&job.event);
+        let key = session_key(job.event.session);
+        self.dlq.send_owned(Some(&key), Some(&value), job.carried.original(), reason)
+    }
+
     async fn handle(&mut self, job: &Job, stamps: &mut Vec<u8>) -> Result<Vec<DeliveryFuture>> {
         let event = &job.event;
         let key = session_key(event.session);
         if event.action.is_empty() {
             let reason = "the action is empty: nothing to continue the story from";
-            return Ok(vec![self.dlq.send_owned(Some(&key), Some(&job.raw), job.carried.original(), reason)?]);
+            return Ok(vec![self.dead_letter(job, reason)?]);
         }
         let context = self.context(event.session).await;
         let state = self.states.entry(event.session).or_default();
@@ -281,8 +287,7 @@ impl Worker {
         let mut acks = Vec::with_capacity(2);
         if changed {
             let skey = state::state_key(self.config.run, event.session);
-            self.store.put(&skey, state)?;
-            let value = serde_json::to_vec(&*state).map_err(|e| Error::State(e.to_string()))?;
+            let value = self.store.put(&skey, state)?;
             let record = FutureRecord::<[u8], [u8]>::to(topics::AGENT_CHANGELOG).key(&skey[..]).payload(&value[..]);
             acks.push(send_with_retry(&self.producer, record, NAME)?);
         } else {
@@ -292,7 +297,7 @@ impl Worker {
             Ok(t) => t,
             Err(reason) => {
                 self.stats.model_failures.fetch_add(1, Ordering::Relaxed);
-                acks.push(self.dlq.send_owned(Some(&key), Some(&job.raw), job.carried.original(), &reason)?);
+                acks.push(self.dead_letter(job, &reason)?);
                 return Ok(acks);
             }
         };

@@ -24,10 +24,11 @@ use crate::stage::{Ack, DeadLetters, MAX_IN_FLIGHT, StageCounters, open_producer
 use crate::transforms::{Chain, Record, TransformSpec};
 use crate::{Error, Result, topics};
 use probes::{Incoming, Stamp, TraceContext};
-use rdkafka::message::Header;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,16 +62,27 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// One story action as the players write it.
-#[derive(Debug, Clone, Copy)]
+/// One story action as the players write it (borrowing their text) and as the connector
+/// captures it (owning it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionRow<'a> {
     pub run: u64,
     pub event_id: u64,
     pub session: u64,
     pub intended_ns: u64,
-    pub traceparent: &'a str,
-    pub action: &'a str,
+    pub traceparent: Cow<'a, str>,
+    pub action: Cow<'a, str>,
 }
+
+/// The source table's columns a writer fills, in the order writers bind them.
+pub const ACTION_COLUMNS: &str = "run, event_id, session, intended_ns, traceparent, action";
+
+static SQLITE_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("INSERT INTO story_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+});
+
+/// A captured row, owned.
+pub type CapturedRow = ActionRow<'static>;
 
 /// Writes story actions into the source table (what the load generator's players use).
 #[derive(Debug)]
@@ -88,18 +100,15 @@ impl SourceWriter {
     /// Inserts one action (its own transaction).
     pub fn insert(&mut self, row: &ActionRow<'_>) -> Result<()> {
         self.conn
-            .prepare_cached(
-                "INSERT INTO story_actions (run, event_id, session, intended_ns, traceparent, action) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
+            .prepare_cached(&SQLITE_INSERT)
             .and_then(|mut s| {
                 s.execute(params![
                     row.run as i64,
                     row.event_id as i64,
                     row.session as i64,
                     row.intended_ns as i64,
-                    row.traceparent,
-                    row.action
+                    &*row.traceparent,
+                    &*row.action
                 ])
             })
             .map(drop)
@@ -162,17 +171,6 @@ pub enum Position {
     /// Every transaction that ended by `lsn` delivered, and the first `rows` rows of the
     /// transaction whose commit LSN is `txn` (0: none).
     Postgres { lsn: u64, txn: u64, rows: u64 },
-}
-
-/// A story action as captured, owned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapturedRow {
-    pub run: u64,
-    pub event_id: u64,
-    pub session: u64,
-    pub intended_ns: u64,
-    pub traceparent: String,
-    pub action: String,
 }
 
 /// What the source hands the connector: a row (or why it is unreadable, with its raw
@@ -300,7 +298,7 @@ impl Task {
             run: row.run,
             id: row.event_id,
             session: row.session,
-            action: row.action.clone(),
+            action: row.action.to_string(),
             beat: None,
             window: None,
         };
@@ -329,10 +327,14 @@ impl Task {
         let value = self.converter.encode(&event);
         let incoming = Incoming { trace, intended_ns: row.intended_ns, stamps: b"" };
         let stamp = Stamp { stage: NAME, ingress_ns, egress_ns: probes::now_ns() };
-        let mut headers = outgoing_headers(None, &incoming, stamp, stamps);
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header { key: k, value: Some(v) });
-        }
+        // Headers the transforms added travel as foreign headers (they cannot replace the
+        // protocol's own).
+        let added = (!record.headers.is_empty()).then(|| {
+            record.headers.iter().fold(OwnedHeaders::new_with_capacity(record.headers.len()), |h, (k, v)| {
+                h.insert(Header { key: k, value: Some(v) })
+            })
+        });
+        let headers = outgoing_headers(added.as_ref(), &incoming, stamp, stamps);
         let out =
             FutureRecord::<[u8], [u8]>::to(&record.topic).key(&record.key[..]).payload(&value[..]).headers(headers);
         let ack = send_with_retry(&self.producer, out, NAME)?;
@@ -461,8 +463,8 @@ fn capture_sqlite(
                 event_id: row.get::<_, i64>(2).map_err(db_err)? as u64,
                 session: row.get::<_, i64>(3).map_err(db_err)? as u64,
                 intended_ns: row.get::<_, i64>(4).map_err(db_err)? as u64,
-                traceparent: row.get(5).map_err(db_err)?,
-                action: row.get(6).map_err(db_err)?,
+                traceparent: Cow::Owned(row.get(5).map_err(db_err)?),
+                action: Cow::Owned(row.get(6).map_err(db_err)?),
             };
             let c = Captured { position: Position::Sqlite { seq }, row: Some(Ok(captured)), ingress_ns };
             if tx.blocking_send(c).is_err() {
@@ -493,8 +495,8 @@ fn pg_row(columns: Vec<(String, Option<String>)>) -> std::result::Result<Capture
         event_id: num("event_id")?,
         session: num("session")?,
         intended_ns: num("intended_ns")?,
-        traceparent: text("traceparent").unwrap_or_default(),
-        action: text("action").ok_or_else(|| ("column `action` is missing".to_owned(), raw()))?,
+        traceparent: text("traceparent").unwrap_or_default().into(),
+        action: text("action").ok_or_else(|| ("column `action` is missing".to_owned(), raw()))?.into(),
     })
 }
 
@@ -576,8 +578,15 @@ mod tests {
         let mut w = SourceWriter::open(&db).unwrap();
         let tp = TraceContext::new_root().to_string();
         for i in 0..3 {
-            w.insert(&ActionRow { run: 1, event_id: i, session: 2, intended_ns: 5, traceparent: &tp, action: "go" })
-                .unwrap();
+            let row = ActionRow {
+                run: 1,
+                event_id: i,
+                session: 2,
+                intended_ns: 5,
+                traceparent: tp.as_str().into(),
+                action: "go".into(),
+            };
+            w.insert(&row).unwrap();
         }
         let (tx, mut rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();

@@ -178,8 +178,31 @@ pub struct ReadBack {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    /// The dead-letter reason header, when there is one.
-    pub reason: Option<String>,
+    pub headers: Option<rdkafka::message::OwnedHeaders>,
+}
+
+impl ReadBack {
+    /// The value of the first header named `key`, as text.
+    pub fn header(&self, key: &str) -> Option<String> {
+        use rdkafka::message::Headers;
+        let h = self.headers.as_ref()?.iter().find(|h| h.key == key)?;
+        h.value.map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Every partition of `topic` with its low and high watermarks.
+fn watermarks(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64, i64)>> {
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka_err(format!("metadata of {topic}")))?;
+    md.topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), timeout)
+                .map_err(kafka_err(format!("watermarks of {topic}")))?;
+            Ok((p.id(), low, high))
+        })
+        .collect()
 }
 
 impl KafkaSettings {
@@ -188,17 +211,8 @@ impl KafkaSettings {
         let consumer: BaseConsumer = self.base("watermarks").create().map_err(|e| Error::Config(e.to_string()))?;
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
-            let timeout = Duration::from_secs(10);
-            let md =
-                consumer.fetch_metadata(Some(&topic), timeout).map_err(kafka_err(format!("metadata of {topic}")))?;
-            let mut out = std::collections::HashMap::new();
-            for p in md.topics().iter().flat_map(|t| t.partitions()) {
-                let (_, high) = consumer
-                    .fetch_watermarks(&topic, p.id(), timeout)
-                    .map_err(kafka_err(format!("watermarks of {topic}")))?;
-                out.insert(p.id(), high);
-            }
-            Ok(out)
+            let marks = watermarks(&consumer, &topic, Duration::from_secs(10))?;
+            Ok(marks.into_iter().map(|(p, _, high)| (p, high)).collect())
         })
         .await
         .map_err(|e| Error::Embedded(e.to_string()))?
@@ -213,7 +227,7 @@ impl KafkaSettings {
         from: &std::collections::HashMap<i32, i64>,
         timeout: Duration,
     ) -> Result<Vec<ReadBack>> {
-        use rdkafka::message::{Headers, Message};
+        use rdkafka::message::Message;
         use rdkafka::{Offset, TopicPartitionList};
         let consumer: BaseConsumer = self
             .consumer_config("read-back", "tailgate-read-back")
@@ -222,23 +236,20 @@ impl KafkaSettings {
             .map_err(|e| Error::Config(e.to_string()))?;
         let (topic, from) = (topic.to_owned(), from.clone());
         tokio::task::spawn_blocking(move || {
-            let ctx = |what: &str| kafka_err(format!("{what} {topic}"));
-            let md = consumer.fetch_metadata(Some(&topic), timeout).map_err(ctx("metadata of"))?;
             let mut tpl = TopicPartitionList::new();
             let mut ends = std::collections::HashMap::new();
-            for p in md.topics().iter().flat_map(|t| t.partitions()) {
-                let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout).map_err(ctx("watermarks of"))?;
-                let start = from.get(&p.id()).copied().unwrap_or(low).max(low);
+            for (p, low, high) in watermarks(&consumer, &topic, timeout)? {
+                let start = from.get(&p).copied().unwrap_or(low).max(low);
                 if high > start {
-                    tpl.add_partition_offset(&topic, p.id(), Offset::Offset(start)).map_err(ctx("assign"))?;
-                    ends.insert(p.id(), high);
+                    tpl.add_partition_offset(&topic, p, Offset::Offset(start)).map_err(kafka_err("assign"))?;
+                    ends.insert(p, high);
                 }
             }
             let mut out = Vec::new();
             if ends.is_empty() {
                 return Ok(out);
             }
-            consumer.assign(&tpl).map_err(ctx("assign"))?;
+            consumer.assign(&tpl).map_err(kafka_err(format!("assign {topic}")))?;
             let deadline = std::time::Instant::now() + timeout;
             while !ends.is_empty() {
                 if std::time::Instant::now() >= deadline {
@@ -248,7 +259,7 @@ impl KafkaSettings {
                     });
                 }
                 let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
-                let msg = msg.map_err(ctx("read"))?;
+                let msg = msg.map_err(kafka_err(format!("read {topic}")))?;
                 if ends.get(&msg.partition()).is_some_and(|&end| msg.offset() + 1 >= end) {
                     ends.remove(&msg.partition());
                 }
@@ -257,12 +268,7 @@ impl KafkaSettings {
                     offset: msg.offset(),
                     key: msg.key().map(<[u8]>::to_vec),
                     value: msg.payload().map(<[u8]>::to_vec),
-                    reason: msg.headers().and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == probes::headers::DLQ_REASON)
-                            .and_then(|h| h.value)
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    }),
+                    headers: msg.headers().map(rdkafka::message::BorrowedHeaders::detach),
                 });
             }
             Ok(out)

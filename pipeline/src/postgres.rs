@@ -13,6 +13,7 @@
 //! [`Change::Commit`] carries the LSN just past the commit record, which is where a restart
 //! resumes (the server skips transactions that committed before it).
 
+use crate::connector::{ACTION_COLUMNS, ActionRow};
 use crate::{Error, Result};
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -123,17 +124,14 @@ impl PgWriter {
     pub async fn open(url: &str) -> Result<Self> {
         let client = connect(url).await?;
         let insert = client
-            .prepare(&format!(
-                "INSERT INTO {TABLE} (run, event_id, session, intended_ns, traceparent, action) \
-                 VALUES ($1, $2, $3, $4, $5, $6)"
-            ))
+            .prepare(&format!("INSERT INTO {TABLE} ({ACTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"))
             .await
             .map_err(|e| pg_err(url, "prepare insert", e))?;
         Ok(Self { client, insert })
     }
 
     /// Inserts (and commits) one row.
-    pub async fn insert(&self, row: &crate::connector::ActionRow<'_>) -> std::result::Result<(), String> {
+    pub async fn insert(&self, row: &ActionRow<'_>) -> std::result::Result<(), String> {
         self.client
             .execute(
                 &self.insert,
@@ -142,8 +140,8 @@ impl PgWriter {
                     &(row.event_id as i64),
                     &(row.session as i64),
                     &(row.intended_ns as i64),
-                    &row.traceparent,
-                    &row.action,
+                    &&*row.traceparent,
+                    &&*row.action,
                 ],
             )
             .await

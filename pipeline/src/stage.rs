@@ -124,22 +124,13 @@ pub fn decode<'m>(msg: &'m BorrowedMessage<'_>, converter: Converter) -> Result<
 }
 
 /// Builds the outgoing headers: a child span in the same trace, the intended time passed
-/// on, the stamps with this stage's appended, and any foreign headers forwarded.
-pub fn outgoing_headers(
-    msg_headers: Option<&rdkafka::message::BorrowedHeaders>,
+/// on, the stamps with this stage's appended, and any foreign headers of the incoming
+/// message forwarded.
+pub fn outgoing_headers<H: Headers>(
+    msg_headers: Option<&H>,
     incoming: &Incoming<'_>,
     stamp: Stamp<'_>,
     stamps_buf: &mut Vec<u8>,
-) -> OwnedHeaders {
-    let foreign = msg_headers.into_iter().flat_map(|h| h.iter()).filter_map(|h| Some((h.key, h.value?)));
-    build_headers(incoming, stamp, stamps_buf, foreign)
-}
-
-fn build_headers<'f>(
-    incoming: &Incoming<'_>,
-    stamp: Stamp<'_>,
-    stamps_buf: &mut Vec<u8>,
-    foreign: impl Iterator<Item = (&'f str, &'f [u8])>,
 ) -> OwnedHeaders {
     stamp.append_to(incoming.stamps, stamps_buf);
     let child = incoming.trace.child().encode();
@@ -149,57 +140,43 @@ fn build_headers<'f>(
         .insert(Header { key: TRACEPARENT, value: Some(&child[..]) })
         .insert(Header { key: INTENDED, value: Some(&intended[..]) })
         .insert(Header { key: STAMPS, value: Some(&stamps_buf[..]) });
-    for (key, value) in foreign.filter(|(k, _)| ![TRACEPARENT, INTENDED, STAMPS].contains(k)) {
-        out = out.insert(Header { key, value: Some(value) });
+    for h in msg_headers.into_iter().flat_map(|h| h.iter()) {
+        if ![TRACEPARENT, INTENDED, STAMPS].contains(&h.key) {
+            out = out.insert(h);
+        }
     }
     out
 }
 
-/// A message's protocol and foreign headers, owned, for a worker that produces the output
-/// later and elsewhere.
+/// A message's headers, owned, with the protocol ones already read: for a worker that
+/// produces the output later and elsewhere.
 #[derive(Debug, Clone)]
 pub struct Carried {
     trace: probes::TraceContext,
     intended_ns: u64,
     stamps: Vec<u8>,
-    foreign: Vec<(String, Vec<u8>)>,
+    headers: Option<OwnedHeaders>,
 }
 
 impl Carried {
     pub fn of(msg_headers: Option<&rdkafka::message::BorrowedHeaders>, incoming: &Incoming<'_>) -> Self {
-        let foreign = msg_headers
-            .into_iter()
-            .flat_map(|h| h.iter())
-            .filter(|h| ![TRACEPARENT, INTENDED, STAMPS].contains(&h.key))
-            .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
-            .collect();
-        Self { trace: incoming.trace, intended_ns: incoming.intended_ns, stamps: incoming.stamps.to_vec(), foreign }
-    }
-
-    /// The intended (event) time.
-    pub const fn intended_ns(&self) -> u64 {
-        self.intended_ns
+        Self {
+            trace: incoming.trace,
+            intended_ns: incoming.intended_ns,
+            stamps: incoming.stamps.to_vec(),
+            headers: msg_headers.map(|h| h.detach()),
+        }
     }
 
     /// The outgoing headers with `stamp` appended, as [`outgoing_headers`] builds them.
     pub fn headers(&self, stamp: Stamp<'_>, stamps_buf: &mut Vec<u8>) -> OwnedHeaders {
         let incoming = Incoming { trace: self.trace, intended_ns: self.intended_ns, stamps: &self.stamps };
-        build_headers(&incoming, stamp, stamps_buf, self.foreign.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+        outgoing_headers(self.headers.as_ref(), &incoming, stamp, stamps_buf)
     }
 
     /// The headers as they came, for a dead letter.
     pub fn original(&self) -> OwnedHeaders {
-        let mut intended = Vec::with_capacity(20);
-        probes::headers::push_u64(&mut intended, self.intended_ns);
-        let tp = self.trace.encode();
-        let mut out = OwnedHeaders::new_with_capacity(3 + self.foreign.len())
-            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
-            .insert(Header { key: INTENDED, value: Some(&intended[..]) })
-            .insert(Header { key: STAMPS, value: Some(&self.stamps[..]) });
-        for (k, v) in &self.foreign {
-            out = out.insert(Header { key: k, value: Some(v) });
-        }
-        out
+        self.headers.clone().unwrap_or_else(|| OwnedHeaders::new_with_capacity(2))
     }
 }
 
@@ -304,21 +281,40 @@ impl From<Option<DeliveryFuture>> for Ack {
     }
 }
 
+/// Why an [`Ack`] did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    /// An output was refused (or its producer dropped): the stage has failed.
+    Refused(String),
+    /// The worker went away without answering: the stage is being torn down, and the
+    /// input will be read again by whoever owns it next. Not a failure of the outputs.
+    Abandoned,
+}
+
+impl std::fmt::Display for AckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(reason) => f.write_str(reason),
+            Self::Abandoned => f.write_str("the worker stopped before producing"),
+        }
+    }
+}
+
 impl Ack {
-    /// Waits for every output; the reason the first was refused otherwise.
-    pub async fn wait(self) -> Result<(), String> {
-        async fn delivered(f: DeliveryFuture) -> Result<(), String> {
+    /// Waits for every output.
+    pub async fn wait(self) -> Result<(), AckError> {
+        async fn delivered(f: DeliveryFuture) -> Result<(), AckError> {
             match f.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(e.to_string()),
-                Err(_) => Err("the producer was dropped".to_owned()),
+                Ok(Err((e, _))) => Err(AckError::Refused(e.to_string())),
+                Err(_) => Err(AckError::Refused("the producer was dropped".to_owned())),
             }
         }
         match self {
             Self::Nothing => Ok(()),
             Self::Delivery(f) => delivered(f).await,
             Self::Later(rx) => {
-                for f in rx.await.map_err(|_| ABANDONED.to_owned())?? {
+                for f in rx.await.map_err(|_| AckError::Abandoned)?.map_err(AckError::Refused)? {
                     delivered(f).await?;
                 }
                 Ok(())
@@ -326,10 +322,6 @@ impl Ack {
         }
     }
 }
-
-/// What [`Ack::wait`] answers when the worker went away without answering (the stage is
-/// being torn down): the offset is not stored, and it is not a failure of the outputs.
-pub const ABANDONED: &str = "the worker stopped before producing";
 
 /// An input offset waiting for its outputs to be acknowledged.
 pub struct Pending {
@@ -358,12 +350,14 @@ pub fn spawn_acker(
 ) -> tokio::task::JoinHandle<Result<()>> {
     tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
-            if let Err(reason) = p.ack.wait().await {
-                if reason == ABANDONED {
-                    return Ok(()); // the stage stopped abruptly; what follows is re-read
+            match p.ack.wait().await {
+                Ok(()) => {}
+                // The stage stopped abruptly; what follows is re-read by the next owner.
+                Err(AckError::Abandoned) => return Ok(()),
+                Err(reason) => {
+                    cancel.cancel();
+                    return Err(Error::Stage { stage, reason: format!("output not acknowledged: {reason}") });
                 }
-                cancel.cancel();
-                return Err(Error::Stage { stage, reason: format!("output not acknowledged: {reason}") });
             }
             // Fails only when the partition was revoked meanwhile; the new owner re-reads it.
             let _ = consumer.store_offset(input, p.partition, p.offset);
@@ -504,7 +498,9 @@ pub async fn audit_dead_letters(kafka: &KafkaSettings, run: u64, timeout: Durati
         match r.value.as_deref().and_then(|v| dead_letter_identity(kafka.converter, v)) {
             Some((r_run, id)) if r_run == run => {
                 audit.ids.insert(id);
-                audit.first_reason.get_or_insert_with(|| r.reason.clone().unwrap_or_default());
+                if audit.first_reason.is_none() {
+                    audit.first_reason = r.header(DLQ_REASON);
+                }
             }
             _ => audit.other += 1,
         }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use pipeline::connector::{self, ActionRow, ConnectorConfig, Position, Source};
+use pipeline::connector::{self, ACTION_COLUMNS, ConnectorConfig, Position, Source};
 use pipeline::embedded::EmbeddedBroker;
 use pipeline::stage::StageCounters;
 use pipeline::{KafkaSettings, StoryEvent, topics};
@@ -57,8 +57,7 @@ async fn insert_rows(url: &str, run: u64, ids: std::ops::Range<u64>, one_transac
     }
     for id in ids {
         db.execute(
-            "INSERT INTO story_actions (run, event_id, session, intended_ns, traceparent, action) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            &format!("INSERT INTO story_actions ({ACTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
             &[&(run as i64), &(id as i64), &((id % 7) as i64), &(probes::now_ns() as i64), &tp, &"go"],
         )
         .await
@@ -124,5 +123,4 @@ async fn a_server_without_logical_decoding_or_a_wrong_address_is_a_clear_error()
     let msg = e.to_string();
     assert!(msg.contains("postgres://tailgate:***@127.0.0.1:9/tailgate"), "{msg}");
     assert!(msg.contains("Check the address"), "{msg}");
-    let _ = ActionRow { run: 0, event_id: 0, session: 0, intended_ns: 0, traceparent: "", action: "" };
 }

@@ -88,10 +88,12 @@ impl Store {
         Ok(Self { keyspace, sessions, meta })
     }
 
-    /// Writes one session's state.
-    pub fn put(&self, key: &[u8; 16], state: &SessionState) -> Result<()> {
+    /// Writes one session's state; returns its encoding, which is also the changelog
+    /// record's value.
+    pub fn put(&self, key: &[u8; 16], state: &SessionState) -> Result<Vec<u8>> {
         let v = serde_json::to_vec(state).map_err(state_err)?;
-        self.sessions.insert(key, v).map_err(state_err)
+        self.sessions.insert(key, &v).map_err(state_err)?;
+        Ok(v)
     }
 
     /// Marks the store complete up to the changelog's `ends` (after a clean stop).
