@@ -283,7 +283,9 @@ async fn run_profile(
     std::fs::create_dir_all(dir).map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
 
     let run_id = random_u64() >> 12;
-    let (source, mut writer, source_name) = open_source(scenario, dir).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(runtime)?;
+    let gateway_addr = listener.local_addr().map_err(runtime)?;
+    let (source, mut writer, source_name, ingress) = open_source(scenario, dir, gateway_addr).await?;
 
     // The edge cache, kept from story.context (seeded with one context per session).
     let cache_at = match &scenario.edge_cache.url {
@@ -302,9 +304,10 @@ async fn run_profile(
     let (agent_ready, mut agent_rx) = watch::channel(false);
     let (job_ready, mut job_rx) = watch::channel(false);
     let (gw_ready, gw_rx) = watch::channel(false);
-    let gw_state = GatewayState::new(gw_rx.clone(), cancel.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(runtime)?;
-    let gateway_addr = listener.local_addr().map_err(runtime)?;
+    let mut gw_state = GatewayState::new(gw_rx.clone(), cancel.clone());
+    if let Some(tx) = ingress {
+        gw_state = gw_state.with_ingress(tx);
+    }
     let p = &scenario.pipeline;
     let agent_config = AgentConfig {
         history: p.history,
@@ -435,6 +438,11 @@ async fn run_profile(
     driver.measure_from_ns = measure_from_ns;
     let lag_live = Arc::clone(&driver.lag_live);
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let poison_every = load.poison_every;
+    let http_players = match &writer {
+        Writer::Http(w, _) => Some(w.clone()),
+        _ => None,
+    };
     {
         let (stop, sent_live) = (Arc::clone(&stop), Arc::clone(&sent_live));
         std::thread::Builder::new()
@@ -442,7 +450,9 @@ async fn run_profile(
             .spawn(move || {
                 let report = driver.run(&SystemClock, &stop, &sent_live, |e| {
                     let tp = TraceContext::new_root().encode();
-                    let traceparent = std::str::from_utf8(&tp).unwrap_or_default();
+                    let poisoned = poison_every > 0 && e.id % poison_every == poison_every - 1;
+                    let traceparent =
+                        if poisoned { POISON_TRACEPARENT } else { std::str::from_utf8(&tp).unwrap_or_default() };
                     writer.insert(ActionRow {
                         run: run_id,
                         event_id: e.id,
@@ -524,10 +534,12 @@ async fn run_profile(
     let report = report.map_err(|e| runtime(format!("the source refused an event: {e}")))?;
     interrupted |= report.stopped_early && failure.is_none();
 
-    // Drain: wait for what is in flight, up to the scenario's limit.
+    // Drain: wait for what is in flight, up to the scenario's limit. Actions the HTTP
+    // ingress refused will never arrive.
     let drain_until = Instant::now() + load.drain;
+    let refused_live = || http_players.as_ref().map_or(0, |h| h.refused.load(Ordering::Relaxed));
     while failure.is_none()
-        && delivered_live.load(Ordering::Relaxed) + settled_live() < report.sent
+        && delivered_live.load(Ordering::Relaxed) + settled_live() + refused_live() < report.sent
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -627,29 +639,58 @@ async fn run_profile(
     if let Some(reason) = &audit.first_reason {
         eprintln!("note: {dead_lettered} events were dead-lettered; first reason: {reason}");
     }
+    if let Some(h) = &http_players
+        && refused_live() > 0
+    {
+        let first = h.first_refusal.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
+        eprintln!(
+            "note: the gateway refused {} actions after retries (counted as lost); first: {first}",
+            refused_live()
+        );
+    }
     write_run_dir(dir, &result, &mut tally, report.schedule_lag)
         .map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
 }
 
+/// What a poisoned event carries instead of a trace context.
+const POISON_TRACEPARENT: &str = "poison: not a traceparent";
+
 /// Where the load generator writes story actions.
 enum Writer {
     Sqlite(SourceWriter),
     Postgres(pipeline::postgres::PgWriter, tokio::runtime::Handle),
+    Http(loadgen::ingress::HttpIngress, tokio::runtime::Handle),
 }
 
 impl Writer {
-    /// Inserts (and commits) one row; called from the load generator's thread.
+    /// Inserts (and commits) one row, or starts posting it; called from the load
+    /// generator's thread.
     fn insert(&mut self, row: ActionRow<'_>) -> Result<(), String> {
         match self {
             Self::Sqlite(w) => w.insert(&row).map_err(|e| e.to_string()),
             Self::Postgres(w, rt) => rt.block_on(w.insert(&row)),
+            Self::Http(w, rt) => {
+                let body = serde_json::json!({
+                    "run": row.run,
+                    "id": row.event_id,
+                    "action": row.action,
+                    "intended_ns": row.intended_ns,
+                });
+                w.send(rt, row.session, body.to_string(), &row.traceparent);
+                Ok(())
+            }
         }
     }
 }
 
-/// The connector's source and the load generator's writer for the scenario's source.
-async fn open_source(scenario: &Scenario, dir: &Path) -> Result<(Source, Writer, String), RunError> {
+/// The connector's source and the load generator's writer for the scenario's source (and,
+/// for `http`, the queue the gateway hands requests to the connector through).
+async fn open_source(
+    scenario: &Scenario,
+    dir: &Path,
+    gateway: std::net::SocketAddr,
+) -> Result<(Source, Writer, String, Option<tokio::sync::mpsc::Sender<connector::Ingress>>), RunError> {
     let c = &scenario.connector;
     match (c.source, &c.postgres) {
         (SourceKind::Postgres, Some(url)) => {
@@ -657,7 +698,13 @@ async fn open_source(scenario: &Scenario, dir: &Path) -> Result<(Source, Writer,
             let writer = pipeline::postgres::PgWriter::open(url).await.map_err(runtime)?;
             let name = format!("postgres {} slot {}", pipeline::postgres::redact(url), c.slot);
             let source = Source::Postgres { url: url.clone(), slot: c.slot.clone() };
-            Ok((source, Writer::Postgres(writer, tokio::runtime::Handle::current()), name))
+            Ok((source, Writer::Postgres(writer, tokio::runtime::Handle::current()), name, None))
+        }
+        (SourceKind::Http, _) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(c.http_in_flight);
+            let writer = loadgen::ingress::HttpIngress::new(format!("http://{gateway}"), c.http_in_flight);
+            let name = format!("http POST http://{gateway}/sessions/{{id}}/actions");
+            Ok((Source::Http(rx), Writer::Http(writer, tokio::runtime::Handle::current()), name, Some(tx)))
         }
         _ => {
             let db = dir.join("source.sqlite");
@@ -666,7 +713,7 @@ async fn open_source(scenario: &Scenario, dir: &Path) -> Result<(Source, Writer,
             if let Source::Sqlite { poll_interval, .. } = &mut source {
                 *poll_interval = scenario.pipeline.poll_interval;
             }
-            Ok((source, Writer::Sqlite(writer), format!("sqlite {}", db.display())))
+            Ok((source, Writer::Sqlite(writer), format!("sqlite {}", db.display()), None))
         }
     }
 }

@@ -114,6 +114,10 @@ pub struct Load {
     pub drain: Duration,
     #[serde(default)]
     pub seed: u64,
+    /// Every `poison_every`-th event is written unreadable (a broken `traceparent`), to
+    /// exercise the dead-letter path; 0: none.
+    #[serde(default)]
+    pub poison_every: u64,
 }
 
 /// Session key distributions.
@@ -221,7 +225,8 @@ impl Default for Pipeline {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Connector {
-    /// `sqlite` (a file in the run directory) or `postgres` (logical decoding).
+    /// `sqlite` (a file in the run directory), `postgres` (logical decoding) or `http`
+    /// (the gateway's `POST /sessions/{id}/actions`).
     #[serde(default)]
     pub source: SourceKind,
     /// `postgres://user:password@host:port/db`, for `source = "postgres"`.
@@ -232,6 +237,9 @@ pub struct Connector {
     /// Parallel workers (`tasks.max`).
     #[serde(default = "default_one")]
     pub tasks: usize,
+    /// `http` source: requests the players keep in flight at once.
+    #[serde(default = "default_http_in_flight")]
+    pub http_in_flight: usize,
     /// How story events are written on every pipeline topic.
     #[serde(default)]
     pub converter: pipeline::convert::Converter,
@@ -247,6 +255,7 @@ impl Default for Connector {
             postgres: None,
             slot: default_slot(),
             tasks: 1,
+            http_in_flight: default_http_in_flight(),
             converter: Default::default(),
             transforms: Vec::new(),
         }
@@ -260,6 +269,12 @@ pub enum SourceKind {
     #[default]
     Sqlite,
     Postgres,
+    /// `POST /sessions/{id}/actions` on the gateway.
+    Http,
+}
+
+const fn default_http_in_flight() -> usize {
+    256
 }
 
 fn default_slot() -> String {
@@ -640,6 +655,9 @@ impl Scenario {
                 );
             }
             _ => {}
+        }
+        if !(1..=65_536).contains(&c.http_in_flight) {
+            bad("connector", None, "http_in_flight", format!("must be 1 to 65536, not {}", c.http_in_flight));
         }
         if !(1..=64).contains(&c.tasks) {
             bad("connector", None, "tasks", format!("must be 1 to 64, not {}", c.tasks));

@@ -1,7 +1,8 @@
 //! The reference pipeline's features through whole runs on the embedded broker: an agent
 //! stopped abruptly mid-run rebuilds its state from the changelog and loses nothing with
 //! eight workers keeping each session's order; the Protobuf converter and a transform chain
-//! (mask, filter, header) keep the accounting exact, filtered events included; and, where
+//! (mask, filter, header) keep the accounting exact, filtered and poisoned events included;
+//! actions posted over HTTP arrive through the gateway's ingress; and, where
 //! the servers run, capture from PostgreSQL with the context in Redis.
 
 #![cfg(feature = "embedded")]
@@ -75,6 +76,7 @@ payload_bytes = 64
 warmup = "1s"
 duration = "2s"
 drain = "60s"
+poison_every = 100
 [broker]
 partitions = 1
 [connector]
@@ -97,11 +99,40 @@ value = "cdc"
     let c = r.counts;
     assert_eq!(c.sent, 600);
     assert!(c.filtered > 0, "session 3's events are filtered: {c:?}");
-    assert_eq!(c.delivered + c.filtered, c.sent, "{c:?}");
-    assert_eq!((c.lost, c.dead_lettered, c.reordered), (0, 0, 0), "{c:?}");
+    assert_eq!(c.dead_lettered, 6, "every 100th event is poison: {c:?}");
+    assert_eq!(c.delivered + c.filtered + c.dead_lettered, c.sent, "{c:?}");
+    assert_eq!((c.lost, c.reordered), (0, 0), "{c:?}");
     let p = r.pipeline.unwrap();
     assert_eq!((p.converter.as_str(), p.tasks), ("protobuf", 3));
     assert_eq!(p.transforms, ["mask", "filter", "insert_header"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_posted_to_the_gateway_arrive_and_poison_is_dead_lettered() {
+    let r = run_text(
+        r#"
+name = "http-ingress"
+[load]
+rate = 200
+sessions = 8
+payload_bytes = 64
+warmup = "1s"
+duration = "2s"
+drain = "60s"
+poison_every = 50
+[broker]
+partitions = 1
+[connector]
+source = "http"
+"#,
+    )
+    .await;
+    let c = r.counts;
+    assert_eq!(c.sent, 600);
+    assert_eq!(c.dead_lettered, 12, "{c:?}");
+    assert_eq!((c.delivered, c.lost, c.reordered), (588, 0, 0), "{c:?}");
+    assert!(r.pipeline.unwrap().source.starts_with("http POST http://127.0.0.1:"));
+    assert_eq!(r.hops.iter().find(|h| h.name == "source->connector").unwrap().stats.count, 392);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 
 pub mod audience;
 pub mod driver;
+pub mod ingress;
 pub mod keys;
 pub mod payload;
 pub mod schedule;

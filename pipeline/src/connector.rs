@@ -124,6 +124,8 @@ pub enum Source {
     Sqlite { db: PathBuf, poll_interval: Duration, batch: usize },
     /// Logical decoding of `story_actions` through the replication slot `slot`.
     Postgres { url: String, slot: String },
+    /// Requests handed over by the gateway's ingress route.
+    Http(mpsc::Receiver<Ingress>),
 }
 
 impl Source {
@@ -137,6 +139,7 @@ impl Source {
         let partition = match self {
             Self::Sqlite { db, .. } => serde_json::json!({ "source": "sqlite", "db": db.display().to_string() }),
             Self::Postgres { slot, .. } => serde_json::json!({ "source": "postgres", "slot": slot }),
+            Self::Http(_) => serde_json::json!({ "source": "http" }),
         };
         serde_json::json!([format!("tailgate-{NAME}"), partition]).to_string()
     }
@@ -173,6 +176,15 @@ pub enum Position {
     Postgres { lsn: u64, txn: u64, rows: u64 },
 }
 
+/// One request of the HTTP source: the row, when it arrived, and where to say whether
+/// Kafka has it.
+#[derive(Debug)]
+pub struct Ingress {
+    pub row: CapturedRow,
+    pub received_ns: u64,
+    pub reply: oneshot::Sender<std::result::Result<(), String>>,
+}
+
 /// What the source hands the connector: a row (or why it is unreadable, with its raw
 /// form), or only a new position (a transaction's end), and when it was captured.
 #[derive(Debug)]
@@ -180,6 +192,8 @@ struct Captured {
     position: Position,
     row: Option<std::result::Result<CapturedRow, (String, Vec<u8>)>>,
     ingress_ns: u64,
+    /// Who waits for the record to be acknowledged (the HTTP source's caller).
+    reply: Option<oneshot::Sender<std::result::Result<(), String>>>,
 }
 
 /// The position recorded for `key` in the offsets topic (the last one written).
@@ -242,7 +256,7 @@ pub async fn run(
                 Ack::Later(rx)
             }
         };
-        if order_tx.send(Tracked { position: c.position, ack }).await.is_err() {
+        if order_tx.send(Tracked { position: c.position, ack, reply: c.reply }).await.is_err() {
             break; // the tracker failed; it says why
         }
     }
@@ -347,6 +361,7 @@ impl Task {
 struct Tracked {
     position: Position,
     ack: Ack,
+    reply: Option<oneshot::Sender<std::result::Result<(), String>>>,
 }
 
 /// How often the position is written while rows flow.
@@ -387,7 +402,11 @@ async fn track(
         tokio::select! {
             t = rx.recv() => {
                 let Some(t) = t else { break };
-                if let Err(reason) = t.ack.wait().await {
+                let acked = t.ack.wait().await;
+                if let Some(r) = t.reply {
+                    let _ = r.send(acked.clone().map_err(|e| e.to_string()));
+                }
+                if let Err(reason) = acked {
                     cancel.cancel();
                     return Err(Error::Stage { stage: NAME, reason: format!("record not acknowledged: {reason}") });
                 }
@@ -431,6 +450,23 @@ fn spawn_source(
             })
         }
         Source::Postgres { url, slot } => tokio::spawn(capture_postgres(url, slot, resume, tx, confirmed, cancel)),
+        Source::Http(mut rx) => tokio::spawn(async move {
+            loop {
+                let ingress = tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    i = rx.recv() => match i { Some(i) => i, None => return Ok(()) },
+                };
+                let c = Captured {
+                    position: Position::Start,
+                    row: Some(Ok(ingress.row)),
+                    ingress_ns: ingress.received_ns,
+                    reply: Some(ingress.reply),
+                };
+                if tx.send(c).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }),
     })
 }
 
@@ -466,7 +502,7 @@ fn capture_sqlite(
                 traceparent: Cow::Owned(row.get(5).map_err(db_err)?),
                 action: Cow::Owned(row.get(6).map_err(db_err)?),
             };
-            let c = Captured { position: Position::Sqlite { seq }, row: Some(Ok(captured)), ingress_ns };
+            let c = Captured { position: Position::Sqlite { seq }, row: Some(Ok(captured)), ingress_ns, reply: None };
             if tx.blocking_send(c).is_err() {
                 return Ok(()); // the connector stopped; it says why
             }
@@ -551,11 +587,17 @@ async fn capture_postgres(
                     position: Position::Postgres { lsn: done_lsn, txn, rows },
                     row: Some(pg_row(columns)),
                     ingress_ns: received_ns,
+                    reply: None,
                 }
             }
             Change::Commit { end_lsn } => {
                 (done_lsn, txn, rows) = (end_lsn, 0, 0);
-                Captured { position: Position::Postgres { lsn: end_lsn, txn: 0, rows: 0 }, row: None, ingress_ns: 0 }
+                Captured {
+                    position: Position::Postgres { lsn: end_lsn, txn: 0, rows: 0 },
+                    row: None,
+                    ingress_ns: 0,
+                    reply: None,
+                }
             }
             Change::Insert { .. } | Change::Other(_) => continue,
         };

@@ -3,12 +3,20 @@
 //! them (`GET /events`). `GET /healthz` answers while the process runs; `GET /readyz` only
 //! once the consumer has partitions.
 //!
+//! With an ingress attached ([`GatewayState::with_ingress`]), `POST /sessions/{id}/actions`
+//! takes story actions in for the connector's `http` source: `202` once Kafka has the
+//! record, `503` with `Retry-After` when the connector's queue is full or it is stopping,
+//! `504` when Kafka has not answered within [`INGRESS_TIMEOUT`], `502` when it refused,
+//! `404` when no ingress is attached; a body that is not an action is a `4xx` from the
+//! JSON reader.
+//!
 //! Redelivered updates (at-least-once upstream) are recognised by event id and counted as
 //! duplicates; no client gets one twice.
 //!
 //! A client that falls more than [`CLIENT_BUFFER`] updates behind is sent an SSE comment
 //! `lagged N` in place of the updates it missed (the audience reports those as lost).
 
+use crate::connector::Ingress;
 use crate::event::StoryEvent;
 use crate::kafka::KafkaSettings;
 use crate::stage::{
@@ -53,12 +61,23 @@ pub struct GatewayState {
     updates: broadcast::Sender<Pushed>,
     ready: watch::Receiver<bool>,
     shutdown: CancellationToken,
+    ingress: Option<mpsc::Sender<Ingress>>,
 }
+
+/// Longest wait for Kafka's acknowledgement of an ingress request.
+pub const INGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl GatewayState {
     /// State whose readiness follows `ready`; open streams end at `shutdown`.
     pub fn new(ready: watch::Receiver<bool>, shutdown: CancellationToken) -> Self {
-        Self { updates: broadcast::channel(CLIENT_BUFFER).0, ready, shutdown }
+        Self { updates: broadcast::channel(CLIENT_BUFFER).0, ready, shutdown, ingress: None }
+    }
+
+    /// Hands `POST /sessions/{id}/actions` requests to the connector's `http` source.
+    #[must_use]
+    pub fn with_ingress(mut self, ingress: mpsc::Sender<Ingress>) -> Self {
+        self.ingress = Some(ingress);
+        self
     }
 
     /// Pushes one update to every subscribed client; returns how many got it.
@@ -77,6 +96,7 @@ pub fn app(state: GatewayState) -> Router {
     Router::new()
         .route("/events", get(firehose))
         .route("/sessions/{id}/events", get(session_events))
+        .route("/sessions/{id}/actions", axum::routing::post(post_action))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -87,6 +107,57 @@ async fn readyz(State(s): State<GatewayState>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "waiting for partitions")
+    }
+}
+
+/// The body of `POST /sessions/{id}/actions`. `intended_ns` is when the player meant to
+/// act (the event time; default: now); the `traceparent` header continues the caller's trace.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    pub run: u64,
+    pub id: u64,
+    pub action: String,
+    pub intended_ns: Option<u64>,
+}
+
+async fn post_action(
+    State(s): State<GatewayState>,
+    Path(session): Path<u64>,
+    headers: axum::http::HeaderMap,
+    axum::Json(body): axum::Json<ActionBody>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let received_ns = probes::now_ns();
+    let Some(ingress) = &s.ingress else {
+        return (StatusCode::NOT_FOUND, "this gateway takes no actions (no http source)").into_response();
+    };
+    let busy = |why: &'static str| {
+        (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "1")], why).into_response()
+    };
+    let traceparent = headers
+        .get(probes::headers::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| probes::TraceContext::new_root().to_string(), str::to_owned);
+    let row = crate::connector::ActionRow {
+        run: body.run,
+        event_id: body.id,
+        session,
+        intended_ns: body.intended_ns.unwrap_or(received_ns),
+        traceparent: traceparent.into(),
+        action: body.action.into(),
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    match ingress.try_send(Ingress { row, received_ns, reply }) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => return busy("the connector is busy"),
+        Err(mpsc::error::TrySendError::Closed(_)) => return busy("the connector is stopping"),
+    }
+    match tokio::time::timeout(INGRESS_TIMEOUT, answer).await {
+        Ok(Ok(Ok(()))) => StatusCode::ACCEPTED.into_response(),
+        Ok(Ok(Err(reason))) => (StatusCode::BAD_GATEWAY, reason).into_response(),
+        Ok(Err(_)) => busy("the connector stopped before Kafka answered"),
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "Kafka did not acknowledge in time").into_response(),
     }
 }
 
