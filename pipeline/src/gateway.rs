@@ -10,8 +10,8 @@
 //! `404` when no ingress is attached; a body that is not an action is a `4xx` from the
 //! JSON reader.
 //!
-//! Redelivered updates (at-least-once upstream) are recognised by event id and counted as
-//! duplicates; no client gets one twice.
+//! Redelivered updates (at-least-once upstream) are recognised by event id ([`Seen`]) and
+//! counted as duplicates; no client gets one twice.
 //!
 //! A client that falls more than [`CLIENT_BUFFER`] updates behind is sent an SSE comment
 //! `lagged N` in place of the updates it missed (the audience reports those as lost).
@@ -211,7 +211,7 @@ pub async fn consume(
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::UPDATES, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
-    let mut latest = Latest::default();
+    let mut seen = Seen::default();
     let result = loop {
         let msg = match next_message(&consumer, &cancel, NAME, topics::UPDATES).await {
             Ok(Some(m)) => m,
@@ -224,7 +224,7 @@ pub async fn consume(
                 Ok(f) => Some(f),
                 Err(e) => break Err(e),
             },
-            Ok((_, event)) if !latest.insert(&event) => {
+            Ok((_, event)) if !seen.insert(&event) => {
                 // Redelivered (at-least-once upstream): clients already have it.
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 None
@@ -244,27 +244,51 @@ pub async fn consume(
     finish(NAME, consumer, tx, acker, result).await
 }
 
-/// The highest event id pushed per run and session. Event ids grow with time within a
-/// session and every stage keeps a session's order, so an id at or below the highest is a
-/// redelivery. Memory grows with sessions, not events.
+/// The event ids pushed, per run: a window of the last [`Seen::WINDOW`] ids as a ring of
+/// bits, so memory is bounded (512 KiB per run) whatever the run's length. Event ids are
+/// unique within a run but need not arrive in order (HTTP ingress, several connector
+/// tasks), so this is exact within the window; an id older than the window is taken as a
+/// redelivery.
 #[derive(Debug, Default)]
-pub struct Latest(std::collections::HashMap<(u64, u64), u64>);
+pub struct Seen(std::collections::HashMap<u64, IdWindow>);
 
-impl Latest {
-    /// Records `event`; false when it was seen before.
+/// Ids `[end - WINDOW, end)` of one run, one bit each at `id % WINDOW`.
+#[derive(Debug)]
+pub struct IdWindow {
+    end: u64,
+    bits: Vec<u64>,
+}
+
+impl Seen {
+    /// Ids one run remembers.
+    pub const WINDOW: u64 = 1 << 22;
+
+    /// Records `event`; false when it was pushed before.
     pub fn insert(&mut self, event: &StoryEvent) -> bool {
-        use std::collections::hash_map::Entry;
-        match self.0.entry((event.run, event.session)) {
-            Entry::Vacant(v) => {
-                v.insert(event.id);
-                true
-            }
-            Entry::Occupied(mut o) if event.id > *o.get() => {
-                o.insert(event.id);
-                true
-            }
-            Entry::Occupied(_) => false,
+        let w =
+            self.0.entry(event.run).or_insert_with(|| IdWindow { end: 0, bits: vec![0; (Self::WINDOW / 64) as usize] });
+        let id = event.id;
+        if id + Self::WINDOW < w.end {
+            return false; // older than the window: redelivered long after
         }
+        if id >= w.end {
+            // Slide: the slots of ids leaving the window are reused, so clear them.
+            let from = w.end.max((id + 1).saturating_sub(Self::WINDOW));
+            if id + 1 - from >= Self::WINDOW {
+                w.bits.fill(0);
+            } else {
+                for old in from..=id {
+                    let slot = old % Self::WINDOW;
+                    w.bits[(slot / 64) as usize] &= !(1 << (slot % 64));
+                }
+            }
+            w.end = id + 1;
+        }
+        let slot = id % Self::WINDOW;
+        let (word, bit) = ((slot / 64) as usize, 1u64 << (slot % 64));
+        let fresh = w.bits[word] & bit == 0;
+        w.bits[word] |= bit;
+        fresh
     }
 }
 
@@ -362,16 +386,24 @@ mod tests {
     }
 
     #[test]
-    fn redeliveries_are_recognised_per_run_and_session() {
-        let e = |run, session, id| StoryEvent { run, id, session, action: String::new(), beat: None, window: None };
-        let mut l = Latest::default();
-        assert!(l.insert(&e(1, 1, 0)));
-        assert!(!l.insert(&e(1, 1, 0)));
-        assert!(l.insert(&e(1, 2, 0)));
-        assert!(l.insert(&e(2, 1, 0)));
-        assert!(l.insert(&e(1, 1, 5)));
-        assert!(!l.insert(&e(1, 1, 3)));
-        assert!(l.insert(&e(1, 1, 6)));
+    fn redeliveries_are_recognised_per_run_even_out_of_order() {
+        let e = |run, id| StoryEvent { run, id, session: id % 3, action: String::new(), beat: None, window: None };
+        let mut s = Seen::default();
+        assert!(s.insert(&e(1, 0)));
+        assert!(!s.insert(&e(1, 0)));
+        assert!(s.insert(&e(2, 0)), "runs are apart");
+        assert!(s.insert(&e(1, 5)));
+        assert!(s.insert(&e(1, 3)), "a later id first does not hide an earlier one");
+        assert!(!s.insert(&e(1, 3)));
+        assert!(!s.insert(&e(1, 5)));
+        // The window slides: an id far ahead clears the slots it reuses.
+        let far = Seen::WINDOW + 4;
+        assert!(s.insert(&e(1, far)));
+        assert!(s.insert(&e(1, far - 1)), "same slot as id 3 once did, but a new id");
+        assert!(!s.insert(&e(1, 3)), "older than the window");
+        assert!(s.insert(&e(1, 10 * Seen::WINDOW)));
+        assert!(s.insert(&e(1, 10 * Seen::WINDOW - 7)));
+        assert!(!s.insert(&e(1, 10 * Seen::WINDOW - 7)));
     }
 
     #[test]
