@@ -227,42 +227,72 @@ impl KafkaSettings {
         from: &std::collections::HashMap<i32, i64>,
         timeout: Duration,
     ) -> Result<Vec<ReadBack>> {
+        self.read(topic, from, false, timeout).await
+    }
+
+    /// Reads only the partitions named in `from`, from those offsets, up to their current
+    /// end; otherwise as [`Self::read_to_end`].
+    pub async fn read_partitions_to_end(
+        &self,
+        topic: &str,
+        from: &std::collections::HashMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<Vec<ReadBack>> {
+        self.read(topic, from, true, timeout).await
+    }
+
+    /// Reads until every partition read reports its end. The end is what a fetch answers
+    /// (librdkafka's partition EOF), not the listed high watermark: the embedded broker's
+    /// ListOffsets under-reports it when the newest batch holds several records.
+    async fn read(
+        &self,
+        topic: &str,
+        from: &std::collections::HashMap<i32, i64>,
+        only_named: bool,
+        timeout: Duration,
+    ) -> Result<Vec<ReadBack>> {
+        use rdkafka::error::KafkaError;
         use rdkafka::message::Message;
         use rdkafka::{Offset, TopicPartitionList};
         let consumer: BaseConsumer = self
             .consumer_config("read-back", "tailgate-read-back")
             .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
             .create()
             .map_err(|e| Error::Config(e.to_string()))?;
         let (topic, from) = (topic.to_owned(), from.clone());
         tokio::task::spawn_blocking(move || {
             let mut tpl = TopicPartitionList::new();
-            let mut ends = std::collections::HashMap::new();
-            for (p, low, high) in watermarks(&consumer, &topic, timeout)? {
-                let start = from.get(&p).copied().unwrap_or(low).max(low);
-                if high > start {
-                    tpl.add_partition_offset(&topic, p, Offset::Offset(start)).map_err(kafka_err("assign"))?;
-                    ends.insert(p, high);
+            let mut reading = std::collections::HashSet::new();
+            for (p, low, _) in watermarks(&consumer, &topic, timeout)? {
+                if only_named && !from.contains_key(&p) {
+                    continue;
                 }
+                let start = from.get(&p).copied().unwrap_or(low).max(low);
+                tpl.add_partition_offset(&topic, p, Offset::Offset(start)).map_err(kafka_err("assign"))?;
+                reading.insert(p);
             }
             let mut out = Vec::new();
-            if ends.is_empty() {
+            if reading.is_empty() {
                 return Ok(out);
             }
             consumer.assign(&tpl).map_err(kafka_err(format!("assign {topic}")))?;
             let deadline = std::time::Instant::now() + timeout;
-            while !ends.is_empty() {
+            while !reading.is_empty() {
                 if std::time::Instant::now() >= deadline {
                     return Err(Error::Topic {
                         topic,
                         reason: format!("could not read to its end within {timeout:?}"),
                     });
                 }
-                let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
-                let msg = msg.map_err(kafka_err(format!("read {topic}")))?;
-                if ends.get(&msg.partition()).is_some_and(|&end| msg.offset() + 1 >= end) {
-                    ends.remove(&msg.partition());
-                }
+                let msg = match consumer.poll(Duration::from_millis(100)) {
+                    None => continue,
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        reading.remove(&p);
+                        continue;
+                    }
+                    Some(m) => m.map_err(kafka_err(format!("read {topic}")))?,
+                };
                 out.push(ReadBack {
                     partition: msg.partition(),
                     offset: msg.offset(),
