@@ -15,7 +15,7 @@ use pipeline::stage::{self, StageCounters};
 use pipeline::streamjob::{StreamJob, StreamJobConfig};
 use pipeline::{KafkaSettings, topics};
 use probes::{HopSet, TraceContext};
-use reports::result::{AgentStart, PipelineInfo};
+use reports::result::{PipelineInfo, StateRestore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -479,10 +479,10 @@ async fn run_profile(
     let mut ticks = 0u64;
     let restart = scenario.agent.restart_at.map(|at| tokio::time::Instant::now() + Duration::from_millis(100) + at);
     let mut restarting = false;
-    let mut agent_starts_at = vec![0.0];
+    let mut agent_starts = 1;
     let report = loop {
         tokio::select! {
-            () = tokio::time::sleep_until(restart.unwrap_or_else(tokio::time::Instant::now)), if restart.is_some() && agent_starts_at.len() == 1 && !restarting => {
+            () = tokio::time::sleep_until(restart.unwrap_or_else(tokio::time::Instant::now)), if restart.is_some() && agent_starts == 1 && !restarting => {
                 eprintln!("stopping the agent abruptly (agent.restart_at) and starting it again");
                 agent_task.abort();
                 restarting = true;
@@ -500,6 +500,7 @@ async fn run_profile(
                         sent,
                         delivered,
                         dead_lettered: dl,
+                        filtered: counters[0].filtered.load(Ordering::Relaxed),
                         duplicates: counters[3].duplicates.load(Ordering::Relaxed),
                         schedule_lag_ms: Some(lag as f64 / 1e6),
                         lags: stage_lags(sent, &counters),
@@ -517,7 +518,7 @@ async fn run_profile(
                 if restarting && matches!(&done, Err(e) if e.is_cancelled() && e.id() == agent_task.id()) {
                     let (ready, _) = watch::channel(false);
                     agent_task = spawn_agent(&mut stages, ready);
-                    agent_starts_at.push(began.elapsed().as_secs_f64());
+                    agent_starts += 1;
                     restarting = false;
                 } else {
                     failure = Some(describe_exit(done));
@@ -588,12 +589,12 @@ async fn run_profile(
         context_misses: agent_stats.context_misses.load(Ordering::Relaxed),
         context_errors: agent_stats.context_errors.load(Ordering::Relaxed),
         replays: agent_stats.replays.load(Ordering::Relaxed),
-        agent_starts: restores
+        agent_restores: restores
             .into_iter()
-            .zip(agent_starts_at)
-            .map(|(r, at_s)| AgentStart {
-                at_s,
+            .map(|r| StateRestore {
+                at_s: r.at_ns.saturating_sub(start_ns) as f64 / 1e9,
                 from: r.from,
+                partitions: r.partitions,
                 sessions: r.sessions,
                 records: r.records,
                 warm_start_ms: r.warm_start_ms,

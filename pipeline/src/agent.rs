@@ -12,6 +12,10 @@
 //!   record are acknowledged. A redelivered event (already in the state) is emitted again
 //!   with the beat number it had and does not change the state; the gateway drops the
 //!   duplicate by event id and counts it.
+//! - **Partition moves**: a session's changelog record goes to the partition its event came
+//!   from. When partitions are assigned (on start, or when another instance joins or leaves
+//!   the group) the agent reads those changelog partitions before processing further, so
+//!   a session that moves here continues from the state its last owner left.
 
 pub mod model;
 pub mod state;
@@ -26,6 +30,7 @@ use crate::stage::{
 use crate::{Error, Result, topics};
 use model::{Model, ModelConfig};
 use probes::Stamp;
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use state::{Restored, SessionState, Store};
@@ -72,7 +77,7 @@ impl AgentConfig {
 /// What the agent reports while and after it runs.
 #[derive(Debug, Default)]
 pub struct AgentStats {
-    /// One entry per start: how the state was rebuilt.
+    /// One entry per partition assignment (the first on start): how the state was rebuilt.
     pub restores: Mutex<Vec<Restored>>,
     pub context_hits: AtomicU64,
     pub context_misses: AtomicU64,
@@ -135,12 +140,23 @@ pub fn compose(state: &mut SessionState, event: &StoryEvent, context: Option<&st
 /// One event for a worker.
 struct Job {
     event: StoryEvent,
+    /// The input partition, which the session's changelog record goes to.
+    partition: i32,
     carried: Carried,
     ingress_ns: u64,
     done: oneshot::Sender<std::result::Result<Vec<DeliveryFuture>, String>>,
 }
 
-/// Runs the agent until `cancel`: rebuilds the state, then consumes `story.actions`.
+/// What a worker is given, in order.
+enum Work {
+    Event(Job),
+    /// Session states read back from the changelog; adopted where ahead of the worker's.
+    Adopt(Vec<(u64, SessionState)>),
+}
+
+/// Runs the agent until `cancel`: consumes `story.actions`, and whenever partitions are
+/// assigned, rebuilds their sessions' state before processing more events. `ready` turns
+/// true once the first assignment's state is restored.
 pub async fn run(
     kafka: KafkaSettings,
     config: AgentConfig,
@@ -150,12 +166,12 @@ pub async fn run(
     ready: watch::Sender<bool>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let (store, sessions, restored) = state::restore(&kafka, &config.state_dir, config.run).await?;
-    if let Ok(mut r) = stats.restores.lock() {
-        r.push(restored);
-    }
+    check_co_partitioned(&kafka).await?;
+    let (mut recovery, sessions) = state::Recovery::open(&config.state_dir, config.run)?;
+    let loaded = sessions.len();
     let model = Model::new(&config.model, config.run).map_err(|reason| Error::Stage { stage: NAME, reason })?;
-    let consumer = open_consumer(&kafka, NAME, topics::ACTIONS, ready)?;
+    let consumer = open_consumer(&kafka, NAME, topics::ACTIONS, watch::Sender::new(false))?;
+    let mut assignments = consumer.context().assignments();
     let producer = open_producer(&kafka, NAME)?;
     let dlq = DeadLetters::new(producer.clone(), NAME, Arc::clone(&counters));
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
@@ -169,11 +185,12 @@ pub async fn run(
     let mut senders = Vec::with_capacity(n);
     let mut workers = Vec::with_capacity(n);
     for states in shards {
-        let (wtx, wrx) = mpsc::channel::<Job>(256);
+        let (wtx, wrx) = mpsc::channel::<Work>(256);
         senders.push(wtx);
         let w = Worker {
             states,
-            store: store.clone(),
+            store: recovery.store.clone(),
+            failed: None,
             producer: producer.clone(),
             dlq: dlq.clone(),
             model: model.clone(),
@@ -189,10 +206,35 @@ pub async fn run(
     // Workers run inside this task (not spawned), so stopping the task stops them all at once.
     let dispatch = async {
         let result = loop {
-            let msg = match next_message(&consumer, &cancel, NAME, topics::ACTIONS).await {
-                Ok(Some(m)) => m,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
+            let msg = tokio::select! {
+                biased;
+                Ok(()) = assignments.changed() => {
+                    // Rebuild the assigned partitions' sessions before reading on.
+                    let partitions = assigned(&consumer);
+                    let (states, restored) = match recovery.catch_up(&kafka, partitions, loaded).await {
+                        Ok(r) => r,
+                        Err(e) => break Err(e),
+                    };
+                    let mut per_worker = vec![Vec::new(); n];
+                    for (s, st) in states {
+                        per_worker[(s % n as u64) as usize].push((s, st));
+                    }
+                    for (w, states) in senders.iter().zip(per_worker) {
+                        if !states.is_empty() && w.send(Work::Adopt(states)).await.is_err() {
+                            break;
+                        }
+                    }
+                    if let Ok(mut r) = stats.restores.lock() {
+                        r.push(restored);
+                    }
+                    ready.send_replace(true);
+                    continue;
+                }
+                m = next_message(&consumer, &cancel, NAME, topics::ACTIONS) => match m {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                },
             };
             let ingress_ns = probes::now_ns();
             let ack = match decode(&msg, kafka.converter) {
@@ -204,7 +246,8 @@ pub async fn run(
                     let (done, rx) = oneshot::channel();
                     let carried = Carried::of(msg.headers(), &incoming);
                     let w = &senders[(event.session % n as u64) as usize];
-                    if w.send(Job { event, carried, ingress_ns, done }).await.is_err() {
+                    let job = Job { event, partition: msg.partition(), carried, ingress_ns, done };
+                    if w.send(Work::Event(job)).await.is_err() {
                         break Ok(());
                     }
                     Ack::Later(rx)
@@ -218,18 +261,49 @@ pub async fn run(
         result
     };
     let (result, _) = tokio::join!(dispatch, futures::future::join_all(workers));
+    let owned = assigned(&consumer);
     let result = finish(NAME, consumer, tx, acker, result).await;
     if result.is_ok() {
         // Everything acknowledged is in the store: the next start needs only what follows.
-        let ends = kafka.high_watermarks(topics::AGENT_CHANGELOG).await?;
-        store.mark_clean(&ends)?;
+        recovery.mark_clean(&kafka, &owned).await?;
     }
     result
+}
+
+/// The partitions of `story.actions` the consumer is assigned now.
+fn assigned(consumer: &crate::stage::StageConsumer) -> Vec<i32> {
+    let mut ps: Vec<i32> = consumer
+        .assignment()
+        .map(|tpl| tpl.elements_for_topic(topics::ACTIONS).iter().map(|e| e.partition()).collect())
+        .unwrap_or_default();
+    ps.sort_unstable();
+    ps
+}
+
+/// Refuses to start unless the changelog has as many partitions as `story.actions`: a
+/// session's state is kept in the changelog partition numbered as its events' partition.
+async fn check_co_partitioned(kafka: &KafkaSettings) -> Result<()> {
+    let input = kafka.high_watermarks(topics::ACTIONS).await?.len();
+    let changelog = kafka.high_watermarks(topics::AGENT_CHANGELOG).await?.len();
+    if input == changelog {
+        return Ok(());
+    }
+    Err(Error::Stage {
+        stage: NAME,
+        reason: format!(
+            "{} has {changelog} partitions but {} has {input}: the changelog must be co-partitioned with the \
+             input (recreate it with {input} partitions)",
+            topics::AGENT_CHANGELOG,
+            topics::ACTIONS
+        ),
+    })
 }
 
 struct Worker {
     states: HashMap<u64, SessionState>,
     store: Store,
+    /// Why the worker can no longer keep state; every later event fails with it.
+    failed: Option<String>,
     producer: FutureProducer,
     dlq: DeadLetters,
     model: Model,
@@ -242,12 +316,36 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         let mut stamps = Vec::with_capacity(512);
-        while let Some(job) = rx.recv().await {
-            let out = self.handle(&job, &mut stamps).await.map_err(|e| e.to_string());
-            let _ = job.done.send(out);
+        while let Some(work) = rx.recv().await {
+            match work {
+                Work::Event(job) => {
+                    let out = match &self.failed {
+                        Some(reason) => Err(reason.clone()),
+                        None => self.handle(&job, &mut stamps).await.map_err(|e| e.to_string()),
+                    };
+                    let _ = job.done.send(out);
+                }
+                Work::Adopt(states) => {
+                    if let Err(e) = self.adopt(states) {
+                        self.failed = Some(format!("cannot keep restored state: {e}"));
+                    }
+                }
+            }
         }
+    }
+
+    /// Takes each restored state that is ahead of the one in memory.
+    fn adopt(&mut self, states: Vec<(u64, SessionState)>) -> Result<()> {
+        for (session, restored) in states {
+            let mine = self.states.entry(session).or_default();
+            if restored.actions > mine.actions {
+                *mine = restored;
+                self.store.put(&state::state_key(self.config.run, session), mine)?;
+            }
+        }
+        Ok(())
     }
 
     /// The session's context: the prefetched answer when there is one, else a lookup now.
@@ -288,7 +386,10 @@ impl Worker {
         if changed {
             let skey = state::state_key(self.config.run, event.session);
             let value = self.store.put(&skey, state)?;
-            let record = FutureRecord::<[u8], [u8]>::to(topics::AGENT_CHANGELOG).key(&skey[..]).payload(&value[..]);
+            let record = FutureRecord::<[u8], [u8]>::to(topics::AGENT_CHANGELOG)
+                .partition(job.partition)
+                .key(&skey[..])
+                .payload(&value[..]);
             acks.push(send_with_retry(&self.producer, record, NAME)?);
         } else {
             self.stats.replays.fetch_add(1, Ordering::Relaxed);

@@ -52,16 +52,24 @@ pub struct StageCounters {
     pub duplicates: AtomicU64,
 }
 
-/// Consumer context that reports when the group has assigned partitions.
+/// Consumer context that reports when the group has assigned partitions, and counts
+/// assignments for a stage that must act on each (the agent restores state).
 #[derive(Debug)]
 pub struct ReadyContext {
     ready: watch::Sender<bool>,
+    assignments: watch::Sender<u64>,
 }
 
 impl ReadyContext {
     /// A context that sets `ready` once partitions are assigned.
     pub fn new(ready: watch::Sender<bool>) -> Self {
-        Self { ready }
+        Self { ready, assignments: watch::Sender::new(0) }
+    }
+
+    /// Changes on every assignment (a rebalance has completed; the consumer's assignment
+    /// may differ). Assignments happen while the consumer is polled.
+    pub fn assignments(&self) -> watch::Receiver<u64> {
+        self.assignments.subscribe()
     }
 }
 
@@ -69,10 +77,11 @@ impl ClientContext for ReadyContext {}
 
 impl ConsumerContext for ReadyContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance
-            && tpl.count() > 0
-        {
-            self.ready.send_replace(true);
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assignments.send_modify(|n| *n += 1);
+            if tpl.count() > 0 {
+                self.ready.send_replace(true);
+            }
         }
     }
 }
@@ -90,7 +99,7 @@ pub fn open_consumer(
 ) -> Result<Arc<StageConsumer>> {
     let consumer: StageConsumer = kafka
         .consumer_config(stage, &format!("tailgate-{stage}"))
-        .create_with_context(ReadyContext { ready })
+        .create_with_context(ReadyContext::new(ready))
         .map_err(|e| Error::Config(format!("{stage} consumer: {e}")))?;
     consumer.subscribe(&[input]).map_err(kafka_err(format!("{stage} subscribe to {input}")))?;
     Ok(Arc::new(consumer))

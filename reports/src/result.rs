@@ -198,22 +198,27 @@ pub struct PipelineInfo {
     pub context_errors: u64,
     /// Events the agent saw again after a restart.
     pub replays: u64,
-    /// One entry per agent start: how its state was rebuilt.
-    #[serde(default)]
-    pub agent_starts: Vec<AgentStart>,
+    /// One entry per partition assignment to the agent (the first on start, then on every
+    /// restart or partition move): how its sessions' state was rebuilt.
+    #[serde(default, alias = "agent_starts")]
+    pub agent_restores: Vec<StateRestore>,
 }
 
-/// One start of the agent.
+/// One rebuild of the agent's state, for the partitions it was assigned.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct AgentStart {
-    /// Seconds after the load began (0 for the first start).
+pub struct StateRestore {
+    /// Seconds after the load began (0 before it).
     pub at_s: f64,
-    /// `local store` or `changelog`.
+    /// `local store` (the last stop was clean) or `changelog` (it was not).
     pub from: String,
+    /// The input partitions assigned.
+    #[serde(default)]
+    pub partitions: Vec<i32>,
+    /// Sessions whose state was restored.
     pub sessions: u64,
-    /// Changelog records applied.
+    /// Changelog records read.
     pub records: u64,
-    /// From opening the store to ready to consume.
+    /// Time spent restoring, before processing resumed.
     pub warm_start_ms: f64,
 }
 
@@ -271,13 +276,14 @@ impl RunResult {
         );
         let _ = writeln!(
             s,
-            "events    sent {}  delivered {}  dead-lettered {}  filtered {}  lost {}  duplicates {}{}",
+            "events    sent {}  delivered {}  dead-lettered {}  filtered {}  lost {}  duplicates {}  reordered {}{}",
             c.sent,
             c.delivered,
             c.dead_lettered,
             c.filtered,
             c.lost,
             c.duplicates,
+            c.reordered,
             if self.interrupted { "  (interrupted)" } else { "" }
         );
         if let Some(p) = &self.pipeline {
@@ -298,11 +304,11 @@ impl RunResult {
                 p.context_misses,
                 p.context_errors
             );
-            for a in &p.agent_starts {
+            for a in &p.agent_restores {
                 let _ = writeln!(
                     s,
-                    "          agent start at {:.1}s: state from the {} ({} sessions, {} changelog records) in {:.1} ms",
-                    a.at_s, a.from, a.sessions, a.records, a.warm_start_ms
+                    "          agent state at {:.1}s, partitions {:?}: from the {} ({} sessions, {} changelog records) in {:.1} ms",
+                    a.at_s, a.partitions, a.from, a.sessions, a.records, a.warm_start_ms
                 );
             }
         }

@@ -2,10 +2,13 @@
 //! through to a local LSM store (fjall) and to the compacted changelog topic
 //! `story.agent-changelog`, keyed by run and session.
 //!
-//! On start the state is rebuilt before any event is processed. After a clean stop the
-//! local store is complete (a `clean` mark records the changelog's end), so only changelog
-//! records after that mark are applied; after a crash (no mark) the store is cleared and
-//! rebuilt from the whole changelog. Either way the time it took is reported.
+//! A session's state is rebuilt before any of its events is processed, whenever its
+//! partition is assigned to this instance: on start, and when a partition moves here from
+//! another instance. After a clean stop the local store is complete up to a `clean` mark
+//! (per changelog partition), so only changelog records after it are read; after a crash
+//! (no mark) the store is cleared and rebuilt from the changelog. A state read back is
+//! adopted only if it is ahead of the one in memory (`actions` only grows), so reading a
+//! record twice, or one's own records, is harmless. The time it took is reported.
 
 use crate::kafka::KafkaSettings;
 use crate::{Error, Result, topics};
@@ -130,56 +133,110 @@ impl Store {
     }
 }
 
-/// How the state was rebuilt on start.
+/// How some of the state was rebuilt: on start, and whenever partitions are assigned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Restored {
-    /// `local store` or `changelog`.
+    /// Epoch ns when the partitions were assigned.
+    pub at_ns: u64,
+    /// `local store` (the last stop was clean) or `changelog` (it was not: the store was
+    /// cleared and everything comes from the changelog).
     pub from: String,
-    /// Sessions of this run found.
+    /// The input partitions assigned, whose changelog partitions were read.
+    pub partitions: Vec<i32>,
+    /// Sessions of this run whose state was restored: loaded from the store (on start) or
+    /// updated from the changelog.
     pub sessions: u64,
-    /// Changelog records applied.
+    /// Changelog records read.
     pub records: u64,
-    /// From opening the store to ready to process.
+    /// Time spent restoring: opening the store (on start) plus reading the changelog.
     pub warm_start_ms: f64,
 }
 
-/// Opens the store in `dir` and rebuilds the state of `run` from it and the changelog.
-pub async fn restore(
-    kafka: &KafkaSettings,
-    dir: &Path,
+/// The local store of a run and how far it is known to be complete, per changelog
+/// partition. The changelog is co-partitioned with `story.actions` (a session's state goes
+/// to the partition its events come from), so the instance that is assigned an input
+/// partition reads only that changelog partition to rebuild its sessions.
+#[derive(Debug)]
+pub struct Recovery {
+    pub store: Store,
     run: u64,
-) -> Result<(Store, HashMap<u64, SessionState>, Restored)> {
-    let began = Instant::now();
-    std::fs::create_dir_all(dir).map_err(|e| Error::State(format!("{}: {e}", dir.display())))?;
-    let store = Store::open(dir)?;
-    let clean = store.take_clean()?;
-    let from = match &clean {
-        Some(ends) => ends.clone(),
-        None => {
-            store.clear()?;
-            HashMap::new()
-        }
-    };
-    let records = kafka.read_to_end(topics::AGENT_CHANGELOG, &from, Duration::from_secs(30)).await?;
-    let mut applied = 0;
-    for r in &records {
-        let Some((r_run, _)) = r.key.as_deref().and_then(parse_key) else { continue };
-        if r_run != run {
-            continue;
-        }
-        if let (Some(k), Some(v)) = (&r.key, &r.value) {
-            store.sessions.insert(k, v).map_err(state_err)?;
-            applied += 1;
-        }
+    /// Where to read each changelog partition from next; absent means its beginning.
+    from: HashMap<i32, i64>,
+    source: &'static str,
+    /// Time taken to open (and perhaps clear) the store, counted in the first restore.
+    opening: Option<Duration>,
+}
+
+impl Recovery {
+    /// Opens (creating) the store in `dir` and loads the sessions of `run` it holds. After a
+    /// clean stop the store is complete up to its `clean` mark; otherwise it is cleared and
+    /// the changelog will be read from its beginning.
+    pub fn open(dir: &Path, run: u64) -> Result<(Self, HashMap<u64, SessionState>)> {
+        let began = Instant::now();
+        std::fs::create_dir_all(dir).map_err(|e| Error::State(format!("{}: {e}", dir.display())))?;
+        let store = Store::open(dir)?;
+        let (from, source) = match store.take_clean()? {
+            Some(marks) => (marks, "local store"),
+            None => {
+                store.clear()?;
+                (HashMap::new(), "changelog")
+            }
+        };
+        let sessions = store.load(run)?;
+        Ok((Self { store, run, from, source, opening: Some(began.elapsed()) }, sessions))
     }
-    let sessions = store.load(run)?;
-    let restored = Restored {
-        from: if clean.is_some() { "local store".into() } else { "changelog".into() },
-        sessions: sessions.len() as u64,
-        records: applied,
-        warm_start_ms: began.elapsed().as_secs_f64() * 1e3,
-    };
-    Ok((store, sessions, restored))
+
+    /// Reads the changelog partitions of the input `partitions` from where the store is
+    /// complete to their current end. Returns the newest state found for each of this
+    /// run's sessions there (for the workers to adopt where it is ahead of theirs) and
+    /// what was done. `loaded` is counted as restored sessions on the first call.
+    pub async fn catch_up(
+        &mut self,
+        kafka: &KafkaSettings,
+        partitions: Vec<i32>,
+        loaded: usize,
+    ) -> Result<(Vec<(u64, SessionState)>, Restored)> {
+        let (at_ns, began) = (probes::now_ns(), Instant::now());
+        let from: HashMap<i32, i64> = partitions.iter().map(|p| (*p, self.from.get(p).copied().unwrap_or(0))).collect();
+        let records = kafka.read_partitions_to_end(topics::AGENT_CHANGELOG, &from, Duration::from_secs(30)).await?;
+        let mut newest: HashMap<u64, SessionState> = HashMap::new();
+        for r in &records {
+            self.from.insert(r.partition, r.offset + 1);
+            let Some((r_run, session)) = r.key.as_deref().and_then(parse_key) else { continue };
+            let Some(state) = r.value.as_deref().and_then(|v| serde_json::from_slice::<SessionState>(v).ok()) else {
+                continue;
+            };
+            if r_run == self.run && newest.get(&session).is_none_or(|s| state.actions > s.actions) {
+                newest.insert(session, state);
+            }
+        }
+        let opening = self.opening.take();
+        let restored = Restored {
+            at_ns,
+            from: self.source.to_owned(),
+            partitions,
+            sessions: (newest.len() + if opening.is_some() { loaded } else { 0 }) as u64,
+            records: records.len() as u64,
+            warm_start_ms: (began.elapsed() + opening.unwrap_or_default()).as_secs_f64() * 1e3,
+        };
+        Ok((newest.into_iter().collect(), restored))
+    }
+
+    /// After a clean stop: marks the store complete up to the changelog's end for the
+    /// partitions this instance `owned` to the end (every change in them is its own and in
+    /// the store), and up to where it last read for the others.
+    pub async fn mark_clean(&self, kafka: &KafkaSettings, owned: &[i32]) -> Result<()> {
+        // A listed end can fall short of the true one (see `read_to_end`); reading a few of
+        // one's own records again on the next start is harmless.
+        let ends = kafka.high_watermarks(topics::AGENT_CHANGELOG).await?;
+        let mut marks = self.from.clone();
+        for p in owned {
+            if let Some(end) = ends.get(p) {
+                marks.insert(*p, *end);
+            }
+        }
+        self.store.mark_clean(&marks)
+    }
 }
 
 #[cfg(test)]
