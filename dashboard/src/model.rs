@@ -32,6 +32,8 @@ pub struct Progress {
     pub sent: u64,
     pub delivered: u64,
     pub dead_lettered: u64,
+    /// Events a connector transform dropped on purpose: settled, not in flight.
+    pub filtered: u64,
     pub duplicates: u64,
     /// The load generator's largest schedule lag since the last progress, ms.
     pub schedule_lag_ms: Option<f64>,

@@ -123,13 +123,16 @@ fn draw_latency(frame: &mut Frame<'_>, area: Rect, s: &DashState, v: &WindowView
 
 fn draw_throughput(frame: &mut Frame<'_>, area: Rect, s: &DashState, v: &WindowView) {
     let p = &s.progress;
-    let in_flight = p.sent.saturating_sub(p.delivered + p.dead_lettered);
+    let in_flight = p.sent.saturating_sub(p.delivered + p.dead_lettered + p.filtered);
     let mut lines = vec![
         Line::raw(format!("sent {:>12}  per s {:>7.0}", p.sent, v.delivered_per_s)),
         Line::raw(format!("delivered {:>7}  in flight {:>5}", p.delivered, in_flight)),
     ];
     let dl_style = if p.dead_lettered > 0 { Style::new().fg(Color::Yellow) } else { Style::new() };
     lines.push(Line::styled(format!("dead-lettered {:>3}  duplicates {:>4}", p.dead_lettered, p.duplicates), dl_style));
+    if p.filtered > 0 {
+        lines.push(Line::raw(format!("filtered {:>8}", p.filtered)));
+    }
     if let Some(lag) = p.schedule_lag_ms {
         lines.push(Line::raw(format!("schedule lag max {lag:.2} ms")));
     }
@@ -297,7 +300,13 @@ mod tests {
             );
             st.apply(Feed::Sample(Sample { intended_ns: intended, received_ns: intended + e2e_ms * MS, stamps }));
         }
-        st.apply(Feed::Progress(Progress { sent: 12_000, delivered: 11_990, dead_lettered: 3, ..Progress::default() }));
+        st.apply(Feed::Progress(Progress {
+            sent: 12_000,
+            delivered: 11_990,
+            dead_lettered: 3,
+            filtered: 5,
+            ..Progress::default()
+        }));
         st.tick(112 * S);
         st
     }
@@ -342,6 +351,8 @@ mod tests {
             "agent->client",
             "sent        12000",
             "dead-lettered   3",
+            "in flight     2", // neither delivered, dead-lettered nor filtered
+            "filtered        5",
             "q quit",
         ] {
             assert!(t.contains(needle), "missing {needle:?} in\n{t}");
