@@ -71,6 +71,28 @@ impl TraceContext {
         Self { trace_id: nonzero_bytes(), span_id: nonzero_bytes(), flags: 0x01 }
     }
 
+    /// A new trace whose sampled flag is set for a fraction `ratio` of trace ids (the
+    /// OpenTelemetry trace-id-ratio rule on the id's last 8 bytes, so any process deciding
+    /// from the same id agrees).
+    pub fn root_sampled(ratio: f64) -> Self {
+        let mut t = Self::new_root();
+        t.flags = u8::from(Self::ratio_keeps(&t.trace_id, ratio));
+        t
+    }
+
+    /// Whether the trace-id-ratio rule keeps `trace_id` at `ratio` (0 to 1).
+    pub fn ratio_keeps(trace_id: &[u8; 16], ratio: f64) -> bool {
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&trace_id[8..]);
+        let x = u64::from_be_bytes(low) >> 1;
+        ratio >= 1.0 || (ratio > 0.0 && (x as f64) < ratio * (1u64 << 63) as f64)
+    }
+
+    /// Whether the sampled flag is set.
+    pub fn is_sampled(&self) -> bool {
+        self.flags & 0x01 != 0
+    }
+
     /// A child span in the same trace.
     pub fn child(&self) -> Self {
         Self { span_id: nonzero_bytes(), ..*self }
@@ -339,6 +361,16 @@ mod tests {
         assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.flags, 1);
         assert_eq!(&t.encode(), v);
+    }
+
+    #[test]
+    fn ratio_sampling_keeps_about_the_ratio_and_the_extremes_exactly() {
+        let kept = (0..20_000).filter(|_| TraceContext::root_sampled(0.25).is_sampled()).count();
+        assert!((4_000..6_000).contains(&kept), "{kept} of 20000 at 0.25");
+        assert!((0..100).all(|_| TraceContext::root_sampled(1.0).is_sampled()));
+        assert!((0..100).all(|_| !TraceContext::root_sampled(0.0).is_sampled()));
+        let t = TraceContext::root_sampled(0.5);
+        assert_eq!(t.child().is_sampled(), t.is_sampled(), "children keep the decision");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! tailgate's vocabulary: the header protocol every stage speaks (W3C `traceparent`,
 //! `tg-intended`, `tg-stamps`), the clock stamps are taken with, and the HdrHistogram
-//! recorders and interval logs that turn stamps into latency figures.
+//! recorders and interval logs that turn stamps into latency figures, and the spans
+//! stages record for tracing ([`spans`]).
 //!
 //! Nothing here talks to Kafka: the codec works on header names and bytes, so any client
 //! library (and any process that forwards the headers) can be measured.
@@ -9,6 +10,7 @@ pub mod clock;
 pub mod headers;
 pub mod hops;
 pub mod recorder;
+pub mod spans;
 pub mod wire;
 
 pub use clock::now_ns;
