@@ -280,6 +280,8 @@ async fn run_profile(
     compacted.push(("cleanup.policy", "compact"));
     kafka.ensure_topics(&topics::COMPACTED, &compacted).await.map_err(runtime)?;
     kafka.converter = scenario.connector.converter;
+    let tracer = start_tracer(scenario)?;
+    kafka.spans = tracer.clone().map(|t| t as Arc<dyn probes::spans::SpanSink>);
     std::fs::create_dir_all(dir).map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
 
     let run_id = random_u64() >> 12;
@@ -412,6 +414,7 @@ async fn run_profile(
     let measure_from_ns = start_ns + u64::try_from(load.warmup.as_nanos()).unwrap_or(u64::MAX);
     let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, measure_from_ns, Duration::from_secs(1));
     let mut tally = Tally::new(run_id, measure_from_ns, hops);
+    tally.spans = kafka.spans.clone();
     tally.warmup = Some(probes::LatencyRecorder::new(reports::WARMUP_TAG, start_ns, Duration::from_secs(1)));
     if let Some(feed) = &opts.feed {
         feed.deliver(Feed::Meta(live_meta(scenario, &profile.name, &broker.info, start_ns)));
@@ -445,22 +448,32 @@ async fn run_profile(
     };
     {
         let (stop, sent_live) = (Arc::clone(&stop), Arc::clone(&sent_live));
+        let spans = kafka.spans.clone();
+        let ratio = tracer.as_ref().map_or(1.0, |t| t.config().sample_ratio);
         std::thread::Builder::new()
             .name("tailgate-loadgen".into())
             .spawn(move || {
                 let report = driver.run(&SystemClock, &stop, &sent_live, |e| {
-                    let tp = TraceContext::new_root().encode();
+                    let root = TraceContext::root_sampled(ratio);
+                    let tp = root.encode();
                     let poisoned = poison_every > 0 && e.id % poison_every == poison_every - 1;
                     let traceparent =
                         if poisoned { POISON_TRACEPARENT } else { std::str::from_utf8(&tp).unwrap_or_default() };
-                    writer.insert(ActionRow {
+                    let sending_ns = probes::now_ns();
+                    let sent = writer.insert(ActionRow {
                         run: run_id,
                         event_id: e.id,
                         session: e.session,
                         intended_ns: e.intended_ns,
                         traceparent: traceparent.into(),
                         action: e.payload.into(),
-                    })
+                    });
+                    if !poisoned {
+                        probes::spans::record(&spans, &root, || {
+                            telemetry::send_span(&root, e.id, sending_ns, probes::now_ns())
+                        });
+                    }
+                    sent
                 });
                 let _ = done_tx.send(report);
             })
@@ -563,6 +576,10 @@ async fn run_profile(
     let broker_info = broker.info.clone();
     drop(broker); // everything that talks to it is done
 
+    let telemetry_info = match tracer {
+        Some(t) => Some(stop_tracer(t).await),
+        None => None,
+    };
     let dead_lettered = audit.ids.iter().filter(|id| !tally.has(**id)).count() as u64;
     let filtered = counters[0].filtered.load(Ordering::Relaxed);
     let counts = Counts {
@@ -628,6 +645,7 @@ async fn run_profile(
         interrupted: interrupted || report.stopped_early,
         machine: Machine::this(),
         pipeline: Some(pipeline_info),
+        telemetry: telemetry_info,
     };
     result.evaluate(&scenario.sla);
     if tally.unreadable > 0 {
@@ -652,6 +670,52 @@ async fn run_profile(
     write_run_dir(dir, &result, &mut tally, report.schedule_lag)
         .map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
+}
+
+/// Starts span export when the scenario or the `OTEL_*` environment names a collector.
+fn start_tracer(scenario: &Scenario) -> Result<Option<Arc<telemetry::Tracer>>, RunError> {
+    let requested =
+        scenario.telemetry.requested(&scenario.sla).map_err(|(f, why)| runtime(format!("telemetry.{f}: {why}")))?;
+    let Some(config) = telemetry::TelemetryConfig::resolve(&requested, |k| std::env::var(k).ok()).map_err(runtime)?
+    else {
+        return Ok(None);
+    };
+    let shape = |stage: &str, consumes: Option<&str>, produces: Option<&str>| telemetry::StageShape {
+        stage: stage.to_owned(),
+        consumes: consumes.map(|t| (t.to_owned(), stage::group_of(stage))),
+        produces: produces.map(str::to_owned),
+    };
+    let shapes = vec![
+        shape(connector::NAME, None, Some(topics::ACTIONS)),
+        shape(agent::NAME, Some(topics::ACTIONS), Some(topics::BEATS)),
+        shape(pipeline::streamjob::NAME, Some(topics::BEATS), Some(topics::UPDATES)),
+        shape(gateway::NAME, Some(topics::UPDATES), None),
+    ];
+    eprintln!(
+        "tracing: OTLP {} to {}, {:.0}% of events",
+        config.protocol.name(),
+        config.endpoint,
+        config.sample_ratio * 100.0
+    );
+    telemetry::Tracer::start(config, shapes).map(Some).map_err(runtime)
+}
+
+/// Exports what is left (waiting at most 10 s for the collector) and reports the counts.
+async fn stop_tracer(tracer: Arc<telemetry::Tracer>) -> reports::result::TelemetryInfo {
+    let t = Arc::clone(&tracer);
+    let stats = tokio::task::spawn_blocking(move || t.stop(Duration::from_secs(10))).await.unwrap_or_default();
+    let c = tracer.config();
+    reports::result::TelemetryInfo {
+        endpoint: c.endpoint.clone(),
+        protocol: c.protocol.name().into(),
+        sample_ratio: c.sample_ratio,
+        breach_ms: c.breach_ns.map(|b| b as f64 / 1e6),
+        spans_exported: stats.exported,
+        spans_dropped: stats.dropped,
+        spans_failed: stats.failed,
+        breach_traces: stats.breach_traces,
+        last_error: stats.last_error,
+    }
 }
 
 /// What a poisoned event carries instead of a trace context.

@@ -31,6 +31,8 @@ pub struct Scenario {
     pub agent: AgentSection,
     #[serde(default)]
     pub edge_cache: EdgeCacheSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
@@ -422,6 +424,56 @@ pub struct EdgeCacheSection {
     pub url: Option<String>,
 }
 
+/// `[telemetry]`: span export over OTLP. Off unless an endpoint is named here or in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; fields left out here come from the `OTEL_*` variables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// The collector (`http://127.0.0.1:4317` for gRPC, `http://127.0.0.1:4318` for HTTP).
+    pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: Option<String>,
+    /// Fraction of events traced (0 to 1; default 1).
+    pub sample_ratio: Option<f64>,
+    /// Also trace every event slower than this end to end; default: the SLA's
+    /// `end_to_end.p99_ms` bound, if there is one.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub breach: Option<Duration>,
+}
+
+impl TelemetrySection {
+    /// What the scenario asks of the exporter, with the breach threshold defaulted from
+    /// `sla`.
+    pub fn requested(&self, sla: &[Objective]) -> Result<telemetry::Requested, (&'static str, String)> {
+        let protocol = match &self.protocol {
+            Some(p) => Some(telemetry::Protocol::parse(p).map_err(|e| ("protocol", e))?),
+            None => None,
+        };
+        if let Some(r) = self.sample_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(("sample_ratio", format!("must be between 0 and 1, not {r}")));
+        }
+        if let Some(e) = &self.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(("endpoint", format!("`{e}` is not an http:// or https:// URL")));
+        }
+        let from_sla = sla.iter().find(|o| o.metric == "end_to_end.p99_ms").and_then(|o| o.max);
+        let breach_ns = match (self.breach, from_sla) {
+            (Some(d), _) => Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            (None, Some(ms)) => Some((ms * 1e6) as u64),
+            (None, None) => None,
+        };
+        Ok(telemetry::Requested {
+            endpoint: self.endpoint.clone(),
+            protocol,
+            sample_ratio: self.sample_ratio,
+            breach_ns,
+        })
+    }
+}
+
 /// librdkafka settings for every stage, over tailgate's defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -685,6 +737,9 @@ impl Scenario {
             && !url.starts_with("redis://")
         {
             bad("edge_cache", None, "url", format!("`{url}` is not a redis:// URL (omit it for SQLite)"));
+        }
+        if let Err((field, why)) = self.telemetry.requested(&self.sla) {
+            bad("telemetry", None, field, why);
         }
     }
 

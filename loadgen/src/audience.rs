@@ -37,6 +37,9 @@ pub struct Tally {
     pub warmup: Option<probes::LatencyRecorder>,
     delivered_live: Arc<AtomicU64>,
     observer: ObserverSlot,
+    /// Where each distinct delivery is reported for tracing (the receive span, or the whole
+    /// trace of an unsampled event that broke the SLA).
+    pub spans: probes::spans::Spans,
 }
 
 struct ObserverSlot(Option<Observer>);
@@ -69,6 +72,7 @@ impl Tally {
             warmup: None,
             delivered_live: Arc::default(),
             observer: ObserverSlot(None),
+            spans: None,
         }
     }
 
@@ -115,6 +119,11 @@ impl Tally {
         self.delivered_live.fetch_add(1, Ordering::Relaxed);
         if let Some(o) = &mut self.observer.0 {
             o(d.intended_ns, &d.stamps, received_ns);
+        }
+        if let Some(sink) = &self.spans
+            && let Ok(trace) = probes::TraceContext::parse(d.traceparent.as_bytes())
+        {
+            sink.delivered(&trace, d.id, d.intended_ns, &d.stamps, received_ns);
         }
         if d.intended_ns < self.measure_from_ns {
             self.warmup_delivered += 1;

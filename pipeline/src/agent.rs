@@ -24,12 +24,13 @@ use crate::cache::EdgeCache;
 use crate::event::{Beat, StoryEvent, session_key};
 use crate::kafka::KafkaSettings;
 use crate::stage::{
-    Ack, Carried, DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, decode, finish, next_message, open_consumer,
-    open_producer, send_with_retry, spawn_acker,
+    Ack, Carried, DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, group_of,
+    next_message, open_consumer, open_producer, send_with_retry, spawn_acker,
 };
 use crate::{Error, Result, topics};
 use model::{Model, ModelConfig};
 use probes::Stamp;
+use probes::spans::Consumed;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -142,12 +143,16 @@ struct Job {
     event: StoryEvent,
     /// The input partition, which the session's changelog record goes to.
     partition: i32,
+    offset: i64,
     carried: Carried,
     ingress_ns: u64,
     done: oneshot::Sender<std::result::Result<Vec<DeliveryFuture>, String>>,
 }
 
 /// What a worker is given, in order.
+// Events are the hot path and adoptions rare: boxing the event would cost an allocation per
+// event to shrink a message that is moved once.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     Event(Job),
     /// Session states read back from the changelog; adopted where ahead of the worker's.
@@ -198,6 +203,8 @@ pub async fn run(
             prefetched: HashMap::new(),
             config: config.clone(),
             converter: kafka.converter,
+            spans: kafka.spans.clone(),
+            group: group_of(NAME),
             counters: Arc::clone(&counters),
             stats: Arc::clone(&stats),
         };
@@ -246,7 +253,8 @@ pub async fn run(
                     let (done, rx) = oneshot::channel();
                     let carried = Carried::of(msg.headers(), &incoming);
                     let w = &senders[(event.session % n as u64) as usize];
-                    let job = Job { event, partition: msg.partition(), carried, ingress_ns, done };
+                    let job =
+                        Job { event, partition: msg.partition(), offset: msg.offset(), carried, ingress_ns, done };
                     if w.send(Work::Event(job)).await.is_err() {
                         break Ok(());
                     }
@@ -311,6 +319,8 @@ struct Worker {
     prefetched: HashMap<u64, tokio::task::JoinHandle<Result<Option<String>>>>,
     config: AgentConfig,
     converter: crate::convert::Converter,
+    spans: probes::spans::Spans,
+    group: String,
     counters: Arc<StageCounters>,
     stats: Arc<AgentStats>,
 }
@@ -411,10 +421,14 @@ impl Worker {
         let mut out = event.clone();
         out.beat = Some(Beat { text, ..beat });
         let value = self.converter.encode(&out);
-        let headers =
-            job.carried.headers(Stamp { stage: NAME, ingress_ns: job.ingress_ns, egress_ns: probes::now_ns() }, stamps);
+        let consumed =
+            Consumed { topic: topics::ACTIONS, partition: job.partition, offset: job.offset, group: &self.group };
+        let span = StageSpan::new(NAME, job.carried.trace(), Some(consumed), Some(topics::BEATS));
+        let stamp = Stamp { stage: NAME, ingress_ns: job.ingress_ns, egress_ns: probes::now_ns() };
+        let headers = job.carried.headers(&span.span, stamp, stamps);
         let record = FutureRecord::<[u8], [u8]>::to(topics::BEATS).key(&key[..]).payload(&value[..]).headers(headers);
         acks.push(send_with_retry(&self.producer, record, NAME)?);
+        span.record(&self.spans, event.id, &stamp);
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         Ok(acks)
     }

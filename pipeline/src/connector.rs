@@ -20,7 +20,9 @@
 use crate::convert::Converter;
 use crate::event::{StoryEvent, session_key};
 use crate::kafka::KafkaSettings;
-use crate::stage::{Ack, DeadLetters, MAX_IN_FLIGHT, StageCounters, open_producer, outgoing_headers, send_with_retry};
+use crate::stage::{
+    Ack, DeadLetters, MAX_IN_FLIGHT, StageCounters, StageSpan, open_producer, outgoing_headers, send_with_retry,
+};
 use crate::transforms::{Chain, Record, TransformSpec};
 use crate::{Error, Result, topics};
 use probes::{Incoming, Stamp, TraceContext};
@@ -234,6 +236,7 @@ pub async fn run(
                 dlq: dlq.clone(),
                 chain: Arc::clone(&chain),
                 converter: kafka.converter,
+                spans: kafka.spans.clone(),
                 counters: Arc::clone(&counters),
             };
             tokio::spawn(task.run(rx));
@@ -279,6 +282,7 @@ struct Task {
     dlq: DeadLetters,
     chain: Arc<Chain>,
     converter: Converter,
+    spans: probes::spans::Spans,
     counters: Arc<StageCounters>,
 }
 
@@ -348,10 +352,12 @@ impl Task {
                 h.insert(Header { key: k, value: Some(v) })
             })
         });
-        let headers = outgoing_headers(added.as_ref(), &incoming, stamp, stamps);
+        let span = StageSpan::new(NAME, trace, None, Some(&record.topic));
+        let headers = outgoing_headers(added.as_ref(), &incoming, &span.span, stamp, stamps);
         let out =
             FutureRecord::<[u8], [u8]>::to(&record.topic).key(&record.key[..]).payload(&value[..]).headers(headers);
         let ack = send_with_retry(&self.producer, out, NAME)?;
+        span.record(&self.spans, event.id, &stamp);
         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         Ok(vec![ack])
     }

@@ -20,8 +20,8 @@ use crate::connector::Ingress;
 use crate::event::StoryEvent;
 use crate::kafka::KafkaSettings;
 use crate::stage::{
-    DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, decode, finish, next_message, open_consumer, open_producer,
-    spawn_acker,
+    DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, group_of, next_message,
+    open_consumer, open_producer, spawn_acker,
 };
 use crate::{Error, Result, topics};
 use axum::Router;
@@ -30,6 +30,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures::StreamExt as _;
+use probes::spans::Consumed;
 use probes::{Delivery, Stamp};
 use rdkafka::message::Message;
 use std::borrow::Cow;
@@ -212,6 +213,7 @@ pub async fn consume(
     let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::UPDATES, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
     let mut seen = Seen::default();
+    let group = group_of(NAME);
     let result = loop {
         let msg = match next_message(&consumer, &cancel, NAME, topics::UPDATES).await {
             Ok(Some(m)) => m,
@@ -230,9 +232,17 @@ pub async fn consume(
                 None
             }
             Ok((incoming, event)) => {
+                let consumed = Consumed {
+                    topic: topics::UPDATES,
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    group: &group,
+                };
+                let span = StageSpan::new(NAME, incoming.trace, Some(consumed), None);
                 let stamp = Stamp { stage: NAME, ingress_ns, egress_ns: probes::now_ns() };
                 stamp.append_to(incoming.stamps, &mut stamps);
-                state.push(render(&event, &incoming.trace.child().to_string(), incoming.intended_ns, &stamps));
+                state.push(render(&event, &span.span.to_string(), incoming.intended_ns, &stamps));
+                span.record(&kafka.spans, event.id, &stamp);
                 counters.forwarded.fetch_add(1, Ordering::Relaxed);
                 None
             }

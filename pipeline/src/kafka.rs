@@ -23,6 +23,9 @@ pub struct KafkaSettings {
     pub consumer: BTreeMap<String, String>,
     /// How story events are written in values (the same on every pipeline topic).
     pub converter: crate::convert::Converter,
+    /// Where each stage records its span per event when tracing is on. Not a client
+    /// setting, but it travels with the settings every stage is given.
+    pub spans: probes::spans::Spans,
 }
 
 /// Producer defaults: no batching delay, acknowledged by all replicas, idempotent.
@@ -55,6 +58,7 @@ impl KafkaSettings {
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
             converter: crate::convert::Converter::Json,
+            spans: None,
         }
     }
 

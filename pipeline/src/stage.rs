@@ -8,6 +8,7 @@ use crate::event::StoryEvent;
 use crate::kafka::KafkaSettings;
 use crate::{Error, Result, kafka_err, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE, INTENDED, STAMPS, TRACEPARENT};
+use probes::spans::{Consumed, SpanRecord, Spans};
 use probes::{Incoming, Stamp};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -98,7 +99,7 @@ pub fn open_consumer(
     ready: watch::Sender<bool>,
 ) -> Result<Arc<StageConsumer>> {
     let consumer: StageConsumer = kafka
-        .consumer_config(stage, &format!("tailgate-{stage}"))
+        .consumer_config(stage, &group_of(stage))
         .create_with_context(ReadyContext::new(ready))
         .map_err(|e| Error::Config(format!("{stage} consumer: {e}")))?;
     consumer.subscribe(&[input]).map_err(kafka_err(format!("{stage} subscribe to {input}")))?;
@@ -132,17 +133,63 @@ pub fn decode<'m>(msg: &'m BorrowedMessage<'_>, converter: Converter) -> Result<
     Ok((incoming, event))
 }
 
-/// Builds the outgoing headers: a child span in the same trace, the intended time passed
-/// on, the stamps with this stage's appended, and any foreign headers of the incoming
-/// message forwarded.
+/// The consumer group of `stage`.
+pub fn group_of(stage: &str) -> String {
+    format!("tailgate-{stage}")
+}
+
+/// This stage's span for one event: a child of the incoming trace context, named in the
+/// outgoing `traceparent` and recorded (sampled traces only) once the output is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct StageSpan<'a> {
+    pub stage: &'static str,
+    pub parent: probes::TraceContext,
+    pub span: probes::TraceContext,
+    /// The message it came in, when from Kafka.
+    pub consumed: Option<Consumed<'a>>,
+    /// The topic the output goes to, if any.
+    pub output: Option<&'a str>,
+}
+
+impl<'a> StageSpan<'a> {
+    /// A new span under `parent`.
+    pub fn new(
+        stage: &'static str,
+        parent: probes::TraceContext,
+        consumed: Option<Consumed<'a>>,
+        output: Option<&'a str>,
+    ) -> Self {
+        Self { stage, parent, span: parent.child(), consumed, output }
+    }
+
+    /// Records the span for `event_id`, processed from the stamp's ingress to its egress.
+    pub fn record(&self, spans: &Spans, event_id: u64, stamp: &Stamp<'_>) {
+        probes::spans::record(spans, &self.span, || {
+            SpanRecord::stage(
+                self.stage,
+                &self.parent,
+                &self.span,
+                (stamp.ingress_ns, stamp.egress_ns),
+                self.consumed,
+                self.output,
+                event_id,
+            )
+        });
+    }
+}
+
+/// Builds the outgoing headers: `span` (a child in the same trace) as the `traceparent`,
+/// the intended time passed on, the stamps with this stage's appended, and any foreign
+/// headers of the incoming message forwarded.
 pub fn outgoing_headers<H: Headers>(
     msg_headers: Option<&H>,
     incoming: &Incoming<'_>,
+    span: &probes::TraceContext,
     stamp: Stamp<'_>,
     stamps_buf: &mut Vec<u8>,
 ) -> OwnedHeaders {
     stamp.append_to(incoming.stamps, stamps_buf);
-    let child = incoming.trace.child().encode();
+    let child = span.encode();
     let mut intended = Vec::with_capacity(20);
     probes::headers::push_u64(&mut intended, incoming.intended_ns);
     let mut out = OwnedHeaders::new_with_capacity(4)
@@ -177,10 +224,16 @@ impl Carried {
         }
     }
 
-    /// The outgoing headers with `stamp` appended, as [`outgoing_headers`] builds them.
-    pub fn headers(&self, stamp: Stamp<'_>, stamps_buf: &mut Vec<u8>) -> OwnedHeaders {
+    /// The incoming trace context.
+    pub fn trace(&self) -> probes::TraceContext {
+        self.trace
+    }
+
+    /// The outgoing headers naming `span` with `stamp` appended, as [`outgoing_headers`]
+    /// builds them.
+    pub fn headers(&self, span: &probes::TraceContext, stamp: Stamp<'_>, stamps_buf: &mut Vec<u8>) -> OwnedHeaders {
         let incoming = Incoming { trace: self.trace, intended_ns: self.intended_ns, stamps: &self.stamps };
-        outgoing_headers(self.headers.as_ref(), &incoming, stamp, stamps_buf)
+        outgoing_headers(self.headers.as_ref(), &incoming, span, stamp, stamps_buf)
     }
 
     /// The headers as they came, for a dead letter.
@@ -424,6 +477,7 @@ pub async fn run<P: Processor>(
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     let acker = spawn_acker(Arc::clone(&consumer), P::NAME, input, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
+    let group = group_of(P::NAME);
     let result = loop {
         let msg = match next_message(&consumer, &cancel, P::NAME, input).await {
             Ok(Some(m)) => m,
@@ -438,20 +492,15 @@ pub async fn run<P: Processor>(
                 let meta = Meta { intended_ns: incoming.intended_ns, ingress_ns };
                 match processor.process(&mut event, &meta).await {
                     Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason),
-                    Ok(()) => forward(
-                        &producer,
-                        output,
-                        &msg,
-                        &incoming,
-                        &event,
-                        ingress_ns,
-                        &mut stamps,
-                        P::NAME,
-                        kafka.converter,
-                    )
-                    .inspect(|_| {
-                        counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                    }),
+                    Ok(()) => {
+                        let consumed = Consumed { topic: input, partition, offset, group: &group };
+                        let span = StageSpan::new(P::NAME, incoming.trace, Some(consumed), Some(output));
+                        forward(&producer, &kafka, &span, &msg, &incoming, &event, ingress_ns, &mut stamps).inspect(
+                            |_| {
+                                counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                            },
+                        )
+                    }
                 }
             }
         };
@@ -467,24 +516,27 @@ pub async fn run<P: Processor>(
     finish(P::NAME, consumer, tx, acker, result).await
 }
 
+/// Produces the event to the span's output and records the span.
 #[allow(clippy::too_many_arguments)]
 fn forward(
     producer: &FutureProducer,
-    output: &str,
+    kafka: &KafkaSettings,
+    span: &StageSpan<'_>,
     msg: &BorrowedMessage<'_>,
     incoming: &Incoming<'_>,
     event: &StoryEvent,
     ingress_ns: u64,
     stamps: &mut Vec<u8>,
-    stage: &'static str,
-    converter: Converter,
 ) -> Result<DeliveryFuture> {
-    let value = converter.encode(event);
+    let value = kafka.converter.encode(event);
     let key = crate::event::session_key(event.session);
-    let headers =
-        outgoing_headers(msg.headers(), incoming, Stamp { stage, ingress_ns, egress_ns: probes::now_ns() }, stamps);
+    let stamp = Stamp { stage: span.stage, ingress_ns, egress_ns: probes::now_ns() };
+    let headers = outgoing_headers(msg.headers(), incoming, &span.span, stamp, stamps);
+    let output = span.output.unwrap_or_default();
     let record = FutureRecord::<[u8], [u8]>::to(output).key(&key[..]).payload(&value[..]).headers(headers);
-    send_with_retry(producer, record, stage)
+    let sent = send_with_retry(producer, record, span.stage)?;
+    span.record(&kafka.spans, event.id, &stamp);
+    Ok(sent)
 }
 
 /// What the dead-letter topic holds for one run, read back from the broker.

@@ -173,6 +173,31 @@ pub struct RunResult {
     /// did not run it, such as synthetic ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineInfo>,
+    /// Span export, when it was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetryInfo>,
+}
+
+/// Where the run's spans went and how many made it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TelemetryInfo {
+    /// The OTLP collector.
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: String,
+    /// Fraction of events traced where they start.
+    pub sample_ratio: f64,
+    /// Events slower than this end to end were traced whatever the ratio.
+    pub breach_ms: Option<f64>,
+    /// Spans the collector accepted.
+    pub spans_exported: u64,
+    /// Spans dropped because the export queue was full.
+    pub spans_dropped: u64,
+    /// Spans in exports the collector refused or did not answer in time.
+    pub spans_failed: u64,
+    /// Unsampled traces kept because they broke the SLA.
+    pub breach_traces: u64,
+    pub last_error: Option<String>,
 }
 
 /// The reference pipeline's setup and its own figures for one run.
@@ -312,6 +337,23 @@ impl RunResult {
                 );
             }
         }
+        if let Some(t) = &self.telemetry {
+            let breach = t.breach_ms.map_or(String::new(), |b| format!(" and every event over {b} ms"));
+            let _ = writeln!(
+                s,
+                "traces    OTLP {} to {} · {:.0}% of events{breach} · spans exported {}, dropped {}, failed {} · {} over-SLA traces",
+                t.protocol,
+                t.endpoint,
+                t.sample_ratio * 100.0,
+                t.spans_exported,
+                t.spans_dropped,
+                t.spans_failed,
+                t.breach_traces
+            );
+            if let Some(e) = &t.last_error {
+                let _ = writeln!(s, "          last export error: {e}");
+            }
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,
@@ -397,6 +439,7 @@ mod tests {
             interrupted: false,
             machine: Machine::this(),
             pipeline: None,
+            telemetry: None,
         }
     }
 

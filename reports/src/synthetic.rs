@@ -131,6 +131,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
         interrupted: false,
         machine: Machine::this(),
         pipeline: None,
+        telemetry: None,
     };
     result.evaluate(&spec.objectives);
     std::fs::write(

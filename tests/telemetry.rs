@@ -1,0 +1,213 @@
+//! Span export through whole runs on the embedded broker, into an OTLP collector inside the
+//! test: over gRPC (the tonic trace service, decoded with `opentelemetry-proto`) every
+//! delivered event is one trace from the load generator's send through every stage to the
+//! audience's receive, each span the child of the one before, named and attributed per
+//! the messaging conventions; over HTTP/protobuf with sampling off, the events that broke
+//! the SLA are still traced, rebuilt from their stamps; and with the collector down the
+//! run completes with exact accounting and counts the spans it could not export.
+
+#![cfg(feature = "embedded")]
+#![allow(clippy::unwrap_used)]
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tailgate::result::RunResult;
+use tailgate::run::{RunOptions, run};
+
+type Received = Arc<Mutex<Vec<Span>>>;
+
+fn keep(received: &Received, req: ExportTraceServiceRequest) {
+    let spans = req.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
+    received.lock().unwrap().extend(spans);
+}
+
+struct Collector(Received);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        keep(&self.0, request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// An OTLP/gRPC collector on a free loopback port.
+async fn grpc_collector() -> (String, Received) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Received::default();
+    let service = TraceServiceServer::new(Collector(Arc::clone(&received)));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (format!("http://{addr}"), received)
+}
+
+/// An OTLP/HTTP collector (protobuf bodies on `/v1/traces`) on a free loopback port.
+async fn http_collector() -> (String, Received) {
+    use prost::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Received::default();
+    let r = Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            match ExportTraceServiceRequest::decode(body) {
+                Ok(req) => {
+                    keep(&r, req);
+                    (axum::http::StatusCode::OK, ExportTraceServiceResponse { partial_success: None }.encode_to_vec())
+                }
+                Err(_) => (axum::http::StatusCode::BAD_REQUEST, Vec::new()),
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), received)
+}
+
+async fn run_text(text: &str) -> RunResult {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let opts = RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() };
+    let outcome = run(opts).await.expect("the run completes");
+    assert_eq!(outcome.runs[0].failure, None);
+    outcome.runs[0].result.clone()
+}
+
+fn scenario(name: &str, telemetry: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+[load]
+rate = 100
+sessions = 8
+payload_bytes = 32
+warmup = "0s"
+duration = "2s"
+drain = "60s"
+[pipeline]
+model_latency = "0ms"
+[telemetry]
+{telemetry}
+"#
+    )
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+    span.attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()
+}
+
+fn text<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
+    match attr(span, key)? {
+        Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The traces received, each ordered from its root down the parent links; panics on a
+/// trace whose spans do not form one chain.
+fn chains(received: &Received) -> HashMap<Vec<u8>, Vec<Span>> {
+    let mut by_trace: HashMap<Vec<u8>, Vec<Span>> = HashMap::new();
+    for s in received.lock().unwrap().iter() {
+        by_trace.entry(s.trace_id.clone()).or_default().push(s.clone());
+    }
+    by_trace
+        .into_iter()
+        .map(|(trace, mut spans)| {
+            let mut chain = Vec::with_capacity(spans.len());
+            let mut parent: Vec<u8> = Vec::new();
+            while !spans.is_empty() {
+                let i = spans
+                    .iter()
+                    .position(|s| s.parent_span_id == parent || (parent.is_empty() && s.parent_span_id.is_empty()))
+                    .unwrap_or_else(|| panic!("trace {trace:02x?}: no span under {parent:02x?} among {spans:#?}"));
+                let s = spans.remove(i);
+                parent.clone_from(&s.span_id);
+                chain.push(s);
+            }
+            (trace, chain)
+        })
+        .collect()
+}
+
+const NAMES: [&str; 6] = [
+    "send story action",
+    "send story.actions",
+    "process story.actions",
+    "process story.beats",
+    "process story.updates",
+    "receive story update",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_one_trace_across_every_stage_over_grpc() {
+    let (endpoint, received) = grpc_collector().await;
+    let r = run_text(&scenario("traced", &format!("endpoint = \"{endpoint}\"\nprotocol = \"grpc\""))).await;
+    let c = r.counts;
+    assert_eq!((c.delivered, c.lost), (c.sent, 0), "{c:?}");
+    let t = r.telemetry.unwrap();
+    assert_eq!((t.protocol.as_str(), t.sample_ratio), ("grpc", 1.0));
+    assert_eq!((t.spans_dropped, t.spans_failed), (0, 0), "{t:?}");
+    assert_eq!(t.spans_exported, 6 * c.sent, "six spans per event: {t:?}");
+
+    let chains = chains(&received);
+    assert_eq!(chains.len() as u64, c.sent, "one trace per event");
+    for chain in chains.values() {
+        let names: Vec<&str> = chain.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, NAMES);
+        let id = text(&chain[0], "messaging.message.id");
+        assert!(chain.iter().all(|s| text(s, "messaging.message.id") == id), "one event per trace");
+        for s in &chain[1..5] {
+            assert_eq!(text(s, "messaging.system"), Some("kafka"), "{s:?}");
+            assert!(s.start_time_unix_nano <= s.end_time_unix_nano);
+        }
+        let agent = &chain[2];
+        assert_eq!(text(agent, "messaging.operation.type"), Some("process"));
+        assert_eq!(text(agent, "messaging.destination.name"), Some("story.actions"));
+        assert_eq!(text(agent, "messaging.consumer.group.name"), Some("tailgate-agent"));
+        assert!(matches!(attr(agent, "messaging.kafka.offset"), Some(Value::IntValue(o)) if *o >= 0));
+        assert!(text(agent, "messaging.destination.partition.id").is_some());
+        assert_eq!(text(&chain[1], "messaging.operation.type"), Some("send"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_events_over_the_sla_are_still_traced_over_http() {
+    let (endpoint, received) = http_collector().await;
+    // Nothing is sampled at the start; every event is slower than 1 ns end to end.
+    let cfg = format!("endpoint = \"{endpoint}\"\nprotocol = \"http/protobuf\"\nsample_ratio = 0.0\nbreach = \"1ns\"");
+    let r = run_text(&scenario("breaches", &cfg)).await;
+    let t = r.telemetry.unwrap();
+    assert_eq!(t.endpoint, format!("{endpoint}/v1/traces"));
+    assert_eq!(t.breach_traces, r.counts.delivered, "{t:?}");
+    assert_eq!((t.spans_dropped, t.spans_failed), (0, 0), "{t:?}");
+    let chains = chains(&received);
+    assert_eq!(chains.len() as u64, r.counts.delivered);
+    for chain in chains.values() {
+        let names: Vec<&str> = chain.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, NAMES, "the rebuilt trace has every hop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_does_not_break_the_run() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let r = run_text(&scenario("no-collector", &format!("endpoint = \"http://127.0.0.1:{port}\""))).await;
+    let c = r.counts;
+    assert_eq!((c.delivered, c.lost), (c.sent, 0), "{c:?}");
+    let t = r.telemetry.unwrap();
+    assert_eq!(t.spans_exported, 0);
+    assert_eq!(t.spans_failed + t.spans_dropped, 6 * c.sent, "every span is accounted for: {t:?}");
+    assert!(t.last_error.is_some());
+}
