@@ -306,9 +306,19 @@ async fn run_profile(
     let (agent_ready, mut agent_rx) = watch::channel(false);
     let (job_ready, mut job_rx) = watch::channel(false);
     let (gw_ready, gw_rx) = watch::channel(false);
-    let mut gw_state = GatewayState::new(gw_rx.clone(), cancel.clone());
+    let sent_live = Arc::new(AtomicU64::new(0));
+    let stage_counters = pipeline::STAGES.iter().map(|s| (*s).to_owned()).zip(counters.iter().cloned()).collect();
+    let metrics = Arc::new(pipeline::metrics::Metrics::new(SOURCE, stage_counters, SINK, Arc::clone(&sent_live)));
+    let mut gw_state = GatewayState::new(gw_rx.clone(), cancel.clone()).with_metrics(Arc::clone(&metrics));
     if let Some(tx) = ingress {
         gw_state = gw_state.with_ingress(tx);
+    }
+    if let Some(addr) = &scenario.telemetry.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| runtime(format!("cannot serve /metrics on {addr} (telemetry.metrics): {e}")))?;
+        eprintln!("metrics: http://{addr}/metrics");
+        stages.spawn(tagged("metrics", pipeline::metrics::serve(listener, Arc::clone(&metrics), cancel.clone())));
     }
     let p = &scenario.pipeline;
     let agent_config = AgentConfig {
@@ -416,13 +426,17 @@ async fn run_profile(
     let mut tally = Tally::new(run_id, measure_from_ns, hops);
     tally.spans = kafka.spans.clone();
     tally.warmup = Some(probes::LatencyRecorder::new(reports::WARMUP_TAG, start_ns, Duration::from_secs(1)));
-    if let Some(feed) = &opts.feed {
+    let feed = opts.feed.clone();
+    if let Some(feed) = &feed {
         feed.deliver(Feed::Meta(live_meta(scenario, &profile.name, &broker.info, start_ns)));
-        let feed = feed.clone();
-        tally.observe_with(Box::new(move |intended_ns, stamps, received_ns| {
-            feed.offer(Feed::Sample(Sample { intended_ns, received_ns, stamps: stamps.to_owned() }));
-        }));
     }
+    let observed = Arc::clone(&metrics);
+    tally.observe_with(Box::new(move |intended_ns, stamps, received_ns| {
+        observed.observe(intended_ns, stamps, received_ns);
+        if let Some(feed) = &feed {
+            feed.offer(Feed::Sample(Sample { intended_ns, received_ns, stamps: stamps.to_owned() }));
+        }
+    }));
     let delivered_live = tally.delivered_counter();
     let audience_cancel = CancellationToken::new();
     let audience = Audience { url: format!("http://{gateway_addr}/events"), tally }
@@ -434,7 +448,6 @@ async fn run_profile(
     }
 
     let stop = opts.stop.clone().unwrap_or_default();
-    let sent_live = Arc::new(AtomicU64::new(0));
     let schedule = Schedule::new(load.arrival, load.rate, load.warmup + load.duration, load.seed);
     let mut driver = Driver::new(schedule, load.keys(), load.sessions, load.payload_bytes, load.seed);
     driver.start_ns = start_ns;

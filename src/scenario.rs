@@ -439,6 +439,8 @@ pub struct TelemetrySection {
     /// `end_to_end.p99_ms` bound, if there is one.
     #[serde(default, deserialize_with = "opt_duration")]
     pub breach: Option<Duration>,
+    /// Also serve `GET /metrics` (Prometheus text) on this `host:port` during the run.
+    pub metrics: Option<String>,
 }
 
 impl TelemetrySection {
@@ -740,6 +742,11 @@ impl Scenario {
         }
         if let Err((field, why)) = self.telemetry.requested(&self.sla) {
             bad("telemetry", None, field, why);
+        }
+        if let Some(m) = &self.telemetry.metrics
+            && m.parse::<std::net::SocketAddr>().is_err()
+        {
+            bad("telemetry", None, "metrics", format!("`{m}` is not an address to listen on (ip:port)"));
         }
     }
 

@@ -3,8 +3,9 @@
 //! delivered event is one trace from the load generator's send through every stage to the
 //! audience's receive, each span the child of the one before, named and attributed per
 //! the messaging conventions; over HTTP/protobuf with sampling off, the events that broke
-//! the SLA are still traced, rebuilt from their stamps; and with the collector down the
-//! run completes with exact accounting and counts the spans it could not export.
+//! the SLA are still traced, rebuilt from their stamps; with the collector down the run
+//! completes with exact accounting and counts the spans it could not export; and
+//! `GET /metrics` scraped during a run shows every hop's histogram.
 
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
@@ -210,4 +211,52 @@ async fn a_collector_that_is_down_does_not_break_the_run() {
     assert_eq!(t.spans_exported, 0);
     assert_eq!(t.spans_failed + t.spans_dropped, 6 * c.sent, "every span is accounted for: {t:?}");
     assert!(t.last_error.is_some());
+}
+
+/// `GET /metrics` over plain HTTP/1.0; `None` until something answers 200.
+async fn scrape(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: tailgate\r\n\r\n").await.ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.ok()?;
+    body.starts_with("HTTP/1.0 200").then_some(body)
+}
+
+fn count_of(text: &str, series: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scraped_during_a_run_show_the_hop_histograms() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let done = tokio_util::sync::CancellationToken::new();
+    let scraper = {
+        let (addr, done) = (addr.clone(), done.clone());
+        tokio::spawn(async move {
+            // The last scrape taken while the run was going.
+            let mut last = None;
+            while !done.is_cancelled() {
+                if let Some(text) = scrape(&addr).await {
+                    last = Some(text);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            last
+        })
+    };
+    let r = run_text(&scenario("scraped", &format!("metrics = \"{addr}\""))).await;
+    done.cancel();
+    assert!(r.telemetry.is_none(), "no endpoint, no span export");
+    let text = scraper.await.unwrap().expect("/metrics answered during the run");
+    assert!(text.contains("content-type: text/plain; version=0.0.4"), "{text}");
+    for hop in ["source->connector", "connector", "agent->streamjob", "gateway", "gateway->client"] {
+        let kind = if hop.contains("->") { "transit" } else { "service" };
+        let series = format!("tailgate_hop_latency_seconds_count{{hop=\"{hop}\",kind=\"{kind}\"}}");
+        assert!(count_of(&text, &series) > 0, "no {series} in\n{text}");
+    }
+    let delivered = count_of(&text, "tailgate_events_delivered_total");
+    assert!(delivered > 0 && delivered <= r.counts.delivered, "{delivered}");
+    assert_eq!(count_of(&text, "tailgate_end_to_end_latency_seconds_count"), delivered);
+    assert!(text.contains("tailgate_stage_events_total{stage=\"agent\",outcome=\"forwarded\"}"));
 }

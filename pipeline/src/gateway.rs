@@ -63,6 +63,7 @@ pub struct GatewayState {
     ready: watch::Receiver<bool>,
     shutdown: CancellationToken,
     ingress: Option<mpsc::Sender<Ingress>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Longest wait for Kafka's acknowledgement of an ingress request.
@@ -71,13 +72,20 @@ pub const INGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 impl GatewayState {
     /// State whose readiness follows `ready`; open streams end at `shutdown`.
     pub fn new(ready: watch::Receiver<bool>, shutdown: CancellationToken) -> Self {
-        Self { updates: broadcast::channel(CLIENT_BUFFER).0, ready, shutdown, ingress: None }
+        Self { updates: broadcast::channel(CLIENT_BUFFER).0, ready, shutdown, ingress: None, metrics: None }
     }
 
     /// Hands `POST /sessions/{id}/actions` requests to the connector's `http` source.
     #[must_use]
     pub fn with_ingress(mut self, ingress: mpsc::Sender<Ingress>) -> Self {
         self.ingress = Some(ingress);
+        self
+    }
+
+    /// Serves `GET /metrics` from `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -100,7 +108,16 @@ pub fn app(state: GatewayState) -> Router {
         .route("/sessions/{id}/actions", axum::routing::post(post_action))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(s): State<GatewayState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match s.metrics {
+        Some(m) => crate::metrics::handler(State(m)).await.into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics in this process").into_response(),
+    }
 }
 
 async fn readyz(State(s): State<GatewayState>) -> (StatusCode, &'static str) {

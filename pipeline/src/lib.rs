@@ -20,6 +20,7 @@ pub mod embedded;
 pub mod event;
 pub mod gateway;
 pub mod kafka;
+pub mod metrics;
 pub mod postgres;
 pub mod stage;
 pub mod streamjob;

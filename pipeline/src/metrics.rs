@@ -1,0 +1,259 @@
+//! Prometheus metrics of a running pipeline, in the text exposition format on
+//! `GET /metrics` (the gateway's server, and [`serve`] on an address of the user's
+//! choosing): end-to-end and per-hop latency histograms fed by the audience's deliveries,
+//! events sent and delivered, each stage's outcomes, and the events waiting in front of
+//! each stage.
+
+use crate::stage::StageCounters;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use probes::hops::{HopKind, for_each_hop, transit_name};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// Histogram bucket bounds, seconds: fine below the 50 ms SLAs tailgate checks, coarse
+/// above.
+pub const BUCKETS_S: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0];
+
+/// A histogram with fixed buckets, recorded lock-free.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Per bucket (not cumulative); above the last bound counts only in `count`.
+    buckets: [AtomicU64; BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn record(&self, ns: u64) {
+        let s = ns as f64 / 1e9;
+        if let Some(i) = BUCKETS_S.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (b, n) in BUCKETS_S.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// One hop's histogram.
+#[derive(Debug)]
+struct HopMetric {
+    name: String,
+    kind: HopKind,
+    latency: Histogram,
+}
+
+/// The metrics of one run; shared by the audience (which records), the stages (whose
+/// counters it reads) and the servers (which render).
+#[derive(Debug)]
+pub struct Metrics {
+    source: String,
+    sink: String,
+    end_to_end: Histogram,
+    hops: Vec<HopMetric>,
+    stages: Vec<(String, Arc<StageCounters>)>,
+    sent: Arc<AtomicU64>,
+    delivered: AtomicU64,
+    /// Deliveries whose stamps could not be read (not in the hop histograms).
+    unreadable: AtomicU64,
+}
+
+impl Metrics {
+    /// Metrics for the path `source -> stages... -> sink`, reading each stage's counters and
+    /// the run's live `sent` count.
+    pub fn new(source: &str, stages: Vec<(String, Arc<StageCounters>)>, sink: &str, sent: Arc<AtomicU64>) -> Self {
+        let mut hops = Vec::with_capacity(2 * stages.len() + 1);
+        let mut prev = source;
+        for (stage, _) in &stages {
+            hops.push(HopMetric {
+                name: transit_name(prev, stage),
+                kind: HopKind::Transit,
+                latency: Histogram::default(),
+            });
+            hops.push(HopMetric { name: stage.clone(), kind: HopKind::Service, latency: Histogram::default() });
+            prev = stage;
+        }
+        hops.push(HopMetric { name: transit_name(prev, sink), kind: HopKind::Transit, latency: Histogram::default() });
+        Self {
+            source: source.to_owned(),
+            sink: sink.to_owned(),
+            end_to_end: Histogram::default(),
+            hops,
+            stages,
+            sent,
+            delivered: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one distinct delivery: its end-to-end time and each hop's.
+    pub fn observe(&self, intended_ns: u64, stamps: &str, received_ns: u64) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        self.end_to_end.record(received_ns.saturating_sub(intended_ns));
+        let recorded = for_each_hop(&self.source, intended_ns, stamps.as_bytes(), received_ns, &self.sink, |h| {
+            if let Some(m) = self.hops.iter().find(|m| h.is(&m.name)) {
+                m.latency.record(h.ns);
+            }
+        });
+        if recorded.is_err() {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        let e2e = "tailgate_end_to_end_latency_seconds";
+        let _ = writeln!(out, "# HELP {e2e} From an event's intended send time to its delivery to a client.");
+        let _ = writeln!(out, "# TYPE {e2e} histogram");
+        self.end_to_end.render(&mut out, e2e, "");
+        let hop = "tailgate_hop_latency_seconds";
+        let _ =
+            writeln!(out, "# HELP {hop} Each hop of a delivered event: transit between stages, or service inside one.");
+        let _ = writeln!(out, "# TYPE {hop} histogram");
+        for m in &self.hops {
+            let kind = if m.kind == HopKind::Service { "service" } else { "transit" };
+            m.latency.render(&mut out, hop, &format!("hop=\"{}\",kind=\"{kind}\"", m.name));
+        }
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let sent = self.sent.load(Ordering::Relaxed);
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        counter(&mut out, "tailgate_events_sent_total", "Events the load generator sent.", sent);
+        counter(&mut out, "tailgate_events_delivered_total", "Distinct events delivered to a client.", delivered);
+        counter(
+            &mut out,
+            "tailgate_deliveries_unreadable_total",
+            "Deliveries whose stamps could not be read.",
+            self.unreadable.load(Ordering::Relaxed),
+        );
+        let outcomes = "tailgate_stage_events_total";
+        let _ = writeln!(
+            out,
+            "# HELP {outcomes} Events each stage forwarded, dead-lettered, filtered or dropped as duplicates."
+        );
+        let _ = writeln!(out, "# TYPE {outcomes} counter");
+        let mut settled = delivered;
+        for (stage, c) in &self.stages {
+            let dl = c.dead_lettered.load(Ordering::Relaxed);
+            let filtered = c.filtered.load(Ordering::Relaxed);
+            settled += dl + filtered;
+            for (outcome, v) in [
+                ("forwarded", c.forwarded.load(Ordering::Relaxed)),
+                ("dead_lettered", dl),
+                ("filtered", filtered),
+                ("duplicate", c.duplicates.load(Ordering::Relaxed)),
+            ] {
+                let _ = writeln!(out, "{outcomes}{{stage=\"{stage}\",outcome=\"{outcome}\"}} {v}");
+            }
+        }
+        let waiting = "tailgate_stage_waiting_events";
+        let _ =
+            writeln!(out, "# HELP {waiting} Events passed on by the previous hop that this stage has not yet settled.");
+        let _ = writeln!(out, "# TYPE {waiting} gauge");
+        let mut upstream = sent;
+        for (stage, c) in &self.stages {
+            let fwd = c.forwarded.load(Ordering::Relaxed);
+            let done = fwd + c.dead_lettered.load(Ordering::Relaxed) + c.filtered.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{waiting}{{stage=\"{stage}\"}} {}", upstream.saturating_sub(done));
+            upstream = fwd;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tailgate_events_in_flight Events sent and not yet delivered, dead-lettered or filtered.\n\
+             # TYPE tailgate_events_in_flight gauge\ntailgate_events_in_flight {}",
+            sent.saturating_sub(settled)
+        );
+        out
+    }
+}
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics` for a router.
+pub async fn handler(State(m): State<Arc<Metrics>>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], m.render())
+}
+
+/// Serves `GET /metrics` on `listener` until `cancel`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> crate::Result<()> {
+    let app = Router::new().route("/metrics", get(handler)).with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+        .map_err(|e| crate::Error::Stage { stage: "metrics", reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> (Metrics, Arc<StageCounters>) {
+        let c = Arc::new(StageCounters::default());
+        let stages = vec![("connector".to_owned(), Arc::clone(&c)), ("agent".to_owned(), Arc::default())];
+        let sent = Arc::new(AtomicU64::new(5));
+        (Metrics::new("source", stages, "client", sent), c)
+    }
+
+    #[test]
+    fn deliveries_fill_the_hop_histograms() {
+        let (m, c) = metrics();
+        c.forwarded.store(3, Ordering::Relaxed);
+        c.dead_lettered.store(1, Ordering::Relaxed);
+        // source->connector 1 ms, connector 3 ms, connector->agent 1 ms, agent 0, agent->client 5 ms.
+        let ms = 1_000_000;
+        let stamps = format!("connector:{}:{},agent:{}:{}", ms, 4 * ms, 5 * ms, 5 * ms);
+        m.observe(0, &stamps, 10 * ms);
+        let text = m.render();
+        for line in [
+            "tailgate_end_to_end_latency_seconds_bucket{le=\"0.01\"} 1",
+            "tailgate_end_to_end_latency_seconds_bucket{le=\"0.005\"} 0",
+            "tailgate_end_to_end_latency_seconds_count 1",
+            "tailgate_hop_latency_seconds_bucket{hop=\"connector\",kind=\"service\",le=\"0.002\"} 0",
+            "tailgate_hop_latency_seconds_bucket{hop=\"connector\",kind=\"service\",le=\"0.005\"} 1",
+            "tailgate_hop_latency_seconds_count{hop=\"agent->client\",kind=\"transit\"} 1",
+            "tailgate_hop_latency_seconds_sum{hop=\"source->connector\",kind=\"transit\"} 0.001",
+            "tailgate_events_sent_total 5",
+            "tailgate_stage_events_total{stage=\"connector\",outcome=\"dead_lettered\"} 1",
+            "tailgate_stage_waiting_events{stage=\"connector\"} 1",
+            "tailgate_stage_waiting_events{stage=\"agent\"} 3",
+            "tailgate_events_delivered_total 1",
+            "tailgate_events_in_flight 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn unreadable_stamps_are_counted_not_recorded_as_hops() {
+        let (m, _) = metrics();
+        m.observe(0, "connector:garbage", 1_000);
+        let text = m.render();
+        assert!(text.contains("tailgate_deliveries_unreadable_total 1"));
+        assert!(text.contains("tailgate_hop_latency_seconds_count{hop=\"connector\",kind=\"service\"} 0"));
+    }
+}
