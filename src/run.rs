@@ -430,9 +430,22 @@ async fn run_profile(
     if let Some(feed) = &feed {
         feed.deliver(Feed::Meta(live_meta(scenario, &profile.name, &broker.info, start_ns)));
     }
+    let otlp_metrics = match &tracer {
+        Some(t) => {
+            // The exporter is built on a runtime of its own, which cannot start inside this one.
+            let (config, m) = (t.config().clone(), Arc::clone(&metrics));
+            let started = tokio::task::spawn_blocking(move || start_metrics_export(&config, m)).await;
+            Some(Arc::new(started.map_err(runtime)??))
+        }
+        None => None,
+    };
     let observed = Arc::clone(&metrics);
+    let otlp_observed = otlp_metrics.clone();
     tally.observe_with(Box::new(move |intended_ns, stamps, received_ns| {
         observed.observe(intended_ns, stamps, received_ns);
+        if let Some(m) = &otlp_observed {
+            m.observe(intended_ns, stamps, received_ns);
+        }
         if let Some(feed) = &feed {
             feed.offer(Feed::Sample(Sample { intended_ns, received_ns, stamps: stamps.to_owned() }));
         }
@@ -589,8 +602,12 @@ async fn run_profile(
     let broker_info = broker.info.clone();
     drop(broker); // everything that talks to it is done
 
+    let metric_exports_failed = match otlp_metrics {
+        Some(m) => tokio::task::spawn_blocking(move || m.stop()).await.unwrap_or_default(),
+        None => 0,
+    };
     let telemetry_info = match tracer {
-        Some(t) => Some(stop_tracer(t).await),
+        Some(t) => Some(reports::result::TelemetryInfo { metric_exports_failed, ..stop_tracer(t).await }),
         None => None,
     };
     let dead_lettered = audit.ids.iter().filter(|id| !tally.has(**id)).count() as u64;
@@ -713,6 +730,35 @@ fn start_tracer(scenario: &Scenario) -> Result<Option<Arc<telemetry::Tracer>>, R
     telemetry::Tracer::start(config, shapes).map(Some).map_err(runtime)
 }
 
+/// Exports the run's metrics over OTLP to the collector spans go to, every 5 s and at the end.
+fn start_metrics_export(
+    config: &telemetry::TelemetryConfig,
+    metrics: Arc<pipeline::metrics::Metrics>,
+) -> Result<telemetry::metrics::MetricsExport, RunError> {
+    use telemetry::metrics::{Counts, StageCounts};
+    let counts = Arc::new(move || {
+        let s = metrics.snapshot();
+        Counts {
+            sent: s.sent,
+            delivered: s.delivered,
+            in_flight: s.in_flight,
+            stages: s
+                .stages
+                .into_iter()
+                .map(|st| StageCounts {
+                    stage: st.stage,
+                    forwarded: st.forwarded,
+                    dead_lettered: st.dead_lettered,
+                    filtered: st.filtered,
+                    duplicates: st.duplicates,
+                    waiting: st.waiting,
+                })
+                .collect(),
+        }
+    });
+    telemetry::metrics::MetricsExport::start(config, Duration::from_secs(5), SOURCE, SINK, counts).map_err(runtime)
+}
+
 /// Exports what is left (waiting at most 10 s for the collector) and reports the counts.
 async fn stop_tracer(tracer: Arc<telemetry::Tracer>) -> reports::result::TelemetryInfo {
     let t = Arc::clone(&tracer);
@@ -728,6 +774,7 @@ async fn stop_tracer(tracer: Arc<telemetry::Tracer>) -> reports::result::Telemet
         spans_failed: stats.failed,
         breach_traces: stats.breach_traces,
         last_error: stats.last_error,
+        metric_exports_failed: 0,
     }
 }
 

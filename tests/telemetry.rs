@@ -2,7 +2,7 @@
 //! test: over gRPC (the tonic trace service, decoded with `opentelemetry-proto`) every
 //! delivered event is one trace from the load generator's send through every stage to the
 //! audience's receive, each span the child of the one before, named and attributed per
-//! the messaging conventions; over HTTP/protobuf with sampling off, the events that broke
+//! the messaging conventions, and the latency histograms arrive as OTLP metrics; over HTTP/protobuf with sampling off, the events that broke
 //! the SLA are still traced, rebuilt from their stamps; with the collector down the run
 //! completes with exact accounting and counts the spans it could not export; and
 //! `GET /metrics` scraped during a run shows every hop's histogram.
@@ -10,9 +10,14 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,7 @@ use tailgate::result::RunResult;
 use tailgate::run::{RunOptions, run};
 
 type Received = Arc<Mutex<Vec<Span>>>;
+type Metrics = Arc<Mutex<Vec<Metric>>>;
 
 fn keep(received: &Received, req: ExportTraceServiceRequest) {
     let spans = req.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
@@ -39,18 +45,49 @@ impl TraceService for Collector {
     }
 }
 
-/// An OTLP/gRPC collector on a free loopback port.
-async fn grpc_collector() -> (String, Received) {
+struct MetricsCollector(Metrics);
+
+#[tonic::async_trait]
+impl MetricsService for MetricsCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let metrics = request.into_inner().resource_metrics.into_iter().flat_map(|r| r.scope_metrics);
+        self.0.lock().unwrap().extend(metrics.flat_map(|s| s.metrics));
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
+}
+
+/// An OTLP/gRPC collector (traces and metrics) on a free loopback port.
+async fn grpc_collector() -> (String, Received, Metrics) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let received = Received::default();
-    let service = TraceServiceServer::new(Collector(Arc::clone(&received)));
+    let (received, metrics) = (Received::default(), Metrics::default());
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(TraceServiceServer::new(Collector(Arc::clone(&received))))
+            .add_service(MetricsServiceServer::new(MetricsCollector(Arc::clone(&metrics))))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    (format!("http://{addr}"), received)
+    (format!("http://{addr}"), received, metrics)
+}
+
+/// The count of the last exported data point of histogram `name` with attribute `hop`.
+fn histogram_count(metrics: &Metrics, name: &str, hop: Option<&str>) -> u64 {
+    let metrics = metrics.lock().unwrap();
+    let points = metrics.iter().filter(|m| m.name == name).filter_map(|m| match &m.data {
+        Some(metric::Data::Histogram(h)) => Some(h.data_points.clone()),
+        _ => None,
+    });
+    let wanted = |p: &opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint| {
+        hop.is_none_or(|hop| {
+            p.attributes.iter().any(|kv| {
+                kv.key == "hop" && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(Value::StringValue(s)) if s == hop)
+            })
+        })
+    };
+    points.flatten().filter(wanted).map(|p| p.count).next_back().unwrap_or(0)
 }
 
 /// An OTLP/HTTP collector (protobuf bodies on `/v1/traces`) on a free loopback port.
@@ -153,7 +190,7 @@ const NAMES: [&str; 6] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_one_trace_across_every_stage_over_grpc() {
-    let (endpoint, received) = grpc_collector().await;
+    let (endpoint, received, metrics) = grpc_collector().await;
     let r = run_text(&scenario("traced", &format!("endpoint = \"{endpoint}\"\nprotocol = \"grpc\""))).await;
     let c = r.counts;
     assert_eq!((c.delivered, c.lost), (c.sent, 0), "{c:?}");
@@ -180,6 +217,13 @@ async fn every_event_is_one_trace_across_every_stage_over_grpc() {
         assert!(matches!(attr(agent, "messaging.kafka.offset"), Some(Value::IntValue(o)) if *o >= 0));
         assert!(text(agent, "messaging.destination.partition.id").is_some());
         assert_eq!(text(&chain[1], "messaging.operation.type"), Some("send"));
+    }
+
+    // The metrics went to the same collector; the last export counts every delivery.
+    assert_eq!(t.metric_exports_failed, 0);
+    assert_eq!(histogram_count(&metrics, "tailgate.end_to_end.duration", None), c.delivered);
+    for hop in ["source->connector", "agent", "streamjob->gateway", "gateway->client"] {
+        assert_eq!(histogram_count(&metrics, "tailgate.hop.duration", Some(hop)), c.delivered, "{hop}");
     }
 }
 
@@ -211,6 +255,7 @@ async fn a_collector_that_is_down_does_not_break_the_run() {
     assert_eq!(t.spans_exported, 0);
     assert_eq!(t.spans_failed + t.spans_dropped, 6 * c.sent, "every span is accounted for: {t:?}");
     assert!(t.last_error.is_some());
+    assert!(t.metric_exports_failed >= 1, "the final metrics export failed and was counted: {t:?}");
 }
 
 /// `GET /metrics` over plain HTTP/1.0; `None` until something answers 200.

@@ -136,10 +136,9 @@ impl Metrics {
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        let sent = self.sent.load(Ordering::Relaxed);
-        let delivered = self.delivered.load(Ordering::Relaxed);
-        counter(&mut out, "tailgate_events_sent_total", "Events the load generator sent.", sent);
-        counter(&mut out, "tailgate_events_delivered_total", "Distinct events delivered to a client.", delivered);
+        let snap = self.snapshot();
+        counter(&mut out, "tailgate_events_sent_total", "Events the load generator sent.", snap.sent);
+        counter(&mut out, "tailgate_events_delivered_total", "Distinct events delivered to a client.", snap.delivered);
         counter(
             &mut out,
             "tailgate_deliveries_unreadable_total",
@@ -152,38 +151,81 @@ impl Metrics {
             "# HELP {outcomes} Events each stage forwarded, dead-lettered, filtered or dropped as duplicates."
         );
         let _ = writeln!(out, "# TYPE {outcomes} counter");
-        let mut settled = delivered;
-        for (stage, c) in &self.stages {
-            let dl = c.dead_lettered.load(Ordering::Relaxed);
-            let filtered = c.filtered.load(Ordering::Relaxed);
-            settled += dl + filtered;
+        for s in &snap.stages {
             for (outcome, v) in [
-                ("forwarded", c.forwarded.load(Ordering::Relaxed)),
-                ("dead_lettered", dl),
-                ("filtered", filtered),
-                ("duplicate", c.duplicates.load(Ordering::Relaxed)),
+                ("forwarded", s.forwarded),
+                ("dead_lettered", s.dead_lettered),
+                ("filtered", s.filtered),
+                ("duplicate", s.duplicates),
             ] {
-                let _ = writeln!(out, "{outcomes}{{stage=\"{stage}\",outcome=\"{outcome}\"}} {v}");
+                let _ = writeln!(out, "{outcomes}{{stage=\"{}\",outcome=\"{outcome}\"}} {v}", s.stage);
             }
         }
         let waiting = "tailgate_stage_waiting_events";
         let _ =
             writeln!(out, "# HELP {waiting} Events passed on by the previous hop that this stage has not yet settled.");
         let _ = writeln!(out, "# TYPE {waiting} gauge");
-        let mut upstream = sent;
-        for (stage, c) in &self.stages {
-            let fwd = c.forwarded.load(Ordering::Relaxed);
-            let done = fwd + c.dead_lettered.load(Ordering::Relaxed) + c.filtered.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{waiting}{{stage=\"{stage}\"}} {}", upstream.saturating_sub(done));
-            upstream = fwd;
+        for s in &snap.stages {
+            let _ = writeln!(out, "{waiting}{{stage=\"{}\"}} {}", s.stage, s.waiting);
         }
         let _ = writeln!(
             out,
             "# HELP tailgate_events_in_flight Events sent and not yet delivered, dead-lettered or filtered.\n\
              # TYPE tailgate_events_in_flight gauge\ntailgate_events_in_flight {}",
-            sent.saturating_sub(settled)
+            snap.in_flight
         );
         out
+    }
+}
+
+/// One stage's counts at a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageSnapshot {
+    pub stage: String,
+    pub forwarded: u64,
+    pub dead_lettered: u64,
+    pub filtered: u64,
+    pub duplicates: u64,
+    /// Passed on by the previous hop (the load generator for the first) and not yet
+    /// settled by this stage.
+    pub waiting: u64,
+}
+
+/// The run's counts at a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub sent: u64,
+    pub delivered: u64,
+    /// Sent and not yet delivered, dead-lettered or filtered.
+    pub in_flight: u64,
+    pub stages: Vec<StageSnapshot>,
+}
+
+impl Metrics {
+    /// The counts now.
+    pub fn snapshot(&self) -> Snapshot {
+        let sent = self.sent.load(Ordering::Relaxed);
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let (mut upstream, mut settled) = (sent, delivered);
+        let stages = self
+            .stages
+            .iter()
+            .map(|(stage, c)| {
+                let s = StageSnapshot {
+                    stage: stage.clone(),
+                    forwarded: c.forwarded.load(Ordering::Relaxed),
+                    dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+                    filtered: c.filtered.load(Ordering::Relaxed),
+                    duplicates: c.duplicates.load(Ordering::Relaxed),
+                    waiting: 0,
+                };
+                settled += s.dead_lettered + s.filtered;
+                let waiting = upstream.saturating_sub(s.forwarded + s.dead_lettered + s.filtered);
+                upstream = s.forwarded;
+                StageSnapshot { waiting, ..s }
+            })
+            .collect();
+        Snapshot { sent, delivered, in_flight: sent.saturating_sub(settled), stages }
     }
 }
 

@@ -198,6 +198,9 @@ pub struct TelemetryInfo {
     /// Unsampled traces kept because they broke the SLA.
     pub breach_traces: u64,
     pub last_error: Option<String>,
+    /// Metric exports (every 5 s and at the end) the collector refused or did not answer.
+    #[serde(default)]
+    pub metric_exports_failed: u64,
 }
 
 /// The reference pipeline's setup and its own figures for one run.
@@ -341,14 +344,15 @@ impl RunResult {
             let breach = t.breach_ms.map_or(String::new(), |b| format!(" and every event over {b} ms"));
             let _ = writeln!(
                 s,
-                "traces    OTLP {} to {} · {:.0}% of events{breach} · spans exported {}, dropped {}, failed {} · {} over-SLA traces",
+                "traces    OTLP {} to {} · {:.0}% of events{breach} · spans exported {}, dropped {}, failed {} · {} over-SLA traces · metric exports failed {}",
                 t.protocol,
                 t.endpoint,
                 t.sample_ratio * 100.0,
                 t.spans_exported,
                 t.spans_dropped,
                 t.spans_failed,
-                t.breach_traces
+                t.breach_traces,
+                t.metric_exports_failed
             );
             if let Some(e) = &t.last_error {
                 let _ = writeln!(s, "          last export error: {e}");

@@ -1,5 +1,6 @@
 //! OpenTelemetry export for tailgate: the spans the stages and the audience record
-//! ([`probes::spans`]) leave over OTLP, gRPC or HTTP/protobuf, with `opentelemetry-otlp`.
+//! ([`probes::spans`]) and the run's metrics ([`metrics`]) leave over OTLP, gRPC or
+//! HTTP/protobuf, with `opentelemetry-otlp`.
 //!
 //! Export never gets in the pipeline's way: spans go into a bounded queue that a thread of
 //! its own drains in batches; when the queue is full a span is dropped and counted, and a
@@ -11,6 +12,7 @@
 //! stamps it carries ([`Tracer::delivered`]).
 
 mod convert;
+pub mod metrics;
 
 use probes::spans::{Consumed, SpanKind, SpanRecord, SpanSink};
 use probes::{StampIter, TraceContext};

@@ -1,0 +1,257 @@
+//! Metrics over OTLP, beside the Prometheus text the run serves: end-to-end and per-hop
+//! latency histograms recorded from every delivery, and counters and gauges read from the
+//! run's own counts at each export.
+//!
+//! The SDK's periodic reader exports from a thread of its own; the OTLP exporter is driven
+//! there on a runtime this module owns, so a collector that is down costs that thread
+//! only.
+
+use crate::{Protocol, TelemetryConfig};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry_otlp::{MetricExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use probes::hops::{HopKind, for_each_hop};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Histogram bounds, seconds (as the Prometheus text has them).
+pub const BOUNDS_S: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0];
+
+/// One stage's counts at a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageCounts {
+    pub stage: String,
+    pub forwarded: u64,
+    pub dead_lettered: u64,
+    pub filtered: u64,
+    pub duplicates: u64,
+    /// Passed on by the previous hop and not yet settled here.
+    pub waiting: u64,
+}
+
+/// The run's counts at a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub sent: u64,
+    pub delivered: u64,
+    pub in_flight: u64,
+    pub stages: Vec<StageCounts>,
+}
+
+/// Reads the run's counts when the SDK collects.
+pub type CountsFn = Arc<dyn Fn() -> Counts + Send + Sync>;
+
+/// The OTLP metric exporter, run on a runtime of its own.
+#[derive(Debug)]
+struct OnOwnRuntime {
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    exporter: MetricExporter,
+    failed: Arc<AtomicU64>,
+}
+
+impl Drop for OnOwnRuntime {
+    fn drop(&mut self) {
+        // The last owner may be dropped on an async runtime, where blocking is not allowed.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl PushMetricExporter for OnOwnRuntime {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let Some(runtime) = &self.runtime else { return Ok(()) };
+        // The periodic reader's thread is not a runtime's, so blocking on ours is allowed.
+        let result = runtime.block_on(self.exporter.export(metrics));
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.exporter.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+/// Exports the run's metrics every `interval` and once more on [`Self::stop`].
+#[derive(Debug)]
+pub struct MetricsExport {
+    provider: SdkMeterProvider,
+    end_to_end: Histogram<f64>,
+    hops: Histogram<f64>,
+    source: String,
+    sink: String,
+    failed: Arc<AtomicU64>,
+}
+
+impl MetricsExport {
+    /// Starts exporting to `config`'s collector; the path is `source -> stages -> sink`.
+    /// Blocks briefly on a runtime of its own: call it off any async runtime (for example
+    /// in `spawn_blocking`).
+    pub fn start(
+        config: &TelemetryConfig,
+        interval: Duration,
+        source: &str,
+        sink: &str,
+        counts: CountsFn,
+    ) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the metrics export runtime: {e}"))?;
+        let exporter = runtime.block_on(async { build(config) })?;
+        let failed = Arc::new(AtomicU64::new(0));
+        let exporter = OnOwnRuntime { runtime: Some(runtime), exporter, failed: Arc::clone(&failed) };
+        let reader = PeriodicReader::builder(exporter).with_interval(interval).build();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(reader)
+            .with_resource(Resource::builder().with_service_name(config.service_name.clone()).build())
+            .build();
+        let meter = provider.meter("tailgate");
+        let histogram = |name: &'static str, what: &'static str| {
+            meter.f64_histogram(name).with_unit("s").with_description(what).with_boundaries(BOUNDS_S.to_vec()).build()
+        };
+        let end_to_end = histogram(
+            "tailgate.end_to_end.duration",
+            "From an event's intended send time to its delivery to a client.",
+        );
+        let hops = histogram("tailgate.hop.duration", "Each hop of a delivered event: transit, or service in a stage.");
+        let c = Arc::clone(&counts);
+        meter
+            .u64_observable_counter("tailgate.events.sent")
+            .with_description("Events the load generator sent.")
+            .with_callback(move |o| o.observe(c().sent, &[]))
+            .build();
+        let c = Arc::clone(&counts);
+        meter
+            .u64_observable_counter("tailgate.events.delivered")
+            .with_description("Distinct events delivered to a client.")
+            .with_callback(move |o| o.observe(c().delivered, &[]))
+            .build();
+        let c = Arc::clone(&counts);
+        meter
+            .u64_observable_gauge("tailgate.events.in_flight")
+            .with_description("Events sent and not yet delivered, dead-lettered or filtered.")
+            .with_callback(move |o| o.observe(c().in_flight, &[]))
+            .build();
+        let c = Arc::clone(&counts);
+        meter
+            .u64_observable_counter("tailgate.stage.events")
+            .with_description("Events each stage forwarded, dead-lettered, filtered or dropped as duplicates.")
+            .with_callback(move |o| {
+                for s in c().stages {
+                    for (outcome, v) in [
+                        ("forwarded", s.forwarded),
+                        ("dead_lettered", s.dead_lettered),
+                        ("filtered", s.filtered),
+                        ("duplicate", s.duplicates),
+                    ] {
+                        o.observe(v, &[KeyValue::new("stage", s.stage.clone()), KeyValue::new("outcome", outcome)]);
+                    }
+                }
+            })
+            .build();
+        let c = counts;
+        meter
+            .u64_observable_gauge("tailgate.stage.waiting")
+            .with_description("Events waiting in front of each stage (its lag).")
+            .with_callback(move |o| {
+                for s in c().stages {
+                    o.observe(s.waiting, &[KeyValue::new("stage", s.stage)]);
+                }
+            })
+            .build();
+        Ok(Self { provider, end_to_end, hops, source: source.to_owned(), sink: sink.to_owned(), failed })
+    }
+
+    /// Records one distinct delivery.
+    pub fn observe(&self, intended_ns: u64, stamps: &str, received_ns: u64) {
+        self.end_to_end.record(received_ns.saturating_sub(intended_ns) as f64 / 1e9, &[]);
+        let _ = for_each_hop(&self.source, intended_ns, stamps.as_bytes(), received_ns, &self.sink, |h| {
+            let kind = if h.kind == HopKind::Service { "service" } else { "transit" };
+            self.hops.record(h.ns as f64 / 1e9, &[KeyValue::new("hop", h.name()), KeyValue::new("kind", kind)]);
+        });
+    }
+
+    /// Exports a last time and stops; returns how many exports failed.
+    pub fn stop(&self) -> u64 {
+        let _ = self.provider.shutdown();
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+fn build(config: &TelemetryConfig) -> Result<MetricExporter, String> {
+    let built = match config.protocol {
+        Protocol::Grpc => MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.endpoint.clone())
+            .with_timeout(config.timeout)
+            .build(),
+        Protocol::HttpProtobuf => {
+            let client = reqwest::Client::builder()
+                .timeout(config.timeout)
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            MetricExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_endpoint(metrics_url(&config.endpoint))
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_timeout(config.timeout)
+                .build()
+        }
+    };
+    built.map_err(|e| format!("OTLP metric exporter for {} ({}): {e}", config.endpoint, config.protocol.name()))
+}
+
+/// The metrics URL beside a traces URL (`.../v1/traces` becomes `.../v1/metrics`).
+fn metrics_url(traces: &str) -> String {
+    match traces.strip_suffix("/v1/traces") {
+        Some(base) => format!("{base}/v1/metrics"),
+        None => traces.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_metrics_url_sits_beside_the_traces_url() {
+        assert_eq!(super::metrics_url("http://c:4318/v1/traces"), "http://c:4318/v1/metrics");
+        assert_eq!(super::metrics_url("http://c:4318/custom"), "http://c:4318/custom");
+    }
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+
+    #[test]
+    fn stopping_with_the_collector_down_counts_the_failed_export() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let req = crate::Requested { endpoint: Some(format!("http://127.0.0.1:{port}")), ..Default::default() };
+        let mut config = crate::TelemetryConfig::resolve(&req, |_| None).unwrap().unwrap();
+        config.timeout = Duration::from_millis(500);
+        let m = MetricsExport::start(&config, Duration::from_secs(5), "source", "client", Arc::new(Counts::default))
+            .unwrap();
+        m.observe(0, "a:1:2", 3);
+        let failed = m.stop();
+        assert_eq!(failed, 1, "the final export failed and was counted");
+    }
+}
