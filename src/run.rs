@@ -735,27 +735,7 @@ fn start_metrics_export(
     config: &telemetry::TelemetryConfig,
     metrics: Arc<pipeline::metrics::Metrics>,
 ) -> Result<telemetry::metrics::MetricsExport, RunError> {
-    use telemetry::metrics::{Counts, StageCounts};
-    let counts = Arc::new(move || {
-        let s = metrics.snapshot();
-        Counts {
-            sent: s.sent,
-            delivered: s.delivered,
-            in_flight: s.in_flight,
-            stages: s
-                .stages
-                .into_iter()
-                .map(|st| StageCounts {
-                    stage: st.stage,
-                    forwarded: st.forwarded,
-                    dead_lettered: st.dead_lettered,
-                    filtered: st.filtered,
-                    duplicates: st.duplicates,
-                    waiting: st.waiting,
-                })
-                .collect(),
-        }
-    });
+    let counts = Arc::new(move || metrics.snapshot());
     telemetry::metrics::MetricsExport::start(config, Duration::from_secs(5), SOURCE, SINK, counts).map_err(runtime)
 }
 

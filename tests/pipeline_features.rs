@@ -11,18 +11,9 @@
 #[path = "../pipeline/tests/common/mod.rs"]
 mod common;
 
-use tailgate::result::RunResult;
-use tailgate::run::{RunOptions, run};
+mod support;
 
-async fn run_text(text: &str) -> RunResult {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, text).unwrap();
-    let opts = RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() };
-    let outcome = run(opts).await.expect("the run completes");
-    assert_eq!(outcome.runs[0].failure, None);
-    outcome.runs[0].result.clone()
-}
+use support::run_text;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_stopped_mid_run_recovers_its_state_and_loses_nothing() {

@@ -21,8 +21,9 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tailgate::result::RunResult;
-use tailgate::run::{RunOptions, run};
+mod support;
+
+use support::run_text;
 
 type Received = Arc<Mutex<Vec<Span>>>;
 type Metrics = Arc<Mutex<Vec<Metric>>>;
@@ -111,16 +112,6 @@ async fn http_collector() -> (String, Received) {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), received)
-}
-
-async fn run_text(text: &str) -> RunResult {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, text).unwrap();
-    let opts = RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() };
-    let outcome = run(opts).await.expect("the run completes");
-    assert_eq!(outcome.runs[0].failure, None);
-    outcome.runs[0].result.clone()
 }
 
 fn scenario(name: &str, telemetry: &str) -> String {

@@ -8,6 +8,7 @@ use crate::stage::StageCounters;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
+use probes::counts::{Counts, StageCounts};
 use probes::hops::{HopKind, for_each_hop, transit_name};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -178,32 +179,9 @@ impl Metrics {
     }
 }
 
-/// One stage's counts at a moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StageSnapshot {
-    pub stage: String,
-    pub forwarded: u64,
-    pub dead_lettered: u64,
-    pub filtered: u64,
-    pub duplicates: u64,
-    /// Passed on by the previous hop (the load generator for the first) and not yet
-    /// settled by this stage.
-    pub waiting: u64,
-}
-
-/// The run's counts at a moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub sent: u64,
-    pub delivered: u64,
-    /// Sent and not yet delivered, dead-lettered or filtered.
-    pub in_flight: u64,
-    pub stages: Vec<StageSnapshot>,
-}
-
 impl Metrics {
     /// The counts now.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Counts {
         let sent = self.sent.load(Ordering::Relaxed);
         let delivered = self.delivered.load(Ordering::Relaxed);
         let (mut upstream, mut settled) = (sent, delivered);
@@ -211,7 +189,7 @@ impl Metrics {
             .stages
             .iter()
             .map(|(stage, c)| {
-                let s = StageSnapshot {
+                let s = StageCounts {
                     stage: stage.clone(),
                     forwarded: c.forwarded.load(Ordering::Relaxed),
                     dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
@@ -222,10 +200,10 @@ impl Metrics {
                 settled += s.dead_lettered + s.filtered;
                 let waiting = upstream.saturating_sub(s.forwarded + s.dead_lettered + s.filtered);
                 upstream = s.forwarded;
-                StageSnapshot { waiting, ..s }
+                StageCounts { waiting, ..s }
             })
             .collect();
-        Snapshot { sent, delivered, in_flight: sent.saturating_sub(settled), stages }
+        Counts { sent, delivered, in_flight: sent.saturating_sub(settled), stages }
     }
 }
 

@@ -7,6 +7,7 @@
 //! library (and any process that forwards the headers) can be measured.
 
 pub mod clock;
+pub mod counts;
 pub mod headers;
 pub mod hops;
 pub mod recorder;

@@ -20,24 +20,24 @@ pub(crate) fn exporter(config: &TelemetryConfig) -> Result<SpanExporter, String>
             .with_endpoint(config.endpoint.clone())
             .with_timeout(config.timeout)
             .build(),
-        Protocol::HttpProtobuf => {
-            let client = reqwest::Client::builder()
-                .timeout(config.timeout)
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-            SpanExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_endpoint(config.endpoint.clone())
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_timeout(config.timeout)
-                .build()
-        }
+        Protocol::HttpProtobuf => SpanExporter::builder()
+            .with_http()
+            .with_http_client(http_client(config)?)
+            .with_endpoint(config.endpoint.clone())
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_timeout(config.timeout)
+            .build(),
     };
     let mut exporter =
         built.map_err(|e| format!("OTLP exporter for {} ({}): {e}", config.endpoint, config.protocol.name()))?;
     exporter.set_resource(&Resource::builder().with_service_name(config.service_name.clone()).build());
     Ok(exporter)
+}
+
+/// The async HTTP client the OTLP/HTTP exporters use (the blocking one would stall the
+/// export thread's runtime).
+pub(crate) fn http_client(config: &TelemetryConfig) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder().timeout(config.timeout).build().map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 pub(crate) fn scope() -> InstrumentationScope {

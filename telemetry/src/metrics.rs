@@ -15,6 +15,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use probes::counts::Counts;
 use probes::hops::{HopKind, for_each_hop};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,27 +24,6 @@ use std::time::Duration;
 /// Histogram bounds, seconds (as the Prometheus text has them).
 pub const BOUNDS_S: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0];
-
-/// One stage's counts at a moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StageCounts {
-    pub stage: String,
-    pub forwarded: u64,
-    pub dead_lettered: u64,
-    pub filtered: u64,
-    pub duplicates: u64,
-    /// Passed on by the previous hop and not yet settled here.
-    pub waiting: u64,
-}
-
-/// The run's counts at a moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub sent: u64,
-    pub delivered: u64,
-    pub in_flight: u64,
-    pub stages: Vec<StageCounts>,
-}
 
 /// Reads the run's counts when the SDK collects.
 pub type CountsFn = Arc<dyn Fn() -> Counts + Send + Sync>;
@@ -204,19 +184,13 @@ fn build(config: &TelemetryConfig) -> Result<MetricExporter, String> {
             .with_endpoint(config.endpoint.clone())
             .with_timeout(config.timeout)
             .build(),
-        Protocol::HttpProtobuf => {
-            let client = reqwest::Client::builder()
-                .timeout(config.timeout)
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-            MetricExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_endpoint(metrics_url(&config.endpoint))
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_timeout(config.timeout)
-                .build()
-        }
+        Protocol::HttpProtobuf => MetricExporter::builder()
+            .with_http()
+            .with_http_client(crate::convert::http_client(config)?)
+            .with_endpoint(metrics_url(&config.endpoint))
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_timeout(config.timeout)
+            .build(),
     };
     built.map_err(|e| format!("OTLP metric exporter for {} ({}): {e}", config.endpoint, config.protocol.name()))
 }

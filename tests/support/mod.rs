@@ -1,0 +1,17 @@
+//! What the whole-run integration tests share: running a scenario given as text.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use tailgate::result::RunResult;
+use tailgate::run::{RunOptions, run};
+
+/// Runs the scenario `text` to its end in a temporary directory; its one run must not fail.
+pub async fn run_text(text: &str) -> RunResult {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let opts = RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() };
+    let outcome = run(opts).await.expect("the run completes");
+    assert_eq!(outcome.runs[0].failure, None);
+    outcome.runs[0].result.clone()
+}
