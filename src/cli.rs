@@ -123,6 +123,14 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
+    /// Serve the embedded broker (tansu, in memory) until Ctrl-C, so that runs, `watch` and
+    /// pipelines in other processes can share it (`--bootstrap`). Prints the address.
+    #[cfg(feature = "embedded")]
+    Broker {
+        /// Where to listen and what to advertise.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+        listen: String,
+    },
     /// Check scenario files without running them.
     Validate {
         #[arg(required = true)]
@@ -203,6 +211,39 @@ pub fn main() -> ExitCode {
         Command::Export { format: ExportFormat::Omb { dir, out } } => export_omb(&dir, out),
         Command::Import { format: ImportFormat::Omb { workload, out } } => import_omb(&workload, out.as_deref()),
         Command::Watch { bootstrap, topics, sla_p99, groups } => watch(&bootstrap, topics, sla_p99, groups),
+        #[cfg(feature = "embedded")]
+        Command::Broker { listen } => broker(&listen),
+    })
+}
+
+/// `tailgate broker`: serves the embedded broker until Ctrl-C.
+#[cfg(feature = "embedded")]
+fn broker(listen: &str) -> u8 {
+    use pipeline::embedded::{EmbeddedBroker, KIND, STORAGE, VERSION};
+    if !crate::scenario::valid_bootstrap(listen) || listen.contains(',') {
+        eprintln!("error: --listen `{listen}` is not host:port");
+        return EXIT_BAD_INPUT;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let broker = match EmbeddedBroker::start_on(listen).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}; try another --listen address");
+                return EXIT_RUNTIME;
+            }
+        };
+        eprintln!(
+            "broker {KIND} {VERSION} ({STORAGE}, in memory: nothing outlives this process) at {}; Ctrl-C stops it",
+            broker.bootstrap()
+        );
+        println!("{}", broker.bootstrap());
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("broker stopped");
+        EXIT_PASS
     })
 }
 

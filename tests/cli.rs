@@ -98,3 +98,49 @@ fn an_unknown_profile_or_client_setting_exits_2_before_anything_runs() {
     assert!(err.contains(":12: `profiles.fast.producer.linger.mss`: No such configuration property"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "refused before starting a broker");
 }
+
+#[test]
+fn a_run_measures_through_the_broker_another_process_serves() {
+    use std::io::BufRead;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let mut broker = tailgate()
+        .args(["broker", "--listen", &addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(broker.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), addr, "the broker prints the address it serves");
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "two.toml", "name = \"two\"\n[load]\nrate = 100\nwarmup = \"0s\"\nduration = \"2s\"\n");
+    let run_dir = dir.path().join("run");
+    let out = tailgate()
+        .args(["run", "--quiet", "--no-report", "--bootstrap", &addr, "--out"])
+        .arg(&run_dir)
+        .arg(&f)
+        .output()
+        .unwrap();
+    let _ = Command::new("kill").args(["-INT", &broker.id().to_string()]).status();
+    let stopped = broker.wait().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["broker"]["kind"], "external");
+    assert_eq!(result["broker"]["bootstrap"], addr.as_str());
+    let c = &result["counts"];
+    assert_eq!((c["sent"].as_u64(), c["lost"].as_u64()), (Some(200), Some(0)), "{c}");
+    assert_eq!(c["delivered"], c["sent"]);
+    assert_eq!(stopped.code(), Some(0), "Ctrl-C stops the broker cleanly");
+}
+
+#[test]
+fn a_broker_on_a_taken_address_exits_3_saying_so() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tailgate().args(["broker", "--listen", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains("try another --listen"), "{err}");
+}

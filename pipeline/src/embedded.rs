@@ -31,7 +31,16 @@ impl EmbeddedBroker {
             .and_then(|l| l.local_addr())
             .map_err(|e| Error::Embedded(format!("no free loopback port: {e}")))?
             .port();
-        let bootstrap = format!("127.0.0.1:{port}");
+        Self::start_on(&format!("127.0.0.1:{port}")).await
+    }
+
+    /// Starts a broker listening on (and advertising) `host:port`, for clients in other
+    /// processes too.
+    pub async fn start_on(bootstrap: &str) -> Result<Self> {
+        let bootstrap = bootstrap.to_owned();
+        // Fails here, clearly, when the address is taken (the probe below would connect to
+        // whatever holds it).
+        drop(TcpListener::bind(&bootstrap).map_err(|e| Error::Embedded(format!("cannot listen on {bootstrap}: {e}")))?);
         let url = |s: String| Url::parse(&s).map_err(|e| Error::Embedded(e.to_string()));
         let listener = url(format!("tcp://{bootstrap}"))?;
         let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
