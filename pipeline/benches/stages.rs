@@ -1,7 +1,7 @@
 //! The per-event work of the connector and the agent, without Kafka: converting an event
 //! (JSON and Protobuf, both ways), a three-step transform chain, decoding one pgoutput
-//! insert, and composing a beat from state and context (the agent's CPU before its model
-//! call and its store write). Together with the runs' service-time hops these bound what
+//! insert, composing a beat from state and context (the agent's CPU before its model
+//! call and its store write), and recording one delivery in the `/metrics` histograms. Together with the runs' service-time hops these bound what
 //! one connector task or agent worker can do per second.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -104,5 +104,16 @@ fn agent(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, converters, transforms, pgoutput, agent);
+fn metrics(c: &mut Criterion) {
+    use pipeline::metrics::Metrics;
+    use std::sync::Arc;
+    let stages = pipeline::STAGES.iter().map(|s| ((*s).to_owned(), Arc::default())).collect();
+    let m = Metrics::new("source", stages, "client", Arc::default());
+    let stamps = "connector:1000:2000,agent:3000:4000,streamjob:5000:6000,gateway:7000:8000";
+    c.bench_function("metrics: record one delivery (end to end + 9 hop histograms)", |b| {
+        b.iter(|| m.observe(black_box(0), black_box(stamps), black_box(9_000)));
+    });
+}
+
+criterion_group!(benches, converters, transforms, pgoutput, agent, metrics);
 criterion_main!(benches);

@@ -1,5 +1,6 @@
-//! The per-event hot path of every stage and of the audience: header decode + encode, and
-//! recording one latency. Both must stay well under a microsecond.
+//! The per-event hot path of every stage and of the audience: header decode + encode,
+//! recording one latency, and building a stage's span record when tracing is on. Each
+//! must stay well under a microsecond or two.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use probes::headers::{INTENDED, STAMPS, TRACEPARENT, push_u64};
@@ -47,5 +48,25 @@ fn record(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec, record);
+fn spans(c: &mut Criterion) {
+    use probes::spans::{Consumed, SpanRecord};
+    let parent = TraceContext::new_root();
+    let consumed = Consumed { topic: "story.beats", partition: 2, offset: 41_234, group: "tailgate-streamjob" };
+    c.bench_function("spans: child context + one stage's span record", |b| {
+        b.iter(|| {
+            let span = parent.child();
+            black_box(SpanRecord::stage(
+                "streamjob",
+                black_box(&parent),
+                &span,
+                (1, 2),
+                Some(consumed),
+                Some("story.updates"),
+                black_box(7),
+            ))
+        });
+    });
+}
+
+criterion_group!(benches, codec, record, spans);
 criterion_main!(benches);
