@@ -8,23 +8,18 @@ use crate::stage::StageCounters;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use probes::counts::{Counts, StageCounts};
+use probes::counts::{Counts, LATENCY_BOUNDS_S, StageCounts};
 use probes::hops::{HopKind, for_each_hop, transit_name};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
-/// Histogram bucket bounds, seconds: fine below the 50 ms SLAs tailgate checks, coarse
-/// above.
-pub const BUCKETS_S: [f64; 16] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0];
-
 /// A histogram with fixed buckets, recorded lock-free.
 #[derive(Debug, Default)]
 struct Histogram {
     /// Per bucket (not cumulative); above the last bound counts only in `count`.
-    buckets: [AtomicU64; BUCKETS_S.len()],
+    buckets: [AtomicU64; LATENCY_BOUNDS_S.len()],
     count: AtomicU64,
     sum_ns: AtomicU64,
 }
@@ -32,7 +27,7 @@ struct Histogram {
 impl Histogram {
     fn record(&self, ns: u64) {
         let s = ns as f64 / 1e9;
-        if let Some(i) = BUCKETS_S.iter().position(|b| s <= *b) {
+        if let Some(i) = LATENCY_BOUNDS_S.iter().position(|b| s <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -42,7 +37,7 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
-        for (b, n) in BUCKETS_S.iter().zip(&self.buckets) {
+        for (b, n) in LATENCY_BOUNDS_S.iter().zip(&self.buckets) {
             cumulative += n.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
         }

@@ -1,5 +1,10 @@
-//! A run's counts at a moment, as every metrics exporter reads them (the Prometheus text
-//! and OTLP alike).
+//! A run's counts at a moment, and the latency histogram bounds, as every metrics exporter
+//! uses them (the Prometheus text and OTLP alike).
+
+/// Latency histogram bucket bounds, seconds: fine below the 50 ms SLAs tailgate checks,
+/// coarse above.
+pub const LATENCY_BOUNDS_S: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0];
 
 /// One stage's counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

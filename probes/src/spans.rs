@@ -77,7 +77,9 @@ pub mod attr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Consumed<'a> {
     pub topic: &'a str,
+    /// -1 when unknown (as Kafka writes it); the span then leaves it out.
     pub partition: i32,
+    /// -1 when unknown; the span then leaves it out.
     pub offset: i64,
     pub group: &'a str,
 }
@@ -107,10 +109,14 @@ impl SpanRecord {
                     (attr::OPERATION_TYPE, "process".into()),
                     (attr::OPERATION_NAME, "process".into()),
                     (attr::DESTINATION, c.topic.into()),
-                    (attr::PARTITION, c.partition.to_string().into()),
-                    (attr::OFFSET, c.offset.into()),
                     (attr::CONSUMER_GROUP, c.group.into()),
                 ]);
+                if c.partition >= 0 {
+                    attributes.push((attr::PARTITION, c.partition.to_string().into()));
+                }
+                if c.offset >= 0 {
+                    attributes.push((attr::OFFSET, c.offset.into()));
+                }
                 (format!("process {}", c.topic), SpanKind::Consumer)
             }
             (None, Some(out)) => {
@@ -178,6 +184,14 @@ mod tests {
         assert!(s.attributes.contains(&(attr::PARTITION, "2".into())));
         assert!(s.attributes.contains(&(attr::OFFSET, 41.into())));
         assert!(s.attributes.contains(&(attr::CONSUMER_GROUP, "tailgate-streamjob".into())));
+    }
+
+    #[test]
+    fn an_unknown_partition_and_offset_are_left_out_not_invented() {
+        let parent = TraceContext::new_root();
+        let c = Consumed { topic: "story.beats", partition: -1, offset: -1, group: "g" };
+        let s = SpanRecord::stage("streamjob", &parent, &parent.child(), (1, 2), Some(c), None, 7);
+        assert!(s.attributes.iter().all(|(k, _)| *k != attr::PARTITION && *k != attr::OFFSET));
     }
 
     #[test]

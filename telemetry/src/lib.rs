@@ -294,7 +294,8 @@ impl Tracer {
                 offset: -1,
                 group,
             });
-            let mut rec = SpanRecord::stage(
+            // Partition and offset are not in the stamps: unknown, so left out.
+            let rec = SpanRecord::stage(
                 st.stage,
                 &parent,
                 &span,
@@ -303,8 +304,6 @@ impl Tracer {
                 shape.and_then(|s| s.produces.as_deref()),
                 event_id,
             );
-            // Partition and offset are not in the stamps: leave them out rather than lie.
-            rec.attributes.retain(|(k, _)| ![probes::spans::attr::PARTITION, probes::spans::attr::OFFSET].contains(k));
             spans.push(rec);
             parent = span;
         }

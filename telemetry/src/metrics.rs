@@ -15,15 +15,11 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
-use probes::counts::Counts;
+use probes::counts::{Counts, LATENCY_BOUNDS_S};
 use probes::hops::{HopKind, for_each_hop};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Histogram bounds, seconds (as the Prometheus text has them).
-pub const BOUNDS_S: [f64; 16] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0];
 
 /// Reads the run's counts when the SDK collects.
 pub type CountsFn = Arc<dyn Fn() -> Counts + Send + Sync>;
@@ -106,7 +102,12 @@ impl MetricsExport {
             .build();
         let meter = provider.meter("tailgate");
         let histogram = |name: &'static str, what: &'static str| {
-            meter.f64_histogram(name).with_unit("s").with_description(what).with_boundaries(BOUNDS_S.to_vec()).build()
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(what)
+                .with_boundaries(LATENCY_BOUNDS_S.to_vec())
+                .build()
         };
         let end_to_end = histogram(
             "tailgate.end_to_end.duration",
