@@ -123,13 +123,39 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
-    /// Serve the embedded broker (tansu, in memory) until Ctrl-C, so that runs, `watch` and
+    /// Serve the embedded broker (tansu, in memory) until Ctrl-C or SIGTERM, so that runs, `watch` and
     /// pipelines in other processes can share it (`--bootstrap`). Prints the address.
     #[cfg(feature = "embedded")]
     Broker {
         /// Where to listen and what to advertise.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
         listen: String,
+    },
+    /// Run one stage of the reference pipeline as a process of its own until SIGINT or
+    /// SIGTERM, for a `tailgate run` whose scenario has `[stages] external = true`. Run more
+    /// agents, stream jobs or gateways to share their consumer group's partitions.
+    Stage {
+        /// Which stage.
+        #[arg(value_enum)]
+        stage: crate::standalone::StageName,
+        /// The scenario file whose settings the stage takes.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The Kafka cluster (host:port[,host:port...]), over the scenario's [broker] bootstrap.
+        #[arg(long, value_name = "HOST:PORT")]
+        bootstrap: Option<String>,
+        /// The gateway's HTTP server: /events, /healthz, /readyz, /metrics.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Also serve GET /metrics here [default: the scenario's telemetry.metrics].
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics: Option<String>,
+        /// The agent's local state store (one per agent process).
+        #[arg(long, value_name = "DIR", default_value = "agent-state")]
+        state_dir: PathBuf,
+        /// Take the client settings of this profile of the scenario.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
     },
     /// Check scenario files without running them.
     Validate {
@@ -213,6 +239,11 @@ pub fn main() -> ExitCode {
         Command::Watch { bootstrap, topics, sla_p99, groups } => watch(&bootstrap, topics, sla_p99, groups),
         #[cfg(feature = "embedded")]
         Command::Broker { listen } => broker(&listen),
+        Command::Stage { stage, config, bootstrap, listen, metrics, state_dir, profile } => {
+            let opts =
+                crate::standalone::StageOptions { stage, config, bootstrap, listen, metrics, state_dir, profile };
+            stage_process(opts)
+        }
     })
 }
 
@@ -241,10 +272,35 @@ fn broker(listen: &str) -> u8 {
             broker.bootstrap()
         );
         println!("{}", broker.bootstrap());
-        let _ = tokio::signal::ctrl_c().await;
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot wait for SIGTERM: {e}");
+                return EXIT_RUNTIME;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
         eprintln!("broker stopped");
         EXIT_PASS
     })
+}
+
+/// `tailgate stage`: one stage until SIGINT or SIGTERM.
+fn stage_process(opts: crate::standalone::StageOptions) -> u8 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(crate::standalone::serve(opts)) {
+        Ok(()) => EXIT_PASS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, u8> {

@@ -186,6 +186,13 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
             })?;
         }
     }
+    if scenario.stages.external && scenario.broker.bootstrap.is_none() {
+        return Err(RunError::BadInput(format!(
+            "{}: [stages] external = true runs against the stages' cluster: give --bootstrap HOST:PORT or \
+             [broker] bootstrap",
+            opts.scenario.display()
+        )));
+    }
     let started = std::time::SystemTime::now();
     let dir = opts
         .out
@@ -245,7 +252,7 @@ fn write_sweep_file(dir: &Path, scenario: &Scenario, runs: &[ProfileRun]) -> std
 }
 
 /// Client settings of `profile` for every stage.
-fn base_kafka(profile: &Resolved) -> KafkaSettings {
+pub(crate) fn base_kafka(profile: &Resolved) -> KafkaSettings {
     let mut kafka = KafkaSettings::new(String::new());
     kafka.partitions = profile.partitions;
     kafka.producer.clone_from(&profile.producer);
@@ -254,13 +261,23 @@ fn base_kafka(profile: &Resolved) -> KafkaSettings {
 }
 
 /// Client settings of `profile` for `stage` (its own over everyone's).
-fn stage_kafka(base: &KafkaSettings, profile: &Resolved, stage: &str) -> KafkaSettings {
+pub(crate) fn stage_kafka(base: &KafkaSettings, profile: &Resolved, stage: &str) -> KafkaSettings {
     let mut k = base.clone();
     if let Some(own) = profile.stages.get(stage) {
         k.producer.extend(own.producer.clone());
         k.consumer.extend(own.consumer.clone());
     }
     k
+}
+
+/// Creates the pipeline's topics that are missing, with the profile's topic settings (the
+/// compacted ones compacted).
+pub(crate) async fn create_topics(kafka: &KafkaSettings, profile: &Resolved) -> Result<(), RunError> {
+    let topic_settings: Vec<(&str, &str)> = profile.topic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    kafka.ensure_topics(&topics::ALL, &topic_settings).await.map_err(runtime)?;
+    let mut compacted = topic_settings.clone();
+    compacted.push(("cleanup.policy", "compact"));
+    kafka.ensure_topics(&topics::COMPACTED, &compacted).await.map_err(runtime)
 }
 
 /// Runs one profile of a scenario to its end and writes its run directory.
@@ -274,11 +291,7 @@ async fn run_profile(
     let mut kafka = base_kafka(profile);
     let broker = start_broker(scenario, profile, &mut kafka).await?;
     kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(runtime)?;
-    let topic_settings: Vec<(&str, &str)> = profile.topic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    kafka.ensure_topics(&topics::ALL, &topic_settings).await.map_err(runtime)?;
-    let mut compacted = topic_settings.clone();
-    compacted.push(("cleanup.policy", "compact"));
-    kafka.ensure_topics(&topics::COMPACTED, &compacted).await.map_err(runtime)?;
+    create_topics(&kafka, profile).await?;
     kafka.converter = scenario.connector.converter;
     let tracer = start_tracer(scenario)?;
     kafka.spans = tracer.clone().map(|t| t as Arc<dyn probes::spans::SpanSink>);
@@ -287,14 +300,15 @@ async fn run_profile(
     let run_id = random_u64() >> 12;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(runtime)?;
     let gateway_addr = listener.local_addr().map_err(runtime)?;
-    let (source, mut writer, source_name, ingress) = open_source(scenario, dir, gateway_addr).await?;
+    let external = scenario.stages.external.then(|| ExternalStages::new(&scenario.stages));
+    let (source, mut writer, source_name, ingress) =
+        open_source(scenario, dir, gateway_addr, external.is_some()).await?;
 
     // The edge cache, kept from story.context (seeded with one context per session).
     let cache_at = match &scenario.edge_cache.url {
-        Some(url) => CacheAt::Redis(url.clone()),
+        Some(url) => CacheAt::parse(url),
         None => CacheAt::Sqlite(dir.join("edge-cache.sqlite")),
     };
-    let cache = EdgeCache::open(&cache_at).await.map_err(runtime)?;
 
     // The pipeline.
     let cancel = CancellationToken::new();
@@ -327,8 +341,9 @@ async fn run_profile(
         prefetch: scenario.agent.prefetch,
         model: scenario.agent.model(p.model_latency).map_err(|(f, why)| runtime(format!("agent.model.{f}: {why}")))?,
         state_dir: dir.join("agent-state"),
-        run: run_id,
+        run: Some(run_id),
     };
+    let cache = if external.is_none() { Some(EdgeCache::open(&cache_at).await.map_err(runtime)?) } else { None };
     let agent_kafka = stage_kafka(&kafka, profile, agent::NAME);
     let spawn_agent = |stages: &mut JoinSet<_>, ready| {
         stages.spawn(tagged(
@@ -336,7 +351,7 @@ async fn run_profile(
             agent::run(
                 agent_kafka.clone(),
                 agent_config.clone(),
-                Some(cache.clone()),
+                cache.clone(),
                 Arc::clone(&counters[1]),
                 Arc::clone(&agent_stats),
                 ready,
@@ -344,7 +359,8 @@ async fn run_profile(
             ),
         ))
     };
-    {
+    let mut agent_task = None;
+    if let (None, Some(cache)) = (&external, &cache) {
         stages.spawn(tagged(
             pipeline::cache::SINK,
             pipeline::cache::run_sink(
@@ -367,9 +383,7 @@ async fn run_profile(
                 cancel.clone(),
             ),
         ));
-    }
-    let mut agent_task = spawn_agent(&mut stages, agent_ready);
-    {
+        agent_task = Some(spawn_agent(&mut stages, agent_ready));
         let job = StreamJob::new(StreamJobConfig { window: p.window, out_of_orderness: p.out_of_orderness });
         stages.spawn(tagged(
             pipeline::streamjob::NAME,
@@ -396,9 +410,14 @@ async fn run_profile(
         stages.spawn(tagged("gateway-http", gateway::serve(listener, gw_state.clone(), cancel.clone())));
     }
 
-    // Wait for every consumer group to have its partitions.
+    // Wait for every consumer group to have its partitions (for external stages, for the
+    // gateway's /readyz).
     let mut gw_rx = gw_rx;
     let ready = async {
+        if let Some(ext) = &external {
+            ext.wait_ready().await;
+            return Ok(());
+        }
         sink_rx.wait_for(|r| *r).await.map(drop)?;
         agent_rx.wait_for(|r| *r).await.map(drop)?;
         job_rx.wait_for(|r| *r).await.map(drop)?;
@@ -408,7 +427,10 @@ async fn run_profile(
         r = tokio::time::timeout(READY_TIMEOUT, ready) => match r {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(runtime("a stage stopped before it was ready")),
-            Err(_) => return Err(runtime(format!("the stages' consumer groups got no partitions within {READY_TIMEOUT:?} from {}", kafka.bootstrap))),
+            Err(_) => return Err(runtime(match &external {
+                Some(ext) => format!("the gateway at {} was not ready within {READY_TIMEOUT:?}: are the `tailgate stage` processes up on {}?", ext.gateway, kafka.bootstrap),
+                None => format!("the stages' consumer groups got no partitions within {READY_TIMEOUT:?} from {}", kafka.bootstrap),
+            })),
         },
         Some(done) = stages.join_next() => {
             let why = describe_exit(done);
@@ -416,7 +438,13 @@ async fn run_profile(
         }
     }
 
-    seed_context(&kafka, scenario.load.sessions, &sink_counters).await?;
+    if let Some(ext) = &external {
+        // The connector process's sink keeps the edge cache; the agents count what they miss.
+        pipeline::cache::seed(&kafka, scenario.load.sessions).await.map_err(runtime)?;
+        stages.spawn(tagged("stage-metrics", ext.clone().follow(counters.clone(), cancel.clone())));
+    } else {
+        seed_context(&kafka, scenario.load.sessions, &sink_counters).await?;
+    }
 
     // The audience, then the players.
     let load = &scenario.load;
@@ -452,11 +480,12 @@ async fn run_profile(
     }));
     let delivered_live = tally.delivered_counter();
     let audience_cancel = CancellationToken::new();
-    let audience = Audience { url: format!("http://{gateway_addr}/events"), tally }
+    let gateway_url = external.as_ref().map_or_else(|| format!("http://{gateway_addr}"), |e| e.gateway.clone());
+    let audience = Audience { url: format!("{gateway_url}/events"), tally }
         .start(audience_cancel.clone())
         .await
         .map_err(runtime)?;
-    while gw_state.subscribers() == 0 {
+    while external.is_none() && gw_state.subscribers() == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
@@ -523,7 +552,9 @@ async fn run_profile(
         tokio::select! {
             () = tokio::time::sleep_until(restart.unwrap_or_else(tokio::time::Instant::now)), if restart.is_some() && agent_starts == 1 && !restarting => {
                 eprintln!("stopping the agent abruptly (agent.restart_at) and starting it again");
-                agent_task.abort();
+                if let Some(t) = &agent_task {
+                    t.abort();
+                }
                 restarting = true;
             },
 
@@ -554,9 +585,9 @@ async fn run_profile(
                 }
             },
             Some(done) = stages.join_next(), if failure.is_none() => {
-                if restarting && matches!(&done, Err(e) if e.is_cancelled() && e.id() == agent_task.id()) {
+                if restarting && matches!(&done, Err(e) if e.is_cancelled() && agent_task.as_ref().is_some_and(|t| t.id() == e.id())) {
                     let (ready, _) = watch::channel(false);
-                    agent_task = spawn_agent(&mut stages, ready);
+                    agent_task = Some(spawn_agent(&mut stages, ready));
                     agent_starts += 1;
                     restarting = false;
                 } else {
@@ -647,6 +678,7 @@ async fn run_profile(
                 warm_start_ms: r.warm_start_ms,
             })
             .collect(),
+        external: external.as_ref().map(ExternalStages::describe),
     };
     let measured = (report.sent - report.warmup_sent) as f64 / load.rate;
     let duration_s =
@@ -703,7 +735,7 @@ async fn run_profile(
 }
 
 /// Starts span export when the scenario or the `OTEL_*` environment names a collector.
-fn start_tracer(scenario: &Scenario) -> Result<Option<Arc<telemetry::Tracer>>, RunError> {
+pub(crate) fn start_tracer(scenario: &Scenario) -> Result<Option<Arc<telemetry::Tracer>>, RunError> {
     let requested =
         scenario.telemetry.requested(&scenario.sla).map_err(|(f, why)| runtime(format!("telemetry.{f}: {why}")))?;
     let Some(config) = telemetry::TelemetryConfig::resolve(&requested, |k| std::env::var(k).ok()).map_err(runtime)?
@@ -795,11 +827,14 @@ async fn open_source(
     scenario: &Scenario,
     dir: &Path,
     gateway: std::net::SocketAddr,
+    external: bool,
 ) -> Result<(Source, Writer, String, Option<tokio::sync::mpsc::Sender<connector::Ingress>>), RunError> {
     let c = &scenario.connector;
     match (c.source, &c.postgres) {
         (SourceKind::Postgres, Some(url)) => {
-            pipeline::postgres::prepare(url, &c.slot, true).await.map_err(runtime)?;
+            // A run's own connector starts on an empty table and a new slot; a connector
+            // process keeps its slot, which the run must not drop under it.
+            pipeline::postgres::prepare(url, &c.slot, !external).await.map_err(runtime)?;
             let writer = pipeline::postgres::PgWriter::open(url).await.map_err(runtime)?;
             let name = format!("postgres {} slot {}", pipeline::postgres::redact(url), c.slot);
             let source = Source::Postgres { url: url.clone(), slot: c.slot.clone() };
@@ -812,7 +847,7 @@ async fn open_source(
             Ok((Source::Http(rx), Writer::Http(writer, tokio::runtime::Handle::current()), name, Some(tx)))
         }
         _ => {
-            let db = dir.join("source.sqlite");
+            let db = c.sqlite.clone().unwrap_or_else(|| dir.join("source.sqlite"));
             let writer = SourceWriter::open(&db).map_err(runtime)?;
             let mut source = Source::sqlite(&db);
             if let Source::Sqlite { poll_interval, .. } = &mut source {
@@ -821,6 +856,85 @@ async fn open_source(
             Ok((source, Writer::Sqlite(writer), format!("sqlite {}", db.display()), None))
         }
     }
+}
+
+/// Stages that run as processes of their own (`tailgate stage`), as the run finds them.
+#[derive(Debug, Clone)]
+struct ExternalStages {
+    /// The gateway's base URL.
+    gateway: String,
+    /// The stages' `/metrics` URLs.
+    metrics: Vec<String>,
+}
+
+impl ExternalStages {
+    fn new(section: &crate::scenario::StagesSection) -> Self {
+        let gateway = section.gateway.clone().unwrap_or_default().trim_end_matches('/').to_owned();
+        Self { gateway, metrics: section.metrics.clone() }
+    }
+
+    fn describe(&self) -> String {
+        format!("separate processes; gateway {}, metrics from {} endpoints", self.gateway, self.metrics.len())
+    }
+
+    /// Waits until the gateway's `/readyz` answers 200 (its consumer has partitions).
+    async fn wait_ready(&self) {
+        let client = http_client();
+        let url = format!("{}/readyz", self.gateway);
+        let mut said = false;
+        loop {
+            let status = client.get(&url).send().await.map_or(0, |r| r.status().as_u16());
+            if status == 200 {
+                return;
+            }
+            if !said {
+                eprintln!("waiting for the gateway at {} to be ready (it answers {status})", self.gateway);
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Mirrors the stages' outcome counters, as changed since this run began, into
+    /// `counters` (pipeline order) every 200 ms, from their `/metrics`, until `cancel`. A
+    /// stage that does not answer keeps its last figures.
+    async fn follow(self, counters: [Arc<StageCounters>; 4], cancel: CancellationToken) -> pipeline::Result<()> {
+        if self.metrics.is_empty() {
+            cancel.cancelled().await;
+            return Ok(());
+        }
+        let client = http_client();
+        let mut at_start = None;
+        loop {
+            let mut now = pipeline::metrics::Outcomes::default();
+            let mut answered = 0;
+            for url in &self.metrics {
+                let Ok(resp) = client.get(url).send().await else { continue };
+                let Ok(body) = resp.text().await else { continue };
+                now.add(&pipeline::metrics::Outcomes::parse(&body));
+                answered += 1;
+            }
+            if answered == self.metrics.len() {
+                let base = at_start.get_or_insert_with(|| now.clone());
+                for (stage, c) in pipeline::STAGES.iter().zip(&counters) {
+                    let d = |outcome| now.get(stage, outcome).saturating_sub(base.get(stage, outcome));
+                    c.forwarded.store(d("forwarded"), Ordering::Relaxed);
+                    c.dead_lettered.store(d("dead_lettered"), Ordering::Relaxed);
+                    c.filtered.store(d("filtered"), Ordering::Relaxed);
+                    c.duplicates.store(d("duplicate"), Ordering::Relaxed);
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+/// A client for the stages' small HTTP answers (each request at most 2 s).
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default()
 }
 
 /// Writes one context per session to `story.context` and waits until the sink has them in
@@ -870,14 +984,14 @@ fn stage_lags(sent: u64, counters: &[Arc<StageCounters>; 4]) -> Vec<StageLag> {
         .collect()
 }
 
-async fn tagged(
+pub(crate) async fn tagged(
     name: &'static str,
     f: impl Future<Output = pipeline::Result<()>>,
 ) -> (&'static str, pipeline::Result<()>) {
     (name, f.await)
 }
 
-fn describe_exit(done: Result<(&'static str, pipeline::Result<()>), tokio::task::JoinError>) -> String {
+pub(crate) fn describe_exit(done: Result<(&'static str, pipeline::Result<()>), tokio::task::JoinError>) -> String {
     match done {
         Ok((name, Ok(()))) => format!("{name} stopped unexpectedly"),
         Ok((_, Err(e))) => e.to_string(),

@@ -33,6 +33,8 @@ pub struct Scenario {
     pub edge_cache: EdgeCacheSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub stages: StagesSection,
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
@@ -233,6 +235,10 @@ pub struct Connector {
     pub source: SourceKind,
     /// `postgres://user:password@host:port/db`, for `source = "postgres"`.
     pub postgres: Option<String>,
+    /// The SQLite source file, for `source = "sqlite"`; absent: `source.sqlite` in the run
+    /// directory. Needed when the connector runs as a process of its own, which reads the
+    /// file the run writes.
+    pub sqlite: Option<PathBuf>,
     /// The replication slot (created when missing).
     #[serde(default = "default_slot")]
     pub slot: String,
@@ -255,6 +261,7 @@ impl Default for Connector {
         Self {
             source: SourceKind::Sqlite,
             postgres: None,
+            sqlite: None,
             slot: default_slot(),
             tasks: 1,
             http_in_flight: default_http_in_flight(),
@@ -420,8 +427,26 @@ impl AgentSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeCacheSection {
-    /// `redis://host:port[/db]`; absent: SQLite in the run directory.
+    /// `redis://host:port[/db]`, or the path of a SQLite file; absent: SQLite in the run
+    /// directory.
     pub url: Option<String>,
+}
+
+/// `[stages]`: where the pipeline's stages run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagesSection {
+    /// The four stages run as `tailgate stage` processes (compose, Kubernetes, by hand) on
+    /// the cluster named by `--bootstrap` or `[broker] bootstrap`. The run writes the source,
+    /// follows the gateway and accounts for every event; it starts no stage itself.
+    #[serde(default)]
+    pub external: bool,
+    /// The gateway's base URL (`http://host:port`), whose `/events` the audience follows.
+    pub gateway: Option<String>,
+    /// The stages' `/metrics` URLs: live per-stage progress, and the connector's filtered
+    /// count, which Kafka does not show. Summed over replicas.
+    #[serde(default)]
+    pub metrics: Vec<String>,
 }
 
 /// `[telemetry]`: span export over OTLP. Off unless an endpoint is named here or in
@@ -736,10 +761,19 @@ impl Scenario {
             bad("agent", None, "restart_at", format!("{at:?} is after the load ends"));
         }
         if let Some(url) = &self.edge_cache.url
+            && url.contains("://")
             && !url.starts_with("redis://")
         {
-            bad("edge_cache", None, "url", format!("`{url}` is not a redis:// URL (omit it for SQLite)"));
+            bad(
+                "edge_cache",
+                None,
+                "url",
+                format!(
+                    "`{url}` is neither a redis:// URL nor a SQLite path (omit it for SQLite in the run directory)"
+                ),
+            );
         }
+        self.validate_stages(bad);
         if let Err((field, why)) = self.telemetry.requested(&self.sla) {
             bad("telemetry", None, field, why);
         }
@@ -747,6 +781,60 @@ impl Scenario {
             && m.parse::<std::net::SocketAddr>().is_err()
         {
             bad("telemetry", None, "metrics", format!("`{m}` is not an address to listen on (ip:port)"));
+        }
+    }
+
+    fn validate_stages(&self, bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
+        let st = &self.stages;
+        for url in st.gateway.iter().chain(&st.metrics) {
+            if !url.starts_with("http://") {
+                let field = if st.gateway.as_ref() == Some(url) { "gateway" } else { "metrics" };
+                bad("stages", None, field, format!("`{url}` is not an http:// URL"));
+            }
+        }
+        if !st.external {
+            return;
+        }
+        if st.gateway.is_none() {
+            bad(
+                "stages",
+                None,
+                "gateway",
+                "external stages need the gateway's URL, e.g. \"http://127.0.0.1:8080\"".into(),
+            );
+        }
+        match self.connector.source {
+            SourceKind::Http => bad(
+                "connector",
+                None,
+                "source",
+                "the http source lives in an in-process gateway; with external stages use sqlite or postgres".into(),
+            ),
+            SourceKind::Sqlite if self.connector.sqlite.is_none() => bad(
+                "connector",
+                None,
+                "sqlite",
+                "external stages need the source file the connector process reads, e.g. sqlite = \"/shared/source.sqlite\"".into(),
+            ),
+            _ => {}
+        }
+        if st.metrics.is_empty() && self.connector.transforms.iter().any(|t| t.kind() == "filter") {
+            bad(
+                "stages",
+                None,
+                "metrics",
+                "the connector's filter drops events no topic shows; list the connector's /metrics URL so the run \
+                 can count them"
+                    .into(),
+            );
+        }
+        if self.agent.restart_at.is_some() {
+            bad(
+                "agent",
+                None,
+                "restart_at",
+                "restarts the in-process agent; with external stages, restart the agent process".into(),
+            );
         }
     }
 

@@ -34,7 +34,7 @@ use probes::spans::Consumed;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use state::{Restored, SessionState, Store};
+use state::{Restored, RunSession, SessionState, Store};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,13 +57,15 @@ pub struct AgentConfig {
     pub model: ModelConfig,
     /// The local state store's directory.
     pub state_dir: PathBuf,
-    /// The run whose state this is (changelog keys carry it).
-    pub run: u64,
+    /// Only this run's sessions are restored (an in-process run); `None`: every run's, as a
+    /// standalone `tailgate stage agent` serving one run after another does. State is
+    /// keyed by run and session either way.
+    pub run: Option<u64>,
 }
 
 impl AgentConfig {
     /// One worker, prefetch on, an instant simulated model, state in `state_dir`.
-    pub fn new(state_dir: impl Into<PathBuf>, run: u64) -> Self {
+    pub fn new(state_dir: impl Into<PathBuf>, run: Option<u64>) -> Self {
         Self {
             history: 3,
             concurrency: 1,
@@ -156,7 +158,7 @@ struct Job {
 enum Work {
     Event(Job),
     /// Session states read back from the changelog; adopted where ahead of the worker's.
-    Adopt(Vec<(u64, SessionState)>),
+    Adopt(Vec<(RunSession, SessionState)>),
 }
 
 /// Runs the agent until `cancel`: consumes `story.actions`, and whenever partitions are
@@ -174,7 +176,8 @@ pub async fn run(
     check_co_partitioned(&kafka).await?;
     let (mut recovery, sessions) = state::Recovery::open(&config.state_dir, config.run)?;
     let loaded = sessions.len();
-    let model = Model::new(&config.model, config.run).map_err(|reason| Error::Stage { stage: NAME, reason })?;
+    let seed = config.run.unwrap_or_else(probes::now_ns);
+    let model = Model::new(&config.model, seed).map_err(|reason| Error::Stage { stage: NAME, reason })?;
     let consumer = open_consumer(&kafka, NAME, topics::ACTIONS, watch::Sender::new(false))?;
     let mut assignments = consumer.context().assignments();
     let producer = open_producer(&kafka, NAME)?;
@@ -183,9 +186,9 @@ pub async fn run(
     let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::ACTIONS, rx, cancel.clone());
 
     let n = config.concurrency.max(1);
-    let mut shards: Vec<HashMap<u64, SessionState>> = vec![HashMap::new(); n];
-    for (s, st) in sessions {
-        shards[(s % n as u64) as usize].insert(s, st);
+    let mut shards: Vec<HashMap<RunSession, SessionState>> = vec![HashMap::new(); n];
+    for (key, st) in sessions {
+        shards[(key.1 % n as u64) as usize].insert(key, st);
     }
     let mut senders = Vec::with_capacity(n);
     let mut workers = Vec::with_capacity(n);
@@ -223,8 +226,8 @@ pub async fn run(
                         Err(e) => break Err(e),
                     };
                     let mut per_worker = vec![Vec::new(); n];
-                    for (s, st) in states {
-                        per_worker[(s % n as u64) as usize].push((s, st));
+                    for (key, st) in states {
+                        per_worker[(key.1 % n as u64) as usize].push((key, st));
                     }
                     for (w, states) in senders.iter().zip(per_worker) {
                         if !states.is_empty() && w.send(Work::Adopt(states)).await.is_err() {
@@ -308,7 +311,7 @@ async fn check_co_partitioned(kafka: &KafkaSettings) -> Result<()> {
 }
 
 struct Worker {
-    states: HashMap<u64, SessionState>,
+    states: HashMap<RunSession, SessionState>,
     store: Store,
     /// Why the worker can no longer keep state; every later event fails with it.
     failed: Option<String>,
@@ -347,12 +350,12 @@ impl Worker {
     }
 
     /// Takes each restored state that is ahead of the one in memory.
-    fn adopt(&mut self, states: Vec<(u64, SessionState)>) -> Result<()> {
-        for (session, restored) in states {
-            let mine = self.states.entry(session).or_default();
+    fn adopt(&mut self, states: Vec<(RunSession, SessionState)>) -> Result<()> {
+        for ((run, session), restored) in states {
+            let mine = self.states.entry((run, session)).or_default();
             if restored.actions > mine.actions {
                 *mine = restored;
-                self.store.put(&state::state_key(self.config.run, session), mine)?;
+                self.store.put(&state::state_key(run, session), mine)?;
             }
         }
         Ok(())
@@ -390,11 +393,11 @@ impl Worker {
             return Ok(vec![self.dead_letter(job, reason)?]);
         }
         let context = self.context(event.session).await;
-        let state = self.states.entry(event.session).or_default();
+        let state = self.states.entry((event.run, event.session)).or_default();
         let (beat, changed) = compose(state, event, context.as_deref(), self.config.history);
         let mut acks = Vec::with_capacity(2);
         if changed {
-            let skey = state::state_key(self.config.run, event.session);
+            let skey = state::state_key(event.run, event.session);
             let value = self.store.put(&skey, state)?;
             let record = FutureRecord::<[u8], [u8]>::to(topics::AGENT_CHANGELOG)
                 .partition(job.partition)

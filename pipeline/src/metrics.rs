@@ -202,6 +202,42 @@ impl Metrics {
     }
 }
 
+/// `tailgate_stage_events_total` read back from a `/metrics` page: what a run with external
+/// stages learns of each stage's outcomes. Replicas of a stage add up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcomes(std::collections::BTreeMap<(String, String), u64>);
+
+impl Outcomes {
+    /// The stage outcome counters of a text exposition; other lines are passed over.
+    pub fn parse(text: &str) -> Self {
+        let mut out = Self::default();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("tailgate_stage_events_total{") else { continue };
+            let Some((labels, value)) = rest.split_once("} ") else { continue };
+            let label = |name: &str| {
+                labels.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\"")?.strip_suffix('"'))
+            };
+            if let (Some(stage), Some(outcome), Ok(v)) = (label("stage"), label("outcome"), value.trim().parse::<u64>())
+            {
+                *out.0.entry((stage.to_owned(), outcome.to_owned())).or_default() += v;
+            }
+        }
+        out
+    }
+
+    /// Adds another page's counters (another replica's).
+    pub fn add(&mut self, other: &Self) {
+        for (k, v) in &other.0 {
+            *self.0.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// One stage's count of one outcome (`forwarded`, `dead_lettered`, `filtered`, `duplicate`).
+    pub fn get(&self, stage: &str, outcome: &str) -> u64 {
+        self.0.get(&(stage.to_owned(), outcome.to_owned())).copied().unwrap_or(0)
+    }
+}
+
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -270,5 +306,19 @@ mod tests {
         let text = m.render();
         assert!(text.contains("tailgate_deliveries_unreadable_total 1"));
         assert!(text.contains("tailgate_hop_latency_seconds_count{hop=\"connector\",kind=\"service\"} 0"));
+    }
+
+    #[test]
+    fn outcomes_read_back_from_the_page_and_add_up_over_replicas() {
+        let (m, c) = metrics();
+        c.forwarded.store(7, Ordering::Relaxed);
+        c.filtered.store(2, Ordering::Relaxed);
+        let page = Outcomes::parse(&m.render());
+        assert_eq!((page.get("connector", "forwarded"), page.get("connector", "filtered")), (7, 2));
+        assert_eq!(page.get("agent", "forwarded"), 0);
+        let mut two = page.clone();
+        two.add(&page);
+        assert_eq!(two.get("connector", "forwarded"), 14);
+        assert_eq!(Outcomes::parse("garbage\ntailgate_stage_events_total{stage=\"x\"} 1"), Outcomes::default());
     }
 }

@@ -35,7 +35,7 @@ struct Instance {
 async fn start(kafka: &KafkaSettings, dir: &Path) -> Instance {
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let (stats, cancel) = (Arc::new(AgentStats::default()), CancellationToken::new());
-    let mut config = AgentConfig::new(dir, 1);
+    let mut config = AgentConfig::new(dir, Some(1));
     config.concurrency = 2;
     let task = tokio::spawn(agent::run(
         kafka.clone(),

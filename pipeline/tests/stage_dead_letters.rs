@@ -54,7 +54,7 @@ async fn valid_events_are_stamped_and_poison_is_dead_lettered_with_its_reason() 
     let counters = Arc::new(StageCounters::default());
     let stage = tokio::spawn(agent::run(
         kafka.clone(),
-        AgentConfig::new(state.path(), 1),
+        AgentConfig::new(state.path(), Some(1)),
         None,
         Arc::clone(&counters),
         Arc::new(AgentStats::default()),

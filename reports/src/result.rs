@@ -230,6 +230,10 @@ pub struct PipelineInfo {
     /// restart or partition move): how its sessions' state was rebuilt.
     #[serde(default, alias = "agent_starts")]
     pub agent_restores: Vec<StateRestore>,
+    /// Set when the stages ran as processes of their own (`tailgate stage`): where the run
+    /// found them. The agent's figures above are then not known to the run (zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
 }
 
 /// One rebuild of the agent's state, for the partitions it was assigned.

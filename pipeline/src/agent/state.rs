@@ -47,6 +47,9 @@ impl SessionState {
     }
 }
 
+/// A session of a run: what state is kept per.
+pub type RunSession = (u64, u64);
+
 /// The changelog and store key of a session in a run.
 pub fn state_key(run: u64, session: u64) -> [u8; 16] {
     let mut k = [0; 16];
@@ -121,12 +124,14 @@ impl Store {
         Ok(())
     }
 
-    fn load(&self, run: u64) -> Result<HashMap<u64, SessionState>> {
+    /// The sessions of `run` (of every run when `None`).
+    fn load(&self, run: Option<u64>) -> Result<HashMap<RunSession, SessionState>> {
         let mut out = HashMap::new();
-        for kv in self.sessions.prefix(run.to_be_bytes()) {
+        let prefix = run.map(u64::to_be_bytes);
+        for kv in self.sessions.prefix(prefix.as_ref().map_or(&[][..], |p| &p[..])) {
             let (k, v) = kv.map_err(state_err)?;
-            if let (Some((_, session)), Ok(s)) = (parse_key(&k), serde_json::from_slice(&v)) {
-                out.insert(session, s);
+            if let (Some(key), Ok(s)) = (parse_key(&k), serde_json::from_slice(&v)) {
+                out.insert(key, s);
             }
         }
         Ok(out)
@@ -159,7 +164,8 @@ pub struct Restored {
 #[derive(Debug)]
 pub struct Recovery {
     pub store: Store,
-    run: u64,
+    /// Only this run's sessions (all runs' when `None`).
+    run: Option<u64>,
     /// Where to read each changelog partition from next; absent means its beginning.
     from: HashMap<i32, i64>,
     source: &'static str,
@@ -171,7 +177,7 @@ impl Recovery {
     /// Opens (creating) the store in `dir` and loads the sessions of `run` it holds. After a
     /// clean stop the store is complete up to its `clean` mark; otherwise it is cleared and
     /// the changelog will be read from its beginning.
-    pub fn open(dir: &Path, run: u64) -> Result<(Self, HashMap<u64, SessionState>)> {
+    pub fn open(dir: &Path, run: Option<u64>) -> Result<(Self, HashMap<RunSession, SessionState>)> {
         let began = Instant::now();
         std::fs::create_dir_all(dir).map_err(|e| Error::State(format!("{}: {e}", dir.display())))?;
         let store = Store::open(dir)?;
@@ -195,19 +201,20 @@ impl Recovery {
         kafka: &KafkaSettings,
         partitions: Vec<i32>,
         loaded: usize,
-    ) -> Result<(Vec<(u64, SessionState)>, Restored)> {
+    ) -> Result<(Vec<(RunSession, SessionState)>, Restored)> {
         let (at_ns, began) = (probes::now_ns(), Instant::now());
         let from: HashMap<i32, i64> = partitions.iter().map(|p| (*p, self.from.get(p).copied().unwrap_or(0))).collect();
         let records = kafka.read_partitions_to_end(topics::AGENT_CHANGELOG, &from, Duration::from_secs(30)).await?;
-        let mut newest: HashMap<u64, SessionState> = HashMap::new();
+        let mut newest: HashMap<RunSession, SessionState> = HashMap::new();
         for r in &records {
             self.from.insert(r.partition, r.offset + 1);
-            let Some((r_run, session)) = r.key.as_deref().and_then(parse_key) else { continue };
+            let Some(key) = r.key.as_deref().and_then(parse_key) else { continue };
             let Some(state) = r.value.as_deref().and_then(|v| serde_json::from_slice::<SessionState>(v).ok()) else {
                 continue;
             };
-            if r_run == self.run && newest.get(&session).is_none_or(|s| state.actions > s.actions) {
-                newest.insert(session, state);
+            let wanted = self.run.is_none_or(|run| run == key.0);
+            if wanted && newest.get(&key).is_none_or(|s| state.actions > s.actions) {
+                newest.insert(key, state);
             }
         }
         let opening = self.opening.take();
@@ -263,14 +270,15 @@ mod tests {
         let s = SessionState { actions: 2, recent: ["a".into()].into(), applied: [5, 6].into() };
         store.put(&state_key(1, 7), &s).unwrap();
         store.put(&state_key(2, 7), &SessionState::default()).unwrap();
-        assert_eq!(store.load(1).unwrap(), HashMap::from([(7, s.clone())]));
+        assert_eq!(store.load(Some(1)).unwrap(), HashMap::from([((1, 7), s.clone())]));
+        assert_eq!(store.load(None).unwrap().len(), 2, "a standalone agent keeps every run's sessions");
         store.mark_clean(&HashMap::from([(0, 12)])).unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.take_clean().unwrap(), Some(HashMap::from([(0, 12)])));
         assert_eq!(store.take_clean().unwrap(), None);
-        assert_eq!(store.load(1).unwrap()[&7], s);
+        assert_eq!(store.load(Some(1)).unwrap()[&(1, 7)], s);
         store.clear().unwrap();
-        assert!(store.load(1).unwrap().is_empty());
+        assert!(store.load(None).unwrap().is_empty());
     }
 }

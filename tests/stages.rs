@@ -1,0 +1,168 @@
+//! The multi-process topology users deploy: `tailgate broker` in one process, each stage a
+//! `tailgate stage` process of its own (two agents sharing their group), and `tailgate run`
+//! with `[stages] external = true` driving the load and accounting for every event, twice
+//! in a row against the same stage processes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn tailgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tailgate"))
+}
+
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+/// A child process whose stderr lines are collected, and which is stopped with SIGTERM.
+struct Process {
+    name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Process {
+    fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { name: name.into(), child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a stderr line containing `text`.
+    fn wait_for(&mut self, text: &str) {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => {
+                    let found = line.contains(text);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!("{} never said `{text}`; it said:\n{}", self.name, self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit code and everything it said.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.try_iter());
+        (status.code(), self.seen.join("\n"))
+    }
+}
+
+#[test]
+fn stages_as_separate_processes_account_for_every_event_run_after_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker_addr = free_addr();
+    let mut broker = Process::spawn("broker", tailgate().args(["broker", "--listen", &broker_addr]));
+    broker.wait_for("Ctrl-C stops it");
+
+    let (gateway, connector_metrics, agent_metrics) = (free_addr(), free_addr(), [free_addr(), free_addr()]);
+    let config = dir.path().join("stages.toml");
+    let d = dir.path().display();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+name = "stages"
+[load]
+rate = 200
+sessions = 16
+warmup = "0s"
+duration = "2s"
+drain = "60s"
+poison_every = 50
+[broker]
+bootstrap = "{broker_addr}"
+partitions = 4
+[connector]
+sqlite = "{d}/source.sqlite"
+[[connector.transforms]]
+type = "filter"
+field = "session"
+equals = 3
+[edge_cache]
+url = "{d}/edge-cache.sqlite"
+[stages]
+external = true
+gateway = "http://{gateway}"
+metrics = ["http://{connector_metrics}/metrics", "http://{a0}/metrics", "http://{a1}/metrics", "http://{gateway}/metrics"]
+"#,
+            a0 = agent_metrics[0],
+            a1 = agent_metrics[1],
+        ),
+    )
+    .unwrap();
+    let stage = |name: &str, extra: &[&str]| {
+        let mut cmd = tailgate();
+        cmd.args(["stage", name, "--config"]).arg(&config).args(extra);
+        Process::spawn(name, &mut cmd)
+    };
+    let mut stages = vec![
+        stage("connector", &["--metrics", &connector_metrics]),
+        stage("agent", &["--metrics", &agent_metrics[0], "--state-dir", &format!("{d}/agent-0")]),
+        stage("agent", &["--metrics", &agent_metrics[1], "--state-dir", &format!("{d}/agent-1")]),
+        stage("streamjob", &[]),
+        stage("gateway", &["--listen", &gateway]),
+    ];
+    for s in &mut stages {
+        s.wait_for("ready in");
+    }
+
+    for round in 1..=2 {
+        let run_dir = dir.path().join(format!("run-{round}"));
+        let out =
+            tailgate().args(["run", "--quiet", "--no-report", "--out"]).arg(&run_dir).arg(&config).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "run {round}: {}", String::from_utf8_lossy(&out.stderr));
+        let result: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("result.json")).unwrap()).unwrap();
+        let c = &result["counts"];
+        let n = |k: &str| c[k].as_u64().unwrap();
+        assert_eq!(n("sent"), 400, "run {round}: {c}");
+        assert_eq!(n("dead_lettered"), 8, "run {round}: every 50th event is poison: {c}");
+        assert!(n("filtered") > 0, "run {round}: session 3 is filtered: {c}");
+        assert_eq!(n("delivered") + n("dead_lettered") + n("filtered"), n("sent"), "run {round}: {c}");
+        assert_eq!(n("lost"), 0, "run {round}: {c}");
+        let external = result["pipeline"]["external"].as_str().unwrap();
+        assert!(external.contains(&format!("gateway http://{gateway}")), "{external}");
+        // Each hop of the distributed pipeline was measured.
+        let hops = result["hops"].as_array().unwrap();
+        for stage in ["connector", "agent", "streamjob", "gateway"] {
+            let hop = hops.iter().find(|h| h["name"] == stage).unwrap();
+            assert_eq!(hop["count"].as_u64(), Some(n("delivered")), "run {round}: hop {stage}");
+        }
+    }
+
+    let mut said = Vec::new();
+    for s in stages {
+        let name = s.name.clone();
+        let (code, text) = s.stop();
+        assert_eq!(code, Some(0), "{name} stops cleanly on SIGTERM:\n{text}");
+        assert!(text.contains(&format!("stage {name}: stopped")), "{text}");
+        said.push(text);
+    }
+    // The two agents split the partitions of their group.
+    for agent in &said[1..3] {
+        let assigned =
+            agent.lines().any(|l| l.split("partitions [").nth(1).is_some_and(|p| p.starts_with(char::is_numeric)));
+        assert!(assigned, "{agent}");
+    }
+    let (code, _) = broker.stop();
+    assert_eq!(code, Some(0));
+}
