@@ -438,6 +438,16 @@ async fn run_profile(
         }
     }
 
+    stages.spawn(tagged(
+        "group-lags",
+        pipeline::metrics::follow_group_lags(
+            kafka.clone(),
+            pipeline::tap::stage_groups(),
+            Arc::clone(&metrics),
+            Duration::from_secs(5),
+            cancel.clone(),
+        ),
+    ));
     if let Some(ext) = &external {
         // The connector process's sink keeps the edge cache; the agents count what they miss.
         pipeline::cache::seed(&kafka, scenario.load.sessions).await.map_err(runtime)?;

@@ -204,6 +204,18 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             tasks.spawn(tagged("gateway-http", gateway::serve(listener, state, cancel.clone())));
         }
     }
+    let group = match opts.stage {
+        StageName::Connector => pipeline::stage::group_of(pipeline::cache::SINK),
+        _ => pipeline::stage::group_of(name),
+    };
+    let lags = pipeline::metrics::follow_group_lags(
+        kafka.clone(),
+        vec![group],
+        Arc::clone(&metrics),
+        Duration::from_secs(5),
+        cancel.clone(),
+    );
+    tasks.spawn(tagged("group-lags", lags));
     eprintln!("stage {name}: starting on {} ({described})", kafka.bootstrap);
 
     let started = Instant::now();

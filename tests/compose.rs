@@ -249,7 +249,9 @@ fn grafana_is_provisioned_with_a_dashboard_of_metrics_tailgate_serves() {
 
     // Every metric a panel queries is one tailgate's /metrics renders.
     let stage_counters = pipeline::STAGES.iter().map(|s| ((*s).to_owned(), Default::default())).collect();
-    let page = pipeline::metrics::Metrics::new("source", stage_counters, "client", Default::default()).render();
+    let metrics = pipeline::metrics::Metrics::new("source", stage_counters, "client", Default::default());
+    metrics.set_group_lags(&[("tailgate-agent".into(), Some(0))]);
+    let page = metrics.render();
     let served: BTreeSet<&str> =
         page.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
     let mut queried = 0;

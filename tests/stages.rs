@@ -66,6 +66,16 @@ impl Process {
     }
 }
 
+/// The body of `GET path` from `addr` (HTTP/1.0, so the server closes when done).
+fn get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
 #[test]
 fn stages_as_separate_processes_account_for_every_event_run_after_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,6 +157,18 @@ metrics = ["http://{connector_metrics}/metrics", "http://{a0}/metrics", "http://
             let hop = hops.iter().find(|h| h["name"] == stage).unwrap();
             assert_eq!(hop["count"].as_u64(), Some(n("delivered")), "run {round}: hop {stage}");
         }
+    }
+
+    // A stage's /metrics shows its outcomes, and its group's lag as the broker's offsets show it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = get(&agent_metrics[0], "/metrics");
+        let lag = page.lines().any(|l| l.starts_with("tailgate_consumer_group_lag{group=\"tailgate-agent\"} "));
+        if lag && page.contains("tailgate_stage_events_total{stage=\"agent\",outcome=\"forwarded\"}") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     let mut said = Vec::new();

@@ -70,6 +70,8 @@ pub struct Metrics {
     delivered: AtomicU64,
     /// Deliveries whose stamps could not be read (not in the hop histograms).
     unreadable: AtomicU64,
+    /// Consumer groups' lag as the broker's offsets show it (see [`follow_group_lags`]).
+    group_lags: std::sync::Mutex<Vec<(String, u64)>>,
 }
 
 impl Metrics {
@@ -97,6 +99,14 @@ impl Metrics {
             sent,
             delivered: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
+            group_lags: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Replaces the consumer groups' lag (groups with no committed offsets are left out).
+    pub fn set_group_lags(&self, lags: &[(String, Option<u64>)]) {
+        if let Ok(mut l) = self.group_lags.lock() {
+            *l = lags.iter().filter_map(|(g, lag)| Some((g.clone(), (*lag)?))).collect();
         }
     }
 
@@ -170,6 +180,15 @@ impl Metrics {
              # TYPE tailgate_events_in_flight gauge\ntailgate_events_in_flight {}",
             snap.in_flight
         );
+        let lag = "tailgate_consumer_group_lag";
+        let _ = writeln!(
+            out,
+            "# HELP {lag} Records between each stage group's committed offsets and the high watermarks, from the broker.\n\
+             # TYPE {lag} gauge"
+        );
+        for (group, n) in self.group_lags.lock().map(|l| l.clone()).unwrap_or_default() {
+            let _ = writeln!(out, "{lag}{{group=\"{group}\"}} {n}");
+        }
         out
     }
 }
@@ -199,6 +218,27 @@ impl Metrics {
             })
             .collect();
         Counts { sent, delivered, in_flight: sent.saturating_sub(settled), stages }
+    }
+}
+
+/// Keeps `metrics`' consumer group lag fresh, reading `groups`' committed offsets and the
+/// high watermarks from the broker every `every`, until `cancel`. A broker that does not
+/// answer leaves the last figures.
+pub async fn follow_group_lags(
+    kafka: crate::KafkaSettings,
+    groups: Vec<String>,
+    metrics: Arc<Metrics>,
+    every: std::time::Duration,
+    cancel: CancellationToken,
+) -> crate::Result<()> {
+    loop {
+        if let Ok(lags) = crate::tap::group_lags(&kafka, &groups, std::time::Duration::from_secs(5)).await {
+            metrics.set_group_lags(&lags);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }
 
@@ -279,6 +319,7 @@ mod tests {
         let ms = 1_000_000;
         let stamps = format!("connector:{}:{},agent:{}:{}", ms, 4 * ms, 5 * ms, 5 * ms);
         m.observe(0, &stamps, 10 * ms);
+        m.set_group_lags(&[("tailgate-agent".into(), Some(4)), ("tailgate-none".into(), None)]);
         let text = m.render();
         for line in [
             "tailgate_end_to_end_latency_seconds_bucket{le=\"0.01\"} 1",
@@ -294,9 +335,11 @@ mod tests {
             "tailgate_stage_waiting_events{stage=\"agent\"} 3",
             "tailgate_events_delivered_total 1",
             "tailgate_events_in_flight 3",
+            "tailgate_consumer_group_lag{group=\"tailgate-agent\"} 4",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+        assert!(!text.contains("tailgate-none"), "a group with no committed offsets has no lag yet");
     }
 
     #[test]
