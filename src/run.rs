@@ -619,10 +619,22 @@ async fn run_profile(
     // ingress refused will never arrive.
     let drain_until = Instant::now() + load.drain;
     let refused_live = || http_players.as_ref().map_or(0, |h| h.refused.load(Ordering::Relaxed));
+    // External stages whose /metrics the run does not read (agent replicas inside a
+    // network, say) dead-letter unseen: the dead-letter topic itself is read once a second.
+    let (mut audited, mut next_audit) = (0, Instant::now());
     while failure.is_none()
-        && delivered_live.load(Ordering::Relaxed) + settled_live() + refused_live() < report.sent
+        && delivered_live.load(Ordering::Relaxed)
+            + settled_live().max(audited + counters[0].filtered.load(Ordering::Relaxed))
+            + refused_live()
+            < report.sent
         && Instant::now() < drain_until
     {
+        if external.is_some() && Instant::now() >= next_audit {
+            if let Ok(a) = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(5)).await {
+                audited = a.ids.len() as u64;
+            }
+            next_audit = Instant::now() + Duration::from_secs(1);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
