@@ -1,5 +1,6 @@
 //! The command line: `tailgate run` (optionally with the live dashboard), `watch`,
-//! `validate`, `report`, `check`, `export omb`, `import omb`, and the exit codes.
+//! `validate`, `report`, `check`, `export omb`, `import omb`, `broker`, `stage`, and the
+//! exit codes.
 //!
 //! Exit codes: 0 ran (or checked) and the SLA passed; 1 an SLA objective or a regression
 //! failed; 2 bad input (scenario, SLA or workload file, flags, result directories);

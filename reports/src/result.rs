@@ -325,17 +325,22 @@ impl RunResult {
                 "pipeline  source {} · converter {} · {} task(s) · transforms {transforms}",
                 p.source, p.converter, p.tasks
             );
-            let _ = writeln!(
-                s,
-                "agent     concurrency {} · prefetch {} · model {} · cache {} (hits {}, misses {}, errors {})",
-                p.agent_concurrency,
-                if p.prefetch { "on" } else { "off" },
-                p.model,
-                p.edge_cache,
-                p.context_hits,
-                p.context_misses,
-                p.context_errors
-            );
+            if let Some(ext) = &p.external {
+                // The stages' own settings and figures are theirs; the run knows what it wrote.
+                let _ = writeln!(s, "stages    {ext} (agent figures are in the stages' own output and /metrics)");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "agent     concurrency {} · prefetch {} · model {} · cache {} (hits {}, misses {}, errors {})",
+                    p.agent_concurrency,
+                    if p.prefetch { "on" } else { "off" },
+                    p.model,
+                    p.edge_cache,
+                    p.context_hits,
+                    p.context_misses,
+                    p.context_errors
+                );
+            }
             for a in &p.agent_restores {
                 let _ = writeln!(
                     s,
