@@ -322,7 +322,12 @@ async fn run_profile(
     let (gw_ready, gw_rx) = watch::channel(false);
     let sent_live = Arc::new(AtomicU64::new(0));
     let stage_counters = pipeline::STAGES.iter().map(|s| (*s).to_owned()).zip(counters.iter().cloned()).collect();
-    let metrics = Arc::new(pipeline::metrics::Metrics::new(SOURCE, stage_counters, SINK, Arc::clone(&sent_live)));
+    let mut metrics = pipeline::metrics::Metrics::new(SOURCE, stage_counters, SINK, Arc::clone(&sent_live));
+    if let Some(t) = &tracer {
+        // Exemplars name only traces the collector gets.
+        metrics = metrics.with_exemplars(t.config().breach_ns.unwrap_or(u64::MAX));
+    }
+    let metrics = Arc::new(metrics);
     let mut gw_state = GatewayState::new(gw_rx.clone(), cancel.clone()).with_metrics(Arc::clone(&metrics));
     if let Some(tx) = ingress {
         gw_state = gw_state.with_ingress(tx);
@@ -479,8 +484,9 @@ async fn run_profile(
     };
     let observed = Arc::clone(&metrics);
     let otlp_observed = otlp_metrics.clone();
-    tally.observe_with(Box::new(move |intended_ns, stamps, received_ns| {
-        observed.observe(intended_ns, stamps, received_ns);
+    tally.observe_with(Box::new(move |intended_ns, stamps, received_ns, traceparent| {
+        let trace = TraceContext::parse(traceparent.as_bytes()).ok();
+        observed.observe_traced(intended_ns, stamps, received_ns, trace.as_ref());
         if let Some(m) = &otlp_observed {
             m.observe(intended_ns, stamps, received_ns);
         }

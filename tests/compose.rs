@@ -239,6 +239,13 @@ fn grafana_is_provisioned_with_a_dashboard_of_metrics_tailgate_serves() {
     assert_eq!(host_of(url), "prometheus");
     assert!(publishes_inside(&c, "prometheus", port_of(url)));
 
+    // Exemplars lead from a latency bucket to its trace in Jaeger.
+    let prom = strings(&service(&c, "prometheus")["command"]);
+    assert!(prom.contains(&"--enable-feature=exemplar-storage".to_owned()), "{prom:?}");
+    let to = ds["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"].as_str().unwrap();
+    let jaeger = source["datasources"].as_sequence().unwrap().iter().find(|d| d["uid"].as_str() == Some(to)).unwrap();
+    assert_eq!((jaeger["type"].as_str(), host_of(jaeger["url"].as_str().unwrap())), (Some("jaeger"), "jaeger"));
+
     let provider = yaml("deploy/grafana/provisioning/dashboards/tailgate.yaml");
     let path = provider["providers"][0]["options"]["path"].as_str().unwrap();
     let host_dir = volumes.iter().find_map(|v| v.strip_suffix(&format!(":{path}:ro"))).unwrap();

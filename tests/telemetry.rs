@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 mod support;
 
 use support::run_text;
@@ -182,7 +183,12 @@ const NAMES: [&str; 6] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_one_trace_across_every_stage_over_grpc() {
     let (endpoint, received, metrics) = grpc_collector().await;
-    let r = run_text(&scenario("traced", &format!("endpoint = \"{endpoint}\"\nprotocol = \"grpc\""))).await;
+    let addr = free_addr();
+    let (scraper, done) = scrape_during(&addr, "application/openmetrics-text; version=1.0.0");
+    let cfg = format!("endpoint = \"{endpoint}\"\nprotocol = \"grpc\"\nmetrics = \"{addr}\"");
+    let r = run_text(&scenario("traced", &cfg)).await;
+    done.cancel();
+    let page = scraper.await.unwrap().expect("/metrics answered during the run");
     let c = r.counts;
     assert_eq!((c.delivered, c.lost), (c.sent, 0), "{c:?}");
     let t = r.telemetry.unwrap();
@@ -215,6 +221,21 @@ async fn every_event_is_one_trace_across_every_stage_over_grpc() {
     assert_eq!(histogram_count(&metrics, "tailgate.end_to_end.duration", None), c.delivered);
     for hop in ["source->connector", "agent", "streamjob->gateway", "gateway->client"] {
         assert_eq!(histogram_count(&metrics, "tailgate.hop.duration", Some(hop)), c.delivered, "{hop}");
+    }
+
+    // Scraped as OpenMetrics, the latency buckets carry exemplars naming exported traces.
+    assert!(page.contains("content-type: application/openmetrics-text; version=1.0.0"), "{page}");
+    assert!(page.ends_with("# EOF\n"), "{page}");
+    assert!(page.contains("# TYPE tailgate_events_delivered counter\ntailgate_events_delivered_total "), "{page}");
+    let exemplars: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("tailgate_end_to_end_latency_seconds_bucket"))
+        .filter_map(|l| l.split("# {trace_id=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(!exemplars.is_empty(), "{page}");
+    let traces: Vec<String> = chains.keys().map(|t| t.iter().map(|b| format!("{b:02x}")).collect()).collect();
+    for e in exemplars {
+        assert!(traces.iter().any(|t| t == e), "exemplar {e} is not an exported trace");
     }
 }
 
@@ -249,14 +270,37 @@ async fn a_collector_that_is_down_does_not_break_the_run() {
     assert!(t.metric_exports_failed >= 1, "the final metrics export failed and was counted: {t:?}");
 }
 
-/// `GET /metrics` over plain HTTP/1.0; `None` until something answers 200.
-async fn scrape(addr: &str) -> Option<String> {
+/// `GET /metrics` over plain HTTP/1.0 (asking for `accept`); `None` until something answers 200.
+async fn scrape(addr: &str, accept: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: tailgate\r\n\r\n").await.ok()?;
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: tailgate\r\nAccept: {accept}\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.ok()?;
     let mut body = String::new();
     conn.read_to_string(&mut body).await.ok()?;
     body.starts_with("HTTP/1.0 200").then_some(body)
+}
+
+/// Scrapes `addr` every 100 ms until the token is cancelled; the task returns the last
+/// page taken.
+fn scrape_during(addr: &str, accept: &'static str) -> (tokio::task::JoinHandle<Option<String>>, CancellationToken) {
+    let done = CancellationToken::new();
+    let (addr, stop) = (addr.to_owned(), done.clone());
+    let task = tokio::spawn(async move {
+        let mut last = None;
+        while !stop.is_cancelled() {
+            if let Some(text) = scrape(&addr, accept).await {
+                last = Some(text);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        last
+    });
+    (task, done)
+}
+
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
 fn count_of(text: &str, series: &str) -> u64 {
@@ -265,22 +309,8 @@ fn count_of(text: &str, series: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_scraped_during_a_run_show_the_hop_histograms() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let done = tokio_util::sync::CancellationToken::new();
-    let scraper = {
-        let (addr, done) = (addr.clone(), done.clone());
-        tokio::spawn(async move {
-            // The last scrape taken while the run was going.
-            let mut last = None;
-            while !done.is_cancelled() {
-                if let Some(text) = scrape(&addr).await {
-                    last = Some(text);
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            last
-        })
-    };
+    let addr = free_addr();
+    let (scraper, done) = scrape_during(&addr, "text/plain");
     let r = run_text(&scenario("scraped", &format!("metrics = \"{addr}\""))).await;
     done.cancel();
     assert!(r.telemetry.is_none(), "no endpoint, no span export");

@@ -50,8 +50,8 @@ impl std::fmt::Debug for ObserverSlot {
     }
 }
 
-/// Called with (intended ns, stamps, received ns) for every distinct delivery.
-pub type Observer = Box<dyn FnMut(u64, &str, u64) + Send>;
+/// Called with (intended ns, stamps, received ns, traceparent) for every distinct delivery.
+pub type Observer = Box<dyn FnMut(u64, &str, u64, &str) + Send>;
 
 impl Tally {
     /// A tally for `run`, measuring events intended at or after `measure_from_ns`.
@@ -118,7 +118,7 @@ impl Tally {
         self.delivered += 1;
         self.delivered_live.fetch_add(1, Ordering::Relaxed);
         if let Some(o) = &mut self.observer.0 {
-            o(d.intended_ns, &d.stamps, received_ns);
+            o(d.intended_ns, &d.stamps, received_ns, &d.traceparent);
         }
         if let Some(sink) = &self.spans
             && let Ok(trace) = probes::TraceContext::parse(d.traceparent.as_bytes())

@@ -113,6 +113,17 @@ fn metrics(c: &mut Criterion) {
     c.bench_function("metrics: record one delivery (end to end + 9 hop histograms)", |b| {
         b.iter(|| m.observe(black_box(0), black_box(stamps), black_box(9_000)));
     });
+    let traced = Metrics::new(
+        "source",
+        pipeline::STAGES.iter().map(|s| ((*s).to_owned(), Arc::default())).collect(),
+        "client",
+        Arc::default(),
+    )
+    .with_exemplars(u64::MAX);
+    let trace = probes::TraceContext::new_root();
+    c.bench_function("metrics: record one traced delivery (and its 10 exemplars)", |b| {
+        b.iter(|| traced.observe_traced(black_box(0), black_box(stamps), black_box(9_000), Some(&trace)));
+    });
 }
 
 criterion_group!(benches, converters, transforms, pgoutput, agent, metrics);

@@ -112,10 +112,10 @@ pub fn app(state: GatewayState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<GatewayState>) -> axum::response::Response {
+async fn metrics(State(s): State<GatewayState>, headers: axum::http::HeaderMap) -> axum::response::Response {
     use axum::response::IntoResponse;
     match s.metrics {
-        Some(m) => crate::metrics::handler(State(m)).await.into_response(),
+        Some(m) => crate::metrics::handler(State(m), headers).await.into_response(),
         None => (StatusCode::NOT_FOUND, "no metrics in this process").into_response(),
     }
 }

@@ -3,6 +3,11 @@
 //! choosing): end-to-end and per-hop latency histograms fed by the audience's deliveries,
 //! events sent and delivered, each stage's outcomes, and the events waiting in front of
 //! each stage.
+//!
+//! A scraper that accepts OpenMetrics (`Accept: application/openmetrics-text`, as
+//! Prometheus does with exemplar storage on) gets that format instead, with an exemplar on
+//! each latency bucket: the trace id of the last traced event that fell in it, so a slow
+//! bucket leads to its traces.
 
 use crate::stage::StageCounters;
 use axum::Router;
@@ -15,38 +20,106 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
-/// A histogram with fixed buckets, recorded lock-free.
+/// The exposition formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4: no exemplars.
+    Prometheus,
+    /// OpenMetrics 1.0: exemplars on the latency buckets, `# EOF` at the end.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a scraper's `Accept` header asks for.
+    pub fn accepted(accept: Option<&str>) -> Self {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
+    }
+
+    /// The response's content type.
+    pub const fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => CONTENT_TYPE,
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// An observation that belongs to a trace: the OpenMetrics exemplar of its bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Exemplar {
+    trace: probes::TraceContext,
+    /// Seconds.
+    value: f64,
+    /// Epoch seconds when it was observed.
+    at: f64,
+}
+
+/// A histogram with fixed buckets, counted lock-free; each bucket keeps the last traced
+/// observation as its exemplar.
 #[derive(Debug, Default)]
 struct Histogram {
     /// Per bucket (not cumulative); above the last bound counts only in `count`.
     buckets: [AtomicU64; LATENCY_BOUNDS_S.len()],
     count: AtomicU64,
     sum_ns: AtomicU64,
+    /// One slot per bucket and one for `+Inf` (empty until a traced event is recorded).
+    exemplars: std::sync::Mutex<Vec<Option<Exemplar>>>,
 }
 
 impl Histogram {
-    fn record(&self, ns: u64) {
+    fn record(&self, ns: u64, traced: Option<(&probes::TraceContext, u64)>) {
         let s = ns as f64 / 1e9;
-        if let Some(i) = LATENCY_BOUNDS_S.iter().position(|b| s <= *b) {
+        let bucket = LATENCY_BOUNDS_S.iter().position(|b| s <= *b);
+        if let Some(i) = bucket {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        if let Some((trace, at_ns)) = traced
+            && let Ok(mut ex) = self.exemplars.lock()
+        {
+            ex.resize(LATENCY_BOUNDS_S.len() + 1, None);
+            ex[bucket.unwrap_or(LATENCY_BOUNDS_S.len())] =
+                Some(Exemplar { trace: *trace, value: s, at: at_ns as f64 / 1e9 });
+        }
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    fn render(&self, out: &mut String, name: &str, labels: &str, format: Format) {
         let sep = if labels.is_empty() { "" } else { "," };
+        let exemplars = match format {
+            Format::OpenMetrics => self.exemplars.lock().map(|e| e.clone()).unwrap_or_default(),
+            Format::Prometheus => Vec::new(),
+        };
+        let exemplar = |i: usize| match exemplars.get(i).copied().flatten() {
+            Some(e) => format!(
+                " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
+                e.trace.trace_id_hex(),
+                hex(&e.trace.span_id),
+                e.value,
+                e.at
+            ),
+            None => String::new(),
+        };
         let mut cumulative = 0;
-        for (b, n) in LATENCY_BOUNDS_S.iter().zip(&self.buckets) {
+        for (i, (b, n)) in LATENCY_BOUNDS_S.iter().zip(&self.buckets).enumerate() {
             cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}{}", exemplar(i));
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let inf = exemplar(LATENCY_BOUNDS_S.len());
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}{inf}");
         let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
         let _ = writeln!(out, "{name}_count{braces} {count}");
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One hop's histogram.
@@ -72,6 +145,9 @@ pub struct Metrics {
     unreadable: AtomicU64,
     /// Consumer groups' lag as the broker's offsets show it (see [`follow_group_lags`]).
     group_lags: std::sync::Mutex<Vec<(String, u64)>>,
+    /// Which deliveries become exemplars: `None`, none (no traces are exported); else
+    /// sampled ones, and those at least this slow end to end (traced by the tail rule).
+    exemplars_from_ns: Option<u64>,
 }
 
 impl Metrics {
@@ -100,7 +176,16 @@ impl Metrics {
             delivered: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
             group_lags: std::sync::Mutex::default(),
+            exemplars_from_ns: None,
         }
+    }
+
+    /// Keeps exemplars of the deliveries whose traces are exported: sampled ones, and
+    /// those at least `breach_ns` slow end to end (`u64::MAX`: sampled ones only).
+    #[must_use]
+    pub fn with_exemplars(mut self, breach_ns: u64) -> Self {
+        self.exemplars_from_ns = Some(breach_ns);
+        self
     }
 
     /// Replaces the consumer groups' lag (groups with no committed offsets are left out).
@@ -112,11 +197,28 @@ impl Metrics {
 
     /// Records one distinct delivery: its end-to-end time and each hop's.
     pub fn observe(&self, intended_ns: u64, stamps: &str, received_ns: u64) {
+        self.observe_traced(intended_ns, stamps, received_ns, None);
+    }
+
+    /// [`Metrics::observe`], with the delivery's trace context (its `traceparent`) for the
+    /// buckets' exemplars.
+    pub fn observe_traced(
+        &self,
+        intended_ns: u64,
+        stamps: &str,
+        received_ns: u64,
+        trace: Option<&probes::TraceContext>,
+    ) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
-        self.end_to_end.record(received_ns.saturating_sub(intended_ns));
+        let e2e = received_ns.saturating_sub(intended_ns);
+        let traced = match (self.exemplars_from_ns, trace) {
+            (Some(breach), Some(t)) if t.is_sampled() || e2e >= breach => Some((t, received_ns)),
+            _ => None,
+        };
+        self.end_to_end.record(e2e, traced);
         let recorded = for_each_hop(&self.source, intended_ns, stamps.as_bytes(), received_ns, &self.sink, |h| {
             if let Some(m) = self.hops.iter().find(|m| h.is(&m.name)) {
-                m.latency.record(h.ns);
+                m.latency.record(h.ns, traced);
             }
         });
         if recorded.is_err() {
@@ -126,21 +228,32 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
+        self.render_as(Format::Prometheus)
+    }
+
+    /// The exposition in `format`.
+    pub fn render_as(&self, format: Format) -> String {
         let mut out = String::with_capacity(8192);
+        // OpenMetrics names a counter's family without the `_total` of its sample.
+        let family = |name: &'static str| match format {
+            Format::OpenMetrics => name.strip_suffix("_total").unwrap_or(name),
+            Format::Prometheus => name,
+        };
         let e2e = "tailgate_end_to_end_latency_seconds";
         let _ = writeln!(out, "# HELP {e2e} From an event's intended send time to its delivery to a client.");
         let _ = writeln!(out, "# TYPE {e2e} histogram");
-        self.end_to_end.render(&mut out, e2e, "");
+        self.end_to_end.render(&mut out, e2e, "", format);
         let hop = "tailgate_hop_latency_seconds";
         let _ =
             writeln!(out, "# HELP {hop} Each hop of a delivered event: transit between stages, or service inside one.");
         let _ = writeln!(out, "# TYPE {hop} histogram");
         for m in &self.hops {
             let kind = if m.kind == HopKind::Service { "service" } else { "transit" };
-            m.latency.render(&mut out, hop, &format!("hop=\"{}\",kind=\"{kind}\"", m.name));
+            m.latency.render(&mut out, hop, &format!("hop=\"{}\",kind=\"{kind}\"", m.name), format);
         }
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let counter = |out: &mut String, name: &'static str, help: &str, v: u64| {
+            let f = family(name);
+            let _ = writeln!(out, "# HELP {f} {help}\n# TYPE {f} counter\n{name} {v}");
         };
         let snap = self.snapshot();
         counter(&mut out, "tailgate_events_sent_total", "Events the load generator sent.", snap.sent);
@@ -152,11 +265,10 @@ impl Metrics {
             self.unreadable.load(Ordering::Relaxed),
         );
         let outcomes = "tailgate_stage_events_total";
-        let _ = writeln!(
-            out,
-            "# HELP {outcomes} Events each stage forwarded, dead-lettered, filtered or dropped as duplicates."
-        );
-        let _ = writeln!(out, "# TYPE {outcomes} counter");
+        let f = family(outcomes);
+        let _ =
+            writeln!(out, "# HELP {f} Events each stage forwarded, dead-lettered, filtered or dropped as duplicates.");
+        let _ = writeln!(out, "# TYPE {f} counter");
         for s in &snap.stages {
             for (outcome, v) in [
                 ("forwarded", s.forwarded),
@@ -188,6 +300,9 @@ impl Metrics {
         );
         for (group, n) in self.group_lags.lock().map(|l| l.clone()).unwrap_or_default() {
             let _ = writeln!(out, "{lag}{{group=\"{group}\"}} {n}");
+        }
+        if format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
         }
         out
     }
@@ -281,9 +396,15 @@ impl Outcomes {
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// `GET /metrics` for a router.
-pub async fn handler(State(m): State<Arc<Metrics>>) -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], m.render())
+/// `GET /metrics` for a router: OpenMetrics when the scraper accepts it, else Prometheus
+/// text.
+pub async fn handler(
+    State(m): State<Arc<Metrics>>,
+    headers: axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse {
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::accepted(accept);
+    ([(axum::http::header::CONTENT_TYPE, format.content_type())], m.render_as(format))
 }
 
 /// Serves `GET /metrics` on `listener` until `cancel`.
@@ -363,5 +484,32 @@ mod tests {
         two.add(&page);
         assert_eq!(two.get("connector", "forwarded"), 14);
         assert_eq!(Outcomes::parse("garbage\ntailgate_stage_events_total{stage=\"x\"} 1"), Outcomes::default());
+    }
+
+    #[test]
+    fn openmetrics_carries_exemplars_of_traced_deliveries_only() {
+        let (m, _) = metrics();
+        let m = m.with_exemplars(u64::MAX);
+        let ms = 1_000_000;
+        let sampled = probes::TraceContext::new_root();
+        let unsampled = probes::TraceContext { flags: 0, ..probes::TraceContext::new_root() };
+        m.observe_traced(0, "connector:1000000:2000000,agent:3000000:4000000", 3 * ms, Some(&sampled));
+        m.observe_traced(0, "connector:1000000:2000000,agent:3000000:4000000", 30 * ms, Some(&unsampled));
+        let om = m.render_as(Format::OpenMetrics);
+        let bucket =
+            om.lines().find(|l| l.starts_with("tailgate_end_to_end_latency_seconds_bucket{le=\"0.005\"}")).unwrap();
+        let want =
+            format!("1 # {{trace_id=\"{}\",span_id=\"{}\"}} 0.003 ", sampled.trace_id_hex(), hex(&sampled.span_id));
+        assert!(bucket.contains(&want), "{bucket}");
+        assert_eq!(om.matches("trace_id=").count(), 1 + 5, "end to end and the five hops of the sampled event only");
+        assert!(om.contains("# TYPE tailgate_events_sent counter\ntailgate_events_sent_total 5"));
+        assert!(om.ends_with("# EOF\n"));
+        // Prometheus text has no exemplars; without exporting traces there are none either.
+        assert!(!m.render().contains("trace_id"));
+        let (plain, _) = metrics();
+        plain.observe_traced(0, "", ms, Some(&sampled));
+        assert!(!plain.render_as(Format::OpenMetrics).contains("trace_id"));
+        assert_eq!(Format::accepted(Some("application/openmetrics-text;version=1.0.0")), Format::OpenMetrics);
+        assert_eq!(Format::accepted(Some("text/plain")), Format::Prometheus);
     }
 }
