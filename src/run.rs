@@ -661,6 +661,11 @@ async fn run_profile(
     let broker_info = broker.info.clone();
     drop(broker); // everything that talks to it is done
 
+    let dead_lettered = audit.ids.iter().filter(|id| !tally.has(**id)).count() as u64;
+    let filtered = counters[0].filtered.load(Ordering::Relaxed);
+    let lost = report.sent.saturating_sub(tally.delivered + dead_lettered + filtered);
+    // The last metrics export carries the run's accounting.
+    metrics.set_lost(lost);
     let metric_exports_failed = match otlp_metrics {
         Some(m) => tokio::task::spawn_blocking(move || m.stop()).await.unwrap_or_default(),
         None => 0,
@@ -669,14 +674,12 @@ async fn run_profile(
         Some(t) => Some(reports::result::TelemetryInfo { metric_exports_failed, ..stop_tracer(t).await }),
         None => None,
     };
-    let dead_lettered = audit.ids.iter().filter(|id| !tally.has(**id)).count() as u64;
-    let filtered = counters[0].filtered.load(Ordering::Relaxed);
     let counts = Counts {
         sent: report.sent,
         delivered: tally.delivered,
         dead_lettered,
         filtered,
-        lost: report.sent.saturating_sub(tally.delivered + dead_lettered + filtered),
+        lost,
         duplicates: tally.duplicates + counters[3].duplicates.load(Ordering::Relaxed),
         reordered: tally.reordered,
         warmup_sent: report.warmup_sent,

@@ -92,6 +92,23 @@ fn histogram_count(metrics: &Metrics, name: &str, hop: Option<&str>) -> u64 {
     points.flatten().filter(wanted).map(|p| p.count).next_back().unwrap_or(0)
 }
 
+/// The value of the last exported data point of counter `name` (`None` if never exported).
+fn counter_value(metrics: &Metrics, name: &str) -> Option<i64> {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as N;
+    let metrics = metrics.lock().unwrap();
+    let points = metrics.iter().filter(|m| m.name == name).filter_map(|m| match &m.data {
+        Some(metric::Data::Sum(s)) => Some(s.data_points.clone()),
+        _ => None,
+    });
+    points
+        .flatten()
+        .filter_map(|p| match p.value {
+            Some(N::AsInt(v)) => Some(v),
+            _ => None,
+        })
+        .next_back()
+}
+
 /// An OTLP/HTTP collector (protobuf bodies on `/v1/traces`) on a free loopback port.
 async fn http_collector() -> (String, Received) {
     use prost::Message;
@@ -219,6 +236,9 @@ async fn every_event_is_one_trace_across_every_stage_over_grpc() {
     // The metrics went to the same collector; the last export counts every delivery.
     assert_eq!(t.metric_exports_failed, 0);
     assert_eq!(histogram_count(&metrics, "tailgate.end_to_end.duration", None), c.delivered);
+    let count = |name| counter_value(&metrics, name).and_then(|v| u64::try_from(v).ok());
+    assert_eq!(count("tailgate.events.delivered"), Some(c.delivered));
+    assert_eq!(count("tailgate.events.lost"), Some(0), "the last export carries the run's accounting");
     for hop in ["source->connector", "agent", "streamjob->gateway", "gateway->client"] {
         assert_eq!(histogram_count(&metrics, "tailgate.hop.duration", Some(hop)), c.delivered, "{hop}");
     }

@@ -143,6 +143,8 @@ pub struct Metrics {
     delivered: AtomicU64,
     /// Deliveries whose stamps could not be read (not in the hop histograms).
     unreadable: AtomicU64,
+    /// Events the run's accounting found lost (set once, at its end).
+    lost: AtomicU64,
     /// Consumer groups' lag as the broker's offsets show it (see [`follow_group_lags`]).
     group_lags: std::sync::Mutex<Vec<(String, u64)>>,
     /// Which deliveries become exemplars: `None`, none (no traces are exported); else
@@ -175,6 +177,7 @@ impl Metrics {
             sent,
             delivered: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             group_lags: std::sync::Mutex::default(),
             exemplars_from_ns: None,
         }
@@ -186,6 +189,11 @@ impl Metrics {
     pub fn with_exemplars(mut self, breach_ns: u64) -> Self {
         self.exemplars_from_ns = Some(breach_ns);
         self
+    }
+
+    /// Records the run's final count of lost events, for the last export.
+    pub fn set_lost(&self, lost: u64) {
+        self.lost.store(lost, Ordering::Relaxed);
     }
 
     /// Replaces the consumer groups' lag (groups with no committed offsets are left out).
@@ -260,6 +268,12 @@ impl Metrics {
         counter(&mut out, "tailgate_events_delivered_total", "Distinct events delivered to a client.", snap.delivered);
         counter(
             &mut out,
+            "tailgate_events_lost_total",
+            "Events sent and never delivered, dead-lettered or filtered (known when the run has drained).",
+            snap.lost,
+        );
+        counter(
+            &mut out,
             "tailgate_deliveries_unreadable_total",
             "Deliveries whose stamps could not be read.",
             self.unreadable.load(Ordering::Relaxed),
@@ -332,7 +346,8 @@ impl Metrics {
                 StageCounts { waiting, ..s }
             })
             .collect();
-        Counts { sent, delivered, in_flight: sent.saturating_sub(settled), stages }
+        let lost = self.lost.load(Ordering::Relaxed);
+        Counts { sent, delivered, in_flight: sent.saturating_sub(settled + lost), lost, stages }
     }
 }
 

@@ -26,5 +26,7 @@ pub struct Counts {
     pub delivered: u64,
     /// Sent and not yet delivered, dead-lettered or filtered.
     pub in_flight: u64,
+    /// Sent and never settled: known once the run has drained and accounted (0 before).
+    pub lost: u64,
     pub stages: Vec<StageCounts>,
 }

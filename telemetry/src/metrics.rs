@@ -128,6 +128,14 @@ impl MetricsExport {
             .build();
         let c = Arc::clone(&counts);
         meter
+            .u64_observable_counter("tailgate.events.lost")
+            .with_description(
+                "Events sent and never delivered, dead-lettered or filtered (known when the run has drained).",
+            )
+            .with_callback(move |o| o.observe(c().lost, &[]))
+            .build();
+        let c = Arc::clone(&counts);
+        meter
             .u64_observable_gauge("tailgate.events.in_flight")
             .with_description("Events sent and not yet delivered, dead-lettered or filtered.")
             .with_callback(move |o| o.observe(c().in_flight, &[]))
