@@ -99,6 +99,13 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
     }
     let mut kafka = stage_kafka(&base_kafka(profile), profile, name);
     kafka.check_settings().map_err(|e| bad(format!("{}: stage {name}: {e}", opts.config.display())))?;
+    // Everything the stage needs from its settings is checked before the broker is asked.
+    let connector = match opts.stage {
+        StageName::Connector => Some((connector_source(&scenario, &opts)?, edge_cache(&scenario, &opts)?)),
+        _ => None,
+    };
+    let p = &scenario.pipeline;
+    let model = scenario.agent.model(p.model_latency).map_err(|(f, why)| bad(format!("agent.model.{f}: {why}")))?;
     kafka.bootstrap = bootstrap;
     kafka.converter = scenario.connector.converter;
     wait_for_broker(&kafka, name).await?;
@@ -126,8 +133,7 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
     let mut described = format!("group {}", pipeline::stage::group_of(name));
     match opts.stage {
         StageName::Connector => {
-            let (source, what) = connector_source(&scenario, &opts)?;
-            let cache_at = edge_cache(&scenario, &opts)?;
+            let ((source, what), cache_at) = connector.ok_or_else(|| bad("the connector's settings"))?;
             let cache = EdgeCache::open(&cache_at).await.map_err(runtime)?;
             let mut cfg = ConnectorConfig::new(source);
             cfg.tasks = scenario.connector.tasks;
@@ -152,15 +158,11 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
                 Some(url) => Some(EdgeCache::open(&CacheAt::parse(url)).await.map_err(runtime)?),
                 None => None,
             };
-            let p = &scenario.pipeline;
             let config = agent::AgentConfig {
                 history: p.history,
                 concurrency: scenario.agent.concurrency,
                 prefetch: scenario.agent.prefetch,
-                model: scenario
-                    .agent
-                    .model(p.model_latency)
-                    .map_err(|(f, why)| bad(format!("agent.model.{f}: {why}")))?,
+                model,
                 state_dir: opts.state_dir.clone(),
                 run: None,
             };
@@ -174,7 +176,6 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             tasks.spawn(tagged("restores", report_restores(watched, cancel.clone())));
         }
         StageName::Streamjob => {
-            let p = &scenario.pipeline;
             let job = streamjob::StreamJob::new(streamjob::StreamJobConfig {
                 window: p.window,
                 out_of_orderness: p.out_of_orderness,

@@ -144,3 +144,25 @@ fn a_broker_on_a_taken_address_exits_3_saying_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains("try another --listen"), "{err}");
 }
+
+#[test]
+fn a_stage_without_what_it_needs_exits_2_before_asking_any_broker() {
+    let out = tailgate().args(["stage", "agent", "--config", "scenarios/quickstart.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stage agent needs a broker: give --bootstrap HOST:PORT"), "{err}");
+
+    // Nothing listens on port 1: the missing source file is named first, at once.
+    let started = Instant::now();
+    let out = tailgate()
+        .args(["stage", "connector", "--config", "scenarios/quickstart.toml", "--bootstrap", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stage connector needs [connector] sqlite"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    let out = tailgate().args(["stage", "dispatcher", "--config", "scenarios/quickstart.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown stage is a bad flag");
+}
