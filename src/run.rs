@@ -12,7 +12,7 @@ use pipeline::cache::{CacheAt, EdgeCache, SinkCounters};
 use pipeline::connector::{self, ActionRow, ConnectorConfig, Source, SourceWriter};
 use pipeline::gateway::{self, GatewayState};
 use pipeline::stage::{self, StageCounters};
-use pipeline::streamjob::{StreamJob, StreamJobConfig};
+use pipeline::streamjob::{StreamJob, StreamJobStats};
 use pipeline::{KafkaSettings, topics};
 use probes::{HopSet, TraceContext};
 use reports::result::{PipelineInfo, StateRestore};
@@ -364,6 +364,8 @@ async fn run_profile(
             ),
         ))
     };
+    let job_config = scenario.streamjob_config();
+    let mut job_stats: Option<Arc<StreamJobStats>> = None;
     let mut agent_task = None;
     if let (None, Some(cache)) = (&external, &cache) {
         stages.spawn(tagged(
@@ -389,7 +391,8 @@ async fn run_profile(
             ),
         ));
         agent_task = Some(spawn_agent(&mut stages, agent_ready));
-        let job = StreamJob::new(StreamJobConfig { window: p.window, out_of_orderness: p.out_of_orderness });
+        let job = StreamJob::new(job_config.clone());
+        job_stats = Some(Arc::clone(&job.stats));
         stages.spawn(tagged(
             pipeline::streamjob::NAME,
             stage::run(
@@ -710,6 +713,15 @@ async fn run_profile(
             })
             .collect(),
         external: external.as_ref().map(ExternalStages::describe),
+        streamjob: job_stats.map(|s| reports::result::StreamJobInfo {
+            window_ms: job_config.window.as_millis() as u64,
+            slide_ms: job_config.slide.as_millis() as u64,
+            out_of_orderness_ms: job_config.out_of_orderness.as_millis() as u64,
+            windows_fired: s.windows_fired.load(Ordering::Relaxed),
+            late: s.late.load(Ordering::Relaxed),
+            signals: s.signals.lock().map(|m| m.clone()).unwrap_or_default(),
+            audit_records: s.audit_records.load(Ordering::Relaxed),
+        }),
     };
     let measured = (report.sent - report.warmup_sent) as f64 / load.rate;
     let duration_s =

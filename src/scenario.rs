@@ -35,6 +35,8 @@ pub struct Scenario {
     pub telemetry: TelemetrySection,
     #[serde(default)]
     pub stages: StagesSection,
+    #[serde(default)]
+    pub streamjob: StreamJobSection,
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
@@ -432,6 +434,86 @@ pub struct EdgeCacheSection {
     pub url: Option<String>,
 }
 
+/// `[streamjob]`: window sliding and the patterns to detect (the window length and the
+/// watermark's bound are `[pipeline] window` and `out_of_orderness`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamJobSection {
+    /// How often a window starts; absent: windows tumble (slide = window).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub slide: Option<Duration>,
+    /// `[[streamjob.patterns]]`: signals to emit per session.
+    #[serde(default)]
+    pub patterns: Vec<PatternSection>,
+}
+
+/// One pattern: `times` actions (containing `contains`, if given) within `within`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternSection {
+    /// The signal's name, e.g. `binge`.
+    pub name: String,
+    pub times: u32,
+    #[serde(deserialize_with = "duration")]
+    pub within: Duration,
+    pub contains: Option<String>,
+}
+
+impl Scenario {
+    /// The stream job's settings.
+    pub fn streamjob_config(&self) -> pipeline::streamjob::StreamJobConfig {
+        let p = &self.pipeline;
+        pipeline::streamjob::StreamJobConfig {
+            window: p.window,
+            slide: self.streamjob.slide.unwrap_or(p.window),
+            out_of_orderness: p.out_of_orderness,
+            patterns: self
+                .streamjob
+                .patterns
+                .iter()
+                .map(|q| pipeline::streamjob::Pattern {
+                    name: q.name.clone(),
+                    times: q.times,
+                    within: q.within,
+                    contains: q.contains.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn validate_streamjob(&self, bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
+        if let Some(slide) = self.streamjob.slide
+            && (slide.is_zero() || slide > self.pipeline.window)
+        {
+            bad(
+                "streamjob",
+                None,
+                "slide",
+                format!("must be longer than zero and at most the window ({:?})", self.pipeline.window),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.streamjob.patterns.iter().enumerate() {
+            if !valid_name(&p.name) {
+                bad(
+                    "streamjob.patterns",
+                    Some(i),
+                    "name",
+                    "must be non-empty and use only a-z, 0-9, `_`, `.`, `-`".into(),
+                );
+            } else if !names.insert(p.name.as_str()) {
+                bad("streamjob.patterns", Some(i), "name", format!("`{}` is named twice", p.name));
+            }
+            if p.times < 2 {
+                bad("streamjob.patterns", Some(i), "times", format!("must be at least 2, not {}", p.times));
+            }
+            if p.within.is_zero() {
+                bad("streamjob.patterns", Some(i), "within", "must be longer than zero".into());
+            }
+        }
+    }
+}
+
 /// `[stages]`: where the pipeline's stages run.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -774,6 +856,7 @@ impl Scenario {
             );
         }
         self.validate_stages(bad);
+        self.validate_streamjob(bad);
         if let Err((field, why)) = self.telemetry.requested(&self.sla) {
             bad("telemetry", None, field, why);
         }

@@ -176,10 +176,7 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             tasks.spawn(tagged("restores", report_restores(watched, cancel.clone())));
         }
         StageName::Streamjob => {
-            let job = streamjob::StreamJob::new(streamjob::StreamJobConfig {
-                window: p.window,
-                out_of_orderness: p.out_of_orderness,
-            });
+            let job = streamjob::StreamJob::new(scenario.streamjob_config());
             let run = pipeline::stage::run(
                 kafka.clone(),
                 topics::BEATS,

@@ -168,3 +168,42 @@ url = "{redis}"
     let db = pipeline::postgres::connect(&pg).await.unwrap();
     db.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_job_signals_a_pattern_given_in_the_scenario() {
+    // One session, an action every 50 ms: every three consecutive actions are a binge
+    // (within 2 s), and matches do not overlap, so 60 actions give exactly 20 signals.
+    let r = run_text(
+        r#"
+name = "binge"
+[load]
+rate = 20
+sessions = 1
+warmup = "1s"
+duration = "2s"
+[broker]
+partitions = 1
+[streamjob]
+slide = "500ms"
+[[streamjob.patterns]]
+name = "binge"
+times = 3
+within = "2s"
+[[streamjob.patterns]]
+name = "never"
+times = 2
+within = "1s"
+contains = "no action says this"
+"#,
+    )
+    .await;
+    let c = r.counts;
+    assert_eq!((c.sent, c.delivered, c.lost), (60, 60, 0), "{c:?}");
+    let j = r.pipeline.unwrap().streamjob.unwrap();
+    assert_eq!((j.window_ms, j.slide_ms), (1000, 500));
+    assert_eq!(j.signals.get("binge"), Some(&20), "{j:?}");
+    assert_eq!(j.signals.get("never"), None, "{j:?}");
+    assert_eq!(j.late, 0, "in order, nothing is late: {j:?}");
+    assert!(j.windows_fired >= 4, "3 s of events in 1 s windows every 500 ms: {j:?}");
+    assert_eq!(j.audit_records, j.windows_fired + j.late + 20, "every decision is audited: {j:?}");
+}

@@ -3,7 +3,8 @@
 //!
 //! - [`connector`]: change capture from the `story_actions` table (SQLite) to `story.actions`;
 //! - [`agent`]: per-session state, prompt construction and a (simulated) model call, to `story.beats`;
-//! - [`streamjob`]: event-time tumbling windows per session, to `story.updates`;
+//! - [`streamjob`]: event-time windows and patterns per session, to `story.updates`, with
+//!   side outputs for audit, signals and late events;
 //! - [`gateway`]: `story.updates` to HTTP clients over Server-Sent Events.
 //!
 //! [`stage`] is the runtime the Kafka-to-Kafka stages share (consume, stamp, produce, store
@@ -46,8 +47,14 @@ pub mod topics {
     pub const AGENT_CHANGELOG: &str = "story.agent-changelog";
     /// Source positions of the connector (compacted), as Kafka Connect keeps them.
     pub const CONNECT_OFFSETS: &str = "tailgate.connect-offsets";
-    /// Every event topic a run needs, in pipeline order.
-    pub const ALL: [&str; 4] = [ACTIONS, BEATS, UPDATES, DLQ];
+    /// Every decision the stream job makes (windows fired, late events, pattern matches).
+    pub const AUDIT: &str = "story.audit";
+    /// The stream job's pattern signals (e.g. `binge`).
+    pub const SIGNALS: &str = "story.signals";
+    /// Copies of the events that came after their windows had fired.
+    pub const LATE: &str = "story.late";
+    /// Every event and side-output topic a run needs, in pipeline order.
+    pub const ALL: [&str; 7] = [ACTIONS, BEATS, UPDATES, DLQ, AUDIT, SIGNALS, LATE];
     /// The compacted topics: state and positions, last value per key wins.
     pub const COMPACTED: [&str; 3] = [CONTEXT, AGENT_CHANGELOG, CONNECT_OFFSETS];
 }

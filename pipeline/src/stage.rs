@@ -30,14 +30,28 @@ pub struct Meta {
     pub ingress_ns: u64,
 }
 
-/// A stage's business logic: transform the event in place, or refuse it with a reason
-/// (which dead-letters it).
+/// A record a stage writes beside its main output (Flink's side outputs): produced with
+/// the event's output and acknowledged before its input offset is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideRecord {
+    pub topic: &'static str,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// A stage's business logic: transform the event in place (adding side records to `side`),
+/// or refuse it with a reason (which dead-letters it).
 pub trait Processor: Send + 'static {
     /// The stage's name in stamps, group ids and reports.
     const NAME: &'static str;
 
     /// Processes one event.
-    fn process(&mut self, event: &mut StoryEvent, meta: &Meta) -> impl Future<Output = Result<(), String>> + Send;
+    fn process(
+        &mut self,
+        event: &mut StoryEvent,
+        meta: &Meta,
+        side: &mut Vec<SideRecord>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// Live counters of one stage, readable while it runs.
@@ -323,6 +337,8 @@ pub enum Ack {
     Nothing,
     /// One output's delivery.
     Delivery(DeliveryFuture),
+    /// Several outputs' deliveries (an event and its side records).
+    All(Vec<DeliveryFuture>),
     /// Outputs a worker will produce: every delivery it hands back, or its reason for failing.
     Later(oneshot::Receiver<Result<Vec<DeliveryFuture>, String>>),
 }
@@ -332,6 +348,7 @@ impl std::fmt::Debug for Ack {
         f.write_str(match self {
             Self::Nothing => "Nothing",
             Self::Delivery(_) => "Delivery",
+            Self::All(_) => "All",
             Self::Later(_) => "Later",
         })
     }
@@ -375,6 +392,12 @@ impl Ack {
         match self {
             Self::Nothing => Ok(()),
             Self::Delivery(f) => delivered(f).await,
+            Self::All(fs) => {
+                for f in fs {
+                    delivered(f).await?;
+                }
+                Ok(())
+            }
             Self::Later(rx) => {
                 for f in rx.await.map_err(|_| AckError::Abandoned)?.map_err(AckError::Refused)? {
                     delivered(f).await?;
@@ -477,6 +500,7 @@ pub async fn run<P: Processor>(
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     let acker = spawn_acker(Arc::clone(&consumer), P::NAME, input, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
+    let mut side = Vec::new();
     let group = group_of(P::NAME);
     let result = loop {
         let msg = match next_message(&consumer, &cancel, P::NAME, input).await {
@@ -487,26 +511,37 @@ pub async fn run<P: Processor>(
         let ingress_ns = probes::now_ns();
         let (partition, offset) = (msg.partition(), msg.offset());
         let ack = match decode(&msg, kafka.converter) {
-            Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason),
+            Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason).map(Ack::Delivery),
             Ok((incoming, mut event)) => {
                 let meta = Meta { intended_ns: incoming.intended_ns, ingress_ns };
-                match processor.process(&mut event, &meta).await {
-                    Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason),
+                side.clear();
+                match processor.process(&mut event, &meta, &mut side).await {
+                    Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason).map(Ack::Delivery),
                     Ok(()) => {
                         let consumed = Consumed { topic: input, partition, offset, group: &group };
                         let span = StageSpan::new(P::NAME, incoming.trace, Some(consumed), Some(output));
-                        forward(&producer, &kafka, &span, &msg, &incoming, &event, ingress_ns, &mut stamps).inspect(
-                            |_| {
-                                counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                            },
-                        )
+                        let sent = forward(&producer, &kafka, &span, &msg, &incoming, &event, ingress_ns, &mut stamps);
+                        sent.and_then(|main| {
+                            counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                            if side.is_empty() {
+                                return Ok(Ack::Delivery(main));
+                            }
+                            let mut all = Vec::with_capacity(1 + side.len());
+                            all.push(main);
+                            for r in &side {
+                                let record =
+                                    FutureRecord::<[u8], [u8]>::to(r.topic).key(&r.key[..]).payload(&r.value[..]);
+                                all.push(send_with_retry(&producer, record, P::NAME)?);
+                            }
+                            Ok(Ack::All(all))
+                        })
                     }
                 }
             }
         };
         match ack {
-            Ok(fut) => {
-                if tx.send(Pending { partition, offset, ack: Ack::Delivery(fut) }).await.is_err() {
+            Ok(ack) => {
+                if tx.send(Pending { partition, offset, ack }).await.is_err() {
                     break Ok(()); // the acker failed; its error is reported below
                 }
             }

@@ -1,49 +1,127 @@
-//! The stream job (Flink style): event time is the load generator's intended send time;
-//! a watermark trails the highest event time seen by a bounded out-of-orderness; each
-//! session's actions are counted in tumbling windows, and every beat goes on enriched with
-//! its window's count so far. Events behind the watermark are marked late, never dropped.
+//! The stream job (Flink style). Event time is the load generator's intended send time; a
+//! watermark trails the highest event time seen by a bounded out-of-orderness.
+//!
+//! - **Windows**: each session's actions are counted in event-time windows of `window`
+//!   length starting every `slide` (tumbling when the two are equal, sliding when `slide`
+//!   is shorter). Every beat goes on enriched with the count so far of the newest window it
+//!   falls in. A window fires when the watermark passes its end: an event-time timer, as a
+//!   `KeyedProcessFunction` registers one, emits its final count to `story.audit`.
+//! - **Late events**: an event whose windows have all fired is late. It still goes on
+//!   (marked late, counted in no window) and is copied to the side output `story.late`
+//!   with its event time and the watermark it missed: never dropped, never silent.
+//! - **Patterns** (CEP-like), given as data: "`times` actions (whose text contains
+//!   `contains`, if given) within `within` in one session" emits the pattern's signal to
+//!   `story.signals`. Matches do not overlap: after one, counting starts afresh.
+//! - **Audit**: every decision (a window fired, an event was late, a pattern matched) is one
+//!   JSON record on `story.audit`, keyed by session.
+//!
+//! State is per run and session, so one long-lived job serves run after run. The job is
+//! driven only by the events it is given ([`StreamJob::observe`]): tests set time
+//! explicitly and need no clock.
 
 use crate::event::{StoryEvent, Window};
-use crate::stage::{Meta, Processor};
-use std::collections::{BTreeMap, HashMap};
+use crate::stage::{Meta, Processor, SideRecord};
+use crate::topics;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The stage's name.
 pub const NAME: &str = "streamjob";
 
-/// Window settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A pattern to detect per session, as a scenario gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    /// The signal emitted on a match (e.g. `binge`).
+    pub name: String,
+    /// Matching actions needed (at least 2).
+    pub times: u32,
+    /// The longest event-time span of one match.
+    pub within: Duration,
+    /// Only actions whose text contains this count; all do when `None`.
+    pub contains: Option<String>,
+}
+
+/// Window and pattern settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamJobConfig {
-    /// Tumbling window length.
+    /// Window length.
     pub window: Duration,
+    /// How often a window starts; equal to `window` for tumbling windows.
+    pub slide: Duration,
     /// How far behind the highest event time the watermark trails.
     pub out_of_orderness: Duration,
+    pub patterns: Vec<Pattern>,
 }
 
 impl Default for StreamJobConfig {
     fn default() -> Self {
-        Self { window: Duration::from_secs(1), out_of_orderness: Duration::from_millis(200) }
+        Self {
+            window: Duration::from_secs(1),
+            slide: Duration::from_secs(1),
+            out_of_orderness: Duration::from_millis(200),
+            patterns: Vec::new(),
+        }
     }
 }
 
-/// Window state per session.
+/// What the job has decided so far, readable while it runs.
 #[derive(Debug, Default)]
+pub struct StreamJobStats {
+    pub windows_fired: AtomicU64,
+    pub late: AtomicU64,
+    /// Matches per pattern name.
+    pub signals: Mutex<BTreeMap<String, u64>>,
+    pub audit_records: AtomicU64,
+}
+
+/// A session of a run.
+type Key = (u64, u64);
+
+/// What one event led to, besides its own window figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// A window's final count (the watermark passed its end).
+    Fired { key: Key, start_ms: u64, end_ms: u64, count: u64 },
+    /// The event came after every window it falls in had fired.
+    Late { key: Key, id: u64, event_ms: u64, watermark_ms: u64 },
+    /// A pattern matched on these events.
+    Matched { key: Key, pattern: String, ids: Vec<u64>, first_ms: u64, last_ms: u64 },
+}
+
+/// The job's state: open windows and their timers, pattern progress, the watermark.
+#[derive(Debug)]
 pub struct StreamJob {
     window_ms: u64,
+    slide_ms: u64,
     out_of_order_ms: u64,
+    patterns: Vec<Pattern>,
     max_event_ms: u64,
-    windows: HashMap<u64, BTreeMap<u64, u64>>,
-    /// Events that arrived behind the watermark.
-    pub late: u64,
-    since_purge: u32,
+    /// Open windows: count per (session, window start).
+    windows: HashMap<(Key, u64), u64>,
+    /// Event-time timers: (fire at, session, window start), fired in order.
+    timers: BTreeSet<(u64, Key, u64)>,
+    /// Per session and pattern: the (event ms, id) of matching actions not yet in a match.
+    progress: HashMap<(Key, usize), VecDeque<(u64, u64)>>,
+    pub stats: Arc<StreamJobStats>,
 }
 
 impl StreamJob {
     pub fn new(config: StreamJobConfig) -> Self {
+        let window_ms = (config.window.as_millis() as u64).max(1);
+        let slide_ms = (config.slide.as_millis() as u64).clamp(1, window_ms);
         Self {
-            window_ms: (config.window.as_millis() as u64).max(1),
+            window_ms,
+            slide_ms,
             out_of_order_ms: config.out_of_orderness.as_millis() as u64,
-            ..Self::default()
+            patterns: config.patterns,
+            max_event_ms: 0,
+            windows: HashMap::new(),
+            timers: BTreeSet::new(),
+            progress: HashMap::new(),
+            stats: Arc::default(),
         }
     }
 
@@ -52,48 +130,162 @@ impl StreamJob {
         self.max_event_ms.saturating_sub(self.out_of_order_ms)
     }
 
-    /// Counts one action of `session` at event time `event_ms`.
-    pub fn observe(&mut self, session: u64, event_ms: u64) -> Window {
-        self.max_event_ms = self.max_event_ms.max(event_ms);
+    /// Starts of the windows holding `t`, oldest first.
+    fn windows_of(&self, t: u64) -> impl Iterator<Item = u64> + use<> {
+        let (size, slide) = (self.window_ms, self.slide_ms);
+        let newest = t - t % slide;
+        // The first start after `t - size`, on the slide's grid.
+        let oldest = (t + 1).saturating_sub(size).div_ceil(slide) * slide;
+        (oldest..=newest).step_by(slide as usize)
+    }
+
+    /// Takes one action of `key` (run, session) at event time `event_ms` with id `id`:
+    /// counts it in its windows, advances the watermark and fires what it passed, and
+    /// checks the patterns. Returns the beat's window figures; `decisions` gets the rest.
+    pub fn observe(&mut self, key: Key, id: u64, action: &str, event_ms: u64, decisions: &mut Vec<Decision>) -> Window {
         let watermark = self.watermark_ms();
-        let start_ms = event_ms - event_ms % self.window_ms;
-        let windows = self.windows.entry(session).or_default();
-        let window = if start_ms + self.window_ms <= watermark {
-            self.late += 1;
-            Window { start_ms, count: windows.get(&start_ms).copied().unwrap_or(0), late: true }
-        } else {
-            let count = windows.entry(start_ms).or_default();
-            *count += 1;
-            Window { start_ms, count: *count, late: false }
-        };
-        // Windows the watermark has passed are final: drop them.
-        let closed = watermark.saturating_sub(self.window_ms - 1);
-        *windows = windows.split_off(&closed);
-        self.since_purge += 1;
-        if self.since_purge >= 10_000 {
-            self.since_purge = 0;
-            self.windows.retain(|_, w| {
-                *w = w.split_off(&closed);
-                !w.is_empty()
+        let mut newest = None;
+        for start in self.windows_of(event_ms) {
+            let end = start + self.window_ms;
+            if end <= watermark {
+                continue; // fired already
+            }
+            let count = self.windows.entry((key, start)).or_insert_with(|| {
+                self.timers.insert((end, key, start));
+                0
             });
+            *count += 1;
+            newest = Some(Window { start_ms: start, count: *count, late: false });
         }
+        let window = newest.unwrap_or_else(|| {
+            self.stats.late.fetch_add(1, Ordering::Relaxed);
+            decisions.push(Decision::Late { key, id, event_ms, watermark_ms: watermark });
+            Window { start_ms: event_ms - event_ms % self.slide_ms, count: 0, late: true }
+        });
+        if window.late {
+            return window; // too late for patterns as well: their windows are closed
+        }
+        self.match_patterns(key, id, action, event_ms, decisions);
+        self.max_event_ms = self.max_event_ms.max(event_ms);
+        self.fire(decisions);
         window
+    }
+
+    /// Fires every window whose end the watermark has passed, in event-time order.
+    fn fire(&mut self, decisions: &mut Vec<Decision>) {
+        let watermark = self.watermark_ms();
+        while let Some(&(end, key, start)) = self.timers.first() {
+            if end > watermark {
+                break;
+            }
+            self.timers.pop_first();
+            let count = self.windows.remove(&(key, start)).unwrap_or(0);
+            self.stats.windows_fired.fetch_add(1, Ordering::Relaxed);
+            decisions.push(Decision::Fired { key, start_ms: start, end_ms: end, count });
+        }
+    }
+
+    fn match_patterns(&mut self, key: Key, id: u64, action: &str, event_ms: u64, decisions: &mut Vec<Decision>) {
+        for (i, p) in self.patterns.iter().enumerate() {
+            if p.contains.as_deref().is_some_and(|c| !action.contains(c)) {
+                continue;
+            }
+            let within = p.within.as_millis() as u64;
+            let seen = self.progress.entry((key, i)).or_default();
+            seen.push_back((event_ms, id));
+            // Out-of-order arrivals are kept in event-time order.
+            seen.make_contiguous().sort_unstable();
+            while seen.back().zip(seen.front()).is_some_and(|(last, first)| last.0 - first.0 > within) {
+                seen.pop_front();
+            }
+            if seen.len() >= p.times as usize {
+                let matched: Vec<(u64, u64)> = seen.drain(..).collect();
+                if let Ok(mut s) = self.stats.signals.lock() {
+                    *s.entry(p.name.clone()).or_default() += 1;
+                }
+                decisions.push(Decision::Matched {
+                    key,
+                    pattern: p.name.clone(),
+                    ids: matched.iter().map(|m| m.1).collect(),
+                    first_ms: matched[0].0,
+                    last_ms: matched[matched.len() - 1].0,
+                });
+            }
+        }
+        // Progress older than every pattern's span can no longer match.
+        if self.progress.len() > 100_000 {
+            let horizon = self
+                .watermark_ms()
+                .saturating_sub(self.patterns.iter().map(|p| p.within.as_millis() as u64).max().unwrap_or(0));
+            self.progress.retain(|_, seen| seen.back().is_some_and(|last| last.0 >= horizon));
+        }
     }
 
     /// Open windows across all sessions.
     pub fn open_windows(&self) -> usize {
-        self.windows.values().map(BTreeMap::len).sum()
+        self.windows.len()
+    }
+}
+
+impl Decision {
+    /// The side-output records of this decision: its audit record, and the signal or the
+    /// late event's copy.
+    pub fn records(&self) -> Vec<SideRecord> {
+        let (key, audit) = match self {
+            Self::Fired { key, start_ms, end_ms, count } => (
+                *key,
+                serde_json::json!({
+                    "run": key.0, "session": key.1, "decision": "window_fired",
+                    "start_ms": start_ms, "end_ms": end_ms, "count": count,
+                }),
+            ),
+            Self::Late { key, id, event_ms, watermark_ms } => (
+                *key,
+                serde_json::json!({
+                    "run": key.0, "session": key.1, "decision": "late", "id": id,
+                    "event_ms": event_ms, "watermark_ms": watermark_ms,
+                }),
+            ),
+            Self::Matched { key, pattern, ids, first_ms, last_ms } => (
+                *key,
+                serde_json::json!({
+                    "run": key.0, "session": key.1, "decision": "pattern", "pattern": pattern, "ids": ids,
+                    "first_ms": first_ms, "last_ms": last_ms,
+                }),
+            ),
+        };
+        let k = crate::event::session_key(key.1).to_vec();
+        let mut out = vec![SideRecord { topic: topics::AUDIT, key: k.clone(), value: audit.to_string().into_bytes() }];
+        match self {
+            Self::Late { .. } => {
+                out.push(SideRecord { topic: topics::LATE, key: k, value: audit.to_string().into_bytes() })
+            }
+            Self::Matched { pattern, last_ms, ids, .. } => {
+                let signal = serde_json::json!({
+                    "run": key.0, "session": key.1, "signal": pattern, "at_ms": last_ms, "ids": ids,
+                });
+                out.push(SideRecord { topic: topics::SIGNALS, key: k, value: signal.to_string().into_bytes() });
+            }
+            Self::Fired { .. } => {}
+        }
+        out
     }
 }
 
 impl Processor for StreamJob {
     const NAME: &'static str = NAME;
 
-    async fn process(&mut self, event: &mut StoryEvent, meta: &Meta) -> Result<(), String> {
+    async fn process(&mut self, event: &mut StoryEvent, meta: &Meta, side: &mut Vec<SideRecord>) -> Result<(), String> {
         if event.beat.is_none() {
             return Err("the event has no beat: it did not come through the agent".into());
         }
-        event.window = Some(self.observe(event.session, meta.intended_ns / 1_000_000));
+        let mut decisions = Vec::new();
+        let key = (event.run, event.session);
+        event.window = Some(self.observe(key, event.id, &event.action, meta.intended_ns / 1_000_000, &mut decisions));
+        for d in &decisions {
+            side.extend(d.records());
+        }
+        self.stats.audit_records.fetch_add(decisions.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -102,39 +294,129 @@ impl Processor for StreamJob {
 mod tests {
     use super::*;
 
-    fn job() -> StreamJob {
-        StreamJob::new(StreamJobConfig { window: Duration::from_secs(1), out_of_orderness: Duration::from_millis(200) })
+    const S: Key = (1, 1);
+
+    fn job(window_ms: u64, slide_ms: u64, patterns: Vec<Pattern>) -> StreamJob {
+        StreamJob::new(StreamJobConfig {
+            window: Duration::from_millis(window_ms),
+            slide: Duration::from_millis(slide_ms),
+            out_of_orderness: Duration::from_millis(200),
+            patterns,
+        })
+    }
+
+    /// Feeds (session, event ms) in order; returns each beat's window and every decision.
+    fn feed(j: &mut StreamJob, input: &[(u64, u64)]) -> (Vec<Window>, Vec<Decision>) {
+        let mut decisions = Vec::new();
+        let windows = input
+            .iter()
+            .enumerate()
+            .map(|(i, &(session, t))| j.observe((1, session), i as u64, "go north", t, &mut decisions))
+            .collect();
+        (windows, decisions)
+    }
+
+    fn fired(decisions: &[Decision]) -> Vec<(u64, u64, u64)> {
+        decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Fired { key, start_ms, count, .. } => Some((key.1, *start_ms, *count)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
-    fn counts_per_session_in_tumbling_windows() {
-        let mut j = job();
-        assert_eq!(j.observe(1, 10_000).count, 1);
-        assert_eq!(j.observe(1, 10_500).count, 2);
-        assert_eq!(j.observe(2, 10_600).count, 1);
-        let w = j.observe(1, 11_000);
-        assert_eq!((w.start_ms, w.count, w.late), (11_000, 1, false));
+    fn tumbling_windows_count_per_session_and_fire_when_the_watermark_passes() {
+        let mut j = job(1000, 1000, vec![]);
+        let (w, d) = feed(&mut j, &[(1, 10_000), (1, 10_500), (2, 10_600), (1, 11_000), (1, 11_250)]);
+        let counts: Vec<(u64, u64)> = w.iter().map(|w| (w.start_ms, w.count)).collect();
+        assert_eq!(counts, [(10_000, 1), (10_000, 2), (10_000, 1), (11_000, 1), (11_000, 2)]);
+        // 11_250 - 200 passes 11_000: both sessions' first windows fire, in order.
+        assert_eq!(fired(&d), [(1, 10_000, 2), (2, 10_000, 1)]);
+        assert_eq!(j.open_windows(), 1);
     }
 
     #[test]
-    fn out_of_order_within_the_bound_is_on_time_and_beyond_it_is_late() {
-        let mut j = job();
-        j.observe(1, 10_900);
-        j.observe(1, 11_100); // watermark 10_900: window 10_000 still open
-        let w = j.observe(1, 10_950);
-        assert_eq!((w.start_ms, w.count, w.late), (10_000, 2, false));
-        j.observe(1, 11_300); // watermark 11_100: window 10_000 closed
-        let w = j.observe(1, 10_990);
-        assert_eq!((w.start_ms, w.late), (10_000, true));
-        assert_eq!(j.late, 1);
+    fn out_of_order_within_the_bound_counts_and_beyond_it_is_late_never_dropped() {
+        let mut j = job(1000, 1000, vec![]);
+        // Known answer: window [10_000, 11_000) gets 10_900 and the out-of-order 10_950
+        // (watermark 10_900 then); 10_990 arrives after the watermark reached 11_100.
+        let (w, d) = feed(&mut j, &[(1, 10_900), (1, 11_100), (1, 10_950), (1, 11_300), (1, 10_990)]);
+        assert_eq!((w[2].start_ms, w[2].count, w[2].late), (10_000, 2, false));
+        assert_eq!((w[4].start_ms, w[4].count, w[4].late), (10_000, 0, true));
+        assert_eq!(fired(&d), [(1, 10_000, 2)]);
+        assert!(d.contains(&Decision::Late { key: S, id: 4, event_ms: 10_990, watermark_ms: 11_100 }));
+        assert_eq!(j.stats.late.load(Ordering::Relaxed), 1);
+        // The late event's records: an audit record and its copy on the late side output.
+        let late = d.iter().find(|d| matches!(d, Decision::Late { .. })).unwrap().records();
+        let topics: Vec<&str> = late.iter().map(|r| r.topic).collect();
+        assert_eq!(topics, [topics::AUDIT, topics::LATE]);
     }
 
     #[test]
-    fn closed_windows_are_dropped() {
-        let mut j = job();
-        for t in (0..10_000).step_by(100) {
-            j.observe(t % 7, 100_000 + t);
-        }
-        assert!(j.open_windows() <= 7 * 2, "{}", j.open_windows());
+    fn sliding_windows_hold_each_event_in_every_window_that_covers_it() {
+        // 1 s windows every 250 ms: an event at 10_600 is in the windows starting at
+        // 9_750, 10_000, 10_250 and 10_500.
+        let mut j = job(1000, 250, vec![]);
+        let (w, d) = feed(&mut j, &[(1, 10_600), (1, 10_700), (1, 12_000)]);
+        assert_eq!((w[1].start_ms, w[1].count), (10_500, 2), "the newest window's count");
+        // 12_000 - 200 = 11_800 passes the ends 10_750, 11_000, 11_250, 11_500 and 11_750.
+        assert_eq!(fired(&d), [(1, 9_750, 2), (1, 10_000, 2), (1, 10_250, 2), (1, 10_500, 2)]);
+        assert_eq!(j.windows_of(10_600).collect::<Vec<_>>(), [9_750, 10_000, 10_250, 10_500]);
+    }
+
+    #[test]
+    fn a_pattern_from_data_matches_three_choices_within_two_seconds_without_overlap() {
+        let binge = Pattern { name: "binge".into(), times: 3, within: Duration::from_secs(2), contains: None };
+        let mut j = job(1000, 1000, vec![binge]);
+        // Session 1: 3 within 2 s (match), then 2 more (no match yet), then one 3 s later.
+        // Session 2: 3 spread over 5 s (no match).
+        let input = [
+            (1, 10_000),
+            (2, 10_000),
+            (1, 10_900),
+            (1, 11_800),
+            (2, 12_500),
+            (1, 12_000),
+            (1, 12_100),
+            (2, 15_000),
+            (1, 15_200),
+        ];
+        let (_, d) = feed(&mut j, &input);
+        let matches: Vec<(u64, Vec<u64>)> = d
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Matched { key, ids, .. } => Some((key.1, ids.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(matches, [(1, vec![0, 2, 3])]);
+        assert_eq!(j.stats.signals.lock().unwrap()["binge"], 1);
+        let records = d.iter().find(|d| matches!(d, Decision::Matched { .. })).unwrap().records();
+        assert_eq!(records[1].topic, topics::SIGNALS);
+        let signal: serde_json::Value = serde_json::from_slice(&records[1].value).unwrap();
+        assert_eq!((signal["signal"].as_str(), signal["at_ms"].as_u64()), (Some("binge"), Some(11_800)));
+    }
+
+    #[test]
+    fn a_pattern_counts_only_the_actions_it_names() {
+        let p =
+            Pattern { name: "fights".into(), times: 2, within: Duration::from_secs(5), contains: Some("fight".into()) };
+        let mut j = job(1000, 1000, vec![p]);
+        let mut d = Vec::new();
+        j.observe(S, 1, "fight the troll", 10_000, &mut d);
+        j.observe(S, 2, "go north", 10_100, &mut d);
+        assert!(d.is_empty());
+        j.observe(S, 3, "fight again", 10_200, &mut d);
+        assert!(matches!(&d[..], [Decision::Matched { ids, .. }] if *ids == [1, 3]));
+    }
+
+    #[test]
+    fn runs_keep_separate_windows() {
+        let mut j = job(1000, 1000, vec![]);
+        let mut d = Vec::new();
+        assert_eq!(j.observe((1, 5), 1, "a", 10_000, &mut d).count, 1);
+        assert_eq!(j.observe((2, 5), 1, "a", 10_100, &mut d).count, 1);
     }
 }

@@ -234,6 +234,25 @@ pub struct PipelineInfo {
     /// found them. The agent's figures above are then not known to the run (zero).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<String>,
+    /// What the stream job decided (absent for external stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streamjob: Option<StreamJobInfo>,
+}
+
+/// The stream job's windows, late events and pattern signals over a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamJobInfo {
+    pub window_ms: u64,
+    pub slide_ms: u64,
+    pub out_of_orderness_ms: u64,
+    pub windows_fired: u64,
+    /// Events that came after every window they fall in had fired (copied to `story.late`).
+    pub late: u64,
+    /// Matches per pattern (signals on `story.signals`).
+    #[serde(default)]
+    pub signals: BTreeMap<String, u64>,
+    /// Decisions written to `story.audit`.
+    pub audit_records: u64,
 }
 
 /// One rebuild of the agent's state, for the partitions it was assigned.
@@ -339,6 +358,23 @@ impl RunResult {
                     p.context_hits,
                     p.context_misses,
                     p.context_errors
+                );
+            }
+            if let Some(j) = &p.streamjob {
+                let signals = if j.signals.is_empty() {
+                    "none".to_owned()
+                } else {
+                    j.signals.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                };
+                let kind = if j.slide_ms == j.window_ms {
+                    "tumbling".to_owned()
+                } else {
+                    format!("sliding every {} ms", j.slide_ms)
+                };
+                let _ = writeln!(
+                    s,
+                    "streamjob windows {} ms {kind} · watermark {} ms behind · {} fired · {} late · signals {signals} · {} audit records",
+                    j.window_ms, j.out_of_orderness_ms, j.windows_fired, j.late, j.audit_records
                 );
             }
             for a in &p.agent_restores {

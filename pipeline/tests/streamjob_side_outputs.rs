@@ -1,0 +1,129 @@
+//! The stream job as a stage on the embedded broker, fed beats with known event times: the
+//! updates carry their window counts, a window's final count, a pattern match and a late
+//! event each land on their side output, and every decision is in `story.audit`.
+
+#![cfg(feature = "embedded")]
+#![allow(clippy::unwrap_used)]
+
+use pipeline::embedded::EmbeddedBroker;
+use pipeline::event::Beat;
+use pipeline::stage::StageCounters;
+use pipeline::streamjob::{Pattern, StreamJob, StreamJobConfig};
+use pipeline::{KafkaSettings, StoryEvent, topics};
+use probes::TraceContext;
+use probes::headers::{INTENDED, TRACEPARENT};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+fn read_values(kafka: &KafkaSettings, topic: &str, want: usize) -> Vec<serde_json::Value> {
+    let consumer: BaseConsumer = kafka.consumer_config("test-reader", "test-reader").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    // Read a little past `want`, so that an extra record would be seen.
+    let mut quiet_until = None;
+    while Instant::now() < deadline && quiet_until.is_none_or(|q| Instant::now() < q) {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            out.push(serde_json::from_slice(m.unwrap().payload().unwrap()).unwrap());
+        }
+        if out.len() >= want && quiet_until.is_none() {
+            quiet_until = Some(Instant::now() + Duration::from_secs(1));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_patterns_and_late_events_reach_their_side_outputs() {
+    let broker = EmbeddedBroker::start().await.unwrap();
+    let mut kafka = KafkaSettings::new(broker.bootstrap());
+    kafka.partitions = 1;
+    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+
+    let binge = Pattern { name: "binge".into(), times: 3, within: Duration::from_secs(2), contains: None };
+    let job = StreamJob::new(StreamJobConfig { patterns: vec![binge], ..StreamJobConfig::default() });
+    let stats = Arc::clone(&job.stats);
+    let (ready_tx, mut ready_rx) = watch::channel(false);
+    let cancel = CancellationToken::new();
+    let counters = Arc::new(StageCounters::default());
+    let stage = tokio::spawn(pipeline::stage::run(
+        kafka.clone(),
+        topics::BEATS,
+        topics::UPDATES,
+        job,
+        Arc::clone(&counters),
+        ready_tx,
+        cancel.clone(),
+    ));
+    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
+
+    // One session; event times in ms. 10_000..10_900 is a binge in window [10_000, 11_000);
+    // 12_000 moves the watermark to 11_800, firing that window; 10_100 then comes too late.
+    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
+    let times = [10_000u64, 10_500, 10_900, 12_000, 10_100];
+    for (id, ms) in times.iter().enumerate() {
+        let tp = TraceContext::new_root().encode();
+        let intended = (ms * 1_000_000).to_string();
+        let event = StoryEvent {
+            run: 9,
+            id: id as u64,
+            session: 4,
+            action: format!("choice {id}"),
+            beat: Some(Beat { number: id as u64 + 1, prompt: "p".into(), text: "t".into() }),
+            window: None,
+        };
+        let value = serde_json::to_vec(&event).unwrap();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
+            .insert(Header { key: INTENDED, value: Some(intended.as_bytes()) });
+        let record = FutureRecord::<str, [u8]>::to(topics::BEATS).key("4").payload(&value).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+
+    let (updates, audit, signals, late) = tokio::task::block_in_place(|| {
+        (
+            read_values(&kafka, topics::UPDATES, 5),
+            read_values(&kafka, topics::AUDIT, 3),
+            read_values(&kafka, topics::SIGNALS, 1),
+            read_values(&kafka, topics::LATE, 1),
+        )
+    });
+    cancel.cancel();
+    stage.await.unwrap().unwrap();
+
+    // Every event goes on, the late one marked late and counted in no window.
+    let windows: Vec<(u64, u64, bool)> = updates
+        .iter()
+        .map(|u| {
+            let w = &u["window"];
+            (w["start_ms"].as_u64().unwrap(), w["count"].as_u64().unwrap(), w["late"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        windows,
+        [(10_000, 1, false), (10_000, 2, false), (10_000, 3, false), (12_000, 1, false), (10_000, 0, true)]
+    );
+    let decisions: Vec<&str> = audit.iter().map(|a| a["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["pattern", "window_fired", "late"]);
+    assert_eq!((audit[1]["start_ms"].as_u64(), audit[1]["count"].as_u64()), (Some(10_000), Some(3)));
+    assert_eq!(signals.len(), 1);
+    assert_eq!(signals[0]["signal"], "binge");
+    assert_eq!(signals[0]["ids"], serde_json::json!([0, 1, 2]));
+    assert_eq!((signals[0]["run"].as_u64(), signals[0]["session"].as_u64()), (Some(9), Some(4)));
+    assert_eq!(late.len(), 1);
+    assert_eq!((late[0]["id"].as_u64(), late[0]["watermark_ms"].as_u64()), (Some(4), Some(11_800)));
+
+    assert_eq!(counters.forwarded.load(Ordering::Relaxed), 5);
+    assert_eq!(stats.audit_records.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.late.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.windows_fired.load(Ordering::Relaxed), 1);
+}
