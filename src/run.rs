@@ -391,7 +391,11 @@ async fn run_profile(
             ),
         ));
         agent_task = Some(spawn_agent(&mut stages, agent_ready));
-        let job = StreamJob::new(job_config.clone());
+        // Broadcast rules: every change on story.rules applies before the job's next event.
+        let (rules_tx, rules_rx) = watch::channel(pipeline::streamjob::RuleSet::default());
+        let follow = pipeline::streamjob::follow_rules(kafka.clone(), rules_tx, cancel.clone());
+        stages.spawn(tagged("rules", follow));
+        let job = StreamJob::new(job_config.clone()).with_rules(rules_rx);
         job_stats = Some(Arc::clone(&job.stats));
         stages.spawn(tagged(
             pipeline::streamjob::NAME,
@@ -468,6 +472,24 @@ async fn run_profile(
     let load = &scenario.load;
     let start_ns = probes::now_ns() + 100_000_000;
     let measure_from_ns = start_ns + u64::try_from(load.warmup.as_nanos()).unwrap_or(u64::MAX);
+    if !scenario.streamjob.rules.is_empty() {
+        let mut changes = scenario.streamjob.rules.clone();
+        changes.sort_by_key(|r| r.at);
+        let (kafka, cancel) = (kafka.clone(), cancel.clone());
+        stages.spawn(tagged("rule-changes", async move {
+            for r in changes {
+                let wait =
+                    (start_ns + u64::try_from(r.at.as_nanos()).unwrap_or(u64::MAX)).saturating_sub(probes::now_ns());
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_nanos(wait)) => {}
+                }
+                pipeline::streamjob::publish_rule(&kafka, &r.rule()).await?;
+            }
+            cancel.cancelled().await;
+            Ok(())
+        }));
+    }
     let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, measure_from_ns, Duration::from_secs(1));
     let mut tally = Tally::new(run_id, measure_from_ns, hops);
     tally.spans = kafka.spans.clone();
@@ -721,6 +743,20 @@ async fn run_profile(
             late: s.late.load(Ordering::Relaxed),
             signals: s.signals.lock().map(|m| m.clone()).unwrap_or_default(),
             audit_records: s.audit_records.load(Ordering::Relaxed),
+            rules: s
+                .rules
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| reports::result::RuleChange {
+                    name: r.name,
+                    enabled: r.enabled,
+                    published_at_s: (r.published_ns as f64 - start_ns as f64) / 1e9,
+                    took_effect_at_s: (r.applied_ns as f64 - start_ns as f64) / 1e9,
+                    delay_ms: r.applied_ns.saturating_sub(r.published_ns) as f64 / 1e6,
+                })
+                .collect(),
         }),
     };
     let measured = (report.sent - report.warmup_sent) as f64 / load.rate;

@@ -445,6 +445,46 @@ pub struct StreamJobSection {
     /// `[[streamjob.patterns]]`: signals to emit per session.
     #[serde(default)]
     pub patterns: Vec<PatternSection>,
+    /// `[[streamjob.rules]]`: pattern changes the run publishes to `story.rules` while the
+    /// load goes, for every stream job instance to apply without a restart.
+    #[serde(default)]
+    pub rules: Vec<RuleSection>,
+}
+
+/// A rule change: at `at` into the load, publish pattern `name` (or disable it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    #[serde(deserialize_with = "duration")]
+    pub at: Duration,
+    pub name: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_times")]
+    pub times: u32,
+    #[serde(default = "default_within", deserialize_with = "duration")]
+    pub within: Duration,
+    pub contains: Option<String>,
+}
+
+const fn default_times() -> u32 {
+    2
+}
+const fn default_within() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl RuleSection {
+    /// The rule as `story.rules` carries it, published now.
+    pub fn rule(&self) -> pipeline::streamjob::Rule {
+        let pattern = pipeline::streamjob::Pattern {
+            name: self.name.clone(),
+            times: self.times,
+            within: self.within,
+            contains: self.contains.clone(),
+        };
+        pipeline::streamjob::Rule::of(&pattern, self.enabled)
+    }
 }
 
 /// One pattern: `times` actions (containing `contains`, if given) within `within`.
@@ -509,6 +549,25 @@ impl Scenario {
             }
             if p.within.is_zero() {
                 bad("streamjob.patterns", Some(i), "within", "must be longer than zero".into());
+            }
+        }
+        for (i, r) in self.streamjob.rules.iter().enumerate() {
+            if !valid_name(&r.name) {
+                bad(
+                    "streamjob.rules",
+                    Some(i),
+                    "name",
+                    "must be non-empty and use only a-z, 0-9, `_`, `.`, `-`".into(),
+                );
+            }
+            if r.enabled && r.times < 2 {
+                bad("streamjob.rules", Some(i), "times", format!("must be at least 2, not {}", r.times));
+            }
+            if r.enabled && r.within.is_zero() {
+                bad("streamjob.rules", Some(i), "within", "must be longer than zero".into());
+            }
+            if r.at >= self.load.warmup + self.load.duration {
+                bad("streamjob.rules", Some(i), "at", format!("{:?} is after the load ends", r.at));
             }
         }
     }

@@ -176,7 +176,9 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             tasks.spawn(tagged("restores", report_restores(watched, cancel.clone())));
         }
         StageName::Streamjob => {
-            let job = streamjob::StreamJob::new(scenario.streamjob_config());
+            let (rules_tx, rules_rx) = watch::channel(streamjob::RuleSet::default());
+            tasks.spawn(tagged("rules", streamjob::follow_rules(kafka.clone(), rules_tx, cancel.clone())));
+            let job = streamjob::StreamJob::new(scenario.streamjob_config()).with_rules(rules_rx);
             let run = pipeline::stage::run(
                 kafka.clone(),
                 topics::BEATS,

@@ -207,3 +207,39 @@ contains = "no action says this"
     assert!(j.windows_fired >= 4, "3 s of events in 1 s windows every 500 ms: {j:?}");
     assert_eq!(j.audit_records, j.windows_fired + j.late + 20, "every decision is audited: {j:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_published_mid_run_changes_the_stream_job_without_a_restart() {
+    // An action every 50 ms for 3 s; 1.5 s in, `pair` (two actions within 1 s) is
+    // published on story.rules: from then on about one signal per two actions.
+    let r = run_text(
+        r#"
+name = "rules"
+[load]
+rate = 20
+sessions = 1
+warmup = "1s"
+duration = "2s"
+[broker]
+partitions = 1
+[[streamjob.rules]]
+at = "1500ms"
+name = "pair"
+times = 2
+within = "1s"
+"#,
+    )
+    .await;
+    assert_eq!((r.counts.delivered, r.counts.lost), (60, 0));
+    let j = r.pipeline.unwrap().streamjob.unwrap();
+    assert_eq!(j.rules.len(), 1, "{j:?}");
+    let rule = &j.rules[0];
+    assert!(rule.enabled && rule.name == "pair");
+    assert!((1.4..2.5).contains(&rule.published_at_s), "{rule:?}");
+    assert!(rule.took_effect_at_s >= rule.published_at_s && rule.delay_ms < 2000.0, "{rule:?}");
+    // Only the actions after the rule took effect can pair up (the last ones may still be
+    // waiting for their partner).
+    let after = ((3.0 - rule.took_effect_at_s) * 20.0) as u64;
+    let pairs = j.signals.get("pair").copied().unwrap_or(0);
+    assert!(pairs >= 1 && pairs <= after / 2 + 1, "{pairs} pairs from about {after} actions: {j:?}");
+}

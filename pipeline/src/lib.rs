@@ -47,6 +47,8 @@ pub mod topics {
     pub const AGENT_CHANGELOG: &str = "story.agent-changelog";
     /// Source positions of the connector (compacted), as Kafka Connect keeps them.
     pub const CONNECT_OFFSETS: &str = "tailgate.connect-offsets";
+    /// The stream job's rules (compacted, keyed by rule name), broadcast to every instance.
+    pub const RULES: &str = "story.rules";
     /// Every decision the stream job makes (windows fired, late events, pattern matches).
     pub const AUDIT: &str = "story.audit";
     /// The stream job's pattern signals (e.g. `binge`).
@@ -56,7 +58,7 @@ pub mod topics {
     /// Every event and side-output topic a run needs, in pipeline order.
     pub const ALL: [&str; 7] = [ACTIONS, BEATS, UPDATES, DLQ, AUDIT, SIGNALS, LATE];
     /// The compacted topics: state and positions, last value per key wins.
-    pub const COMPACTED: [&str; 3] = [CONTEXT, AGENT_CHANGELOG, CONNECT_OFFSETS];
+    pub const COMPACTED: [&str; 4] = [CONTEXT, AGENT_CHANGELOG, CONNECT_OFFSETS, RULES];
 }
 
 /// Stage names as they appear in stamps and reports, in pipeline order.

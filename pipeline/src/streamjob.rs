@@ -12,8 +12,13 @@
 //! - **Patterns** (CEP-like), given as data: "`times` actions (whose text contains
 //!   `contains`, if given) within `within` in one session" emits the pattern's signal to
 //!   `story.signals`. Matches do not overlap: after one, counting starts afresh.
-//! - **Audit**: every decision (a window fired, an event was late, a pattern matched) is one
-//!   JSON record on `story.audit`, keyed by session.
+//! - **Audit**: every decision (a window fired, an event was late, a pattern matched, a rule
+//!   took effect) is one JSON record on `story.audit`, keyed by session (by rule name for
+//!   rules).
+//! - **Broadcast rules**: patterns also arrive on the compacted topic `story.rules` (keyed
+//!   by name; a tombstone or `"enabled": false` removes one). Every instance reads the whole
+//!   topic ([`follow_rules`]) and applies a change before its next event, without a
+//!   restart; the moment a rule took effect is recorded beside the moment it was published.
 //!
 //! State is per run and session, so one long-lived job serves run after run. The job is
 //! driven only by the events it is given ([`StreamJob::observe`]): tests set time
@@ -75,6 +80,67 @@ pub struct StreamJobStats {
     /// Matches per pattern name.
     pub signals: Mutex<BTreeMap<String, u64>>,
     pub audit_records: AtomicU64,
+    /// Rule changes from `story.rules`, as they took effect here.
+    pub rules: Mutex<Vec<RuleApplied>>,
+}
+
+/// A rule as `story.rules` carries it (the value; the key is its name).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    pub times: u32,
+    pub within_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// When it was published, epoch ns (to measure how long it took to take effect).
+    pub published_ns: u64,
+}
+
+const fn enabled() -> bool {
+    true
+}
+
+impl Rule {
+    /// The rule for `pattern`, published now.
+    pub fn of(pattern: &Pattern, enabled: bool) -> Self {
+        Self {
+            name: pattern.name.clone(),
+            enabled,
+            times: pattern.times,
+            within_ms: pattern.within.as_millis() as u64,
+            contains: pattern.contains.clone(),
+            published_ns: probes::now_ns(),
+        }
+    }
+
+    fn pattern(&self) -> Pattern {
+        Pattern {
+            name: self.name.clone(),
+            times: self.times.max(2),
+            within: Duration::from_millis(self.within_ms),
+            contains: self.contains.clone(),
+        }
+    }
+}
+
+/// A rule change as it took effect in a job instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleApplied {
+    pub name: String,
+    pub enabled: bool,
+    pub published_ns: u64,
+    /// When the job first used it: before the next event it processed.
+    pub applied_ns: u64,
+}
+
+/// The rules an instance has read from `story.rules`, newest per name, with a version that
+/// grows with every change.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub version: u64,
+    pub rules: BTreeMap<String, Rule>,
 }
 
 /// A session of a run.
@@ -89,6 +155,8 @@ pub enum Decision {
     Late { key: Key, id: u64, event_ms: u64, watermark_ms: u64 },
     /// A pattern matched on these events.
     Matched { key: Key, pattern: String, ids: Vec<u64>, first_ms: u64, last_ms: u64 },
+    /// A rule from `story.rules` took effect.
+    RuleApplied { rule: Rule, applied_ns: u64 },
 }
 
 /// The job's state: open windows and their timers, pattern progress, the watermark.
@@ -105,6 +173,10 @@ pub struct StreamJob {
     timers: BTreeSet<(u64, Key, u64)>,
     /// Per session and pattern: the (event ms, id) of matching actions not yet in a match.
     progress: HashMap<(Key, usize), VecDeque<(u64, u64)>>,
+    /// Broadcast rules, when the job follows `story.rules`, and the version applied.
+    rules: Option<(tokio::sync::watch::Receiver<RuleSet>, u64)>,
+    /// The patterns the job was configured with (rules of the same name replace them).
+    configured: Vec<Pattern>,
     pub stats: Arc<StreamJobStats>,
 }
 
@@ -116,12 +188,54 @@ impl StreamJob {
             window_ms,
             slide_ms,
             out_of_order_ms: config.out_of_orderness.as_millis() as u64,
+            configured: config.patterns.clone(),
             patterns: config.patterns,
+            rules: None,
             max_event_ms: 0,
             windows: HashMap::new(),
             timers: BTreeSet::new(),
             progress: HashMap::new(),
             stats: Arc::default(),
+        }
+    }
+
+    /// Also takes its patterns from the broadcast `rules` (see [`follow_rules`]).
+    #[must_use]
+    pub fn with_rules(mut self, rules: tokio::sync::watch::Receiver<RuleSet>) -> Self {
+        self.rules = Some((rules, 0));
+        self
+    }
+
+    /// Applies broadcast rule changes not applied yet; records when each took effect.
+    pub fn apply_rules(&mut self, decisions: &mut Vec<Decision>) {
+        let Some((rx, applied)) = &mut self.rules else { return };
+        if rx.borrow().version == *applied {
+            return;
+        }
+        let set = rx.borrow_and_update().clone();
+        *applied = set.version;
+        let now = probes::now_ns();
+        let mut patterns: Vec<Pattern> =
+            self.configured.iter().filter(|p| !set.rules.contains_key(&p.name)).cloned().collect();
+        patterns.extend(set.rules.values().filter(|r| r.enabled).map(Rule::pattern));
+        if let Ok(mut log) = self.stats.rules.lock() {
+            for r in set.rules.values() {
+                if !log.iter().any(|a| a.name == r.name && a.published_ns == r.published_ns) {
+                    let applied = RuleApplied {
+                        name: r.name.clone(),
+                        enabled: r.enabled,
+                        published_ns: r.published_ns,
+                        applied_ns: now,
+                    };
+                    log.push(applied);
+                    decisions.push(Decision::RuleApplied { rule: r.clone(), applied_ns: now });
+                }
+            }
+        }
+        // Progress towards patterns whose definitions changed starts afresh.
+        if patterns != self.patterns {
+            self.progress.clear();
+            self.patterns = patterns;
         }
     }
 
@@ -253,6 +367,14 @@ impl Decision {
                     "first_ms": first_ms, "last_ms": last_ms,
                 }),
             ),
+            Self::RuleApplied { rule, applied_ns } => {
+                let audit = serde_json::json!({
+                    "decision": "rule_applied", "rule": rule, "applied_ns": applied_ns,
+                    "delay_ms": applied_ns.saturating_sub(rule.published_ns) as f64 / 1e6,
+                });
+                let value = audit.to_string().into_bytes();
+                return vec![SideRecord { topic: topics::AUDIT, key: rule.name.clone().into_bytes(), value }];
+            }
         };
         let k = crate::event::session_key(key.1).to_vec();
         let mut out = vec![SideRecord { topic: topics::AUDIT, key: k.clone(), value: audit.to_string().into_bytes() }];
@@ -266,7 +388,7 @@ impl Decision {
                 });
                 out.push(SideRecord { topic: topics::SIGNALS, key: k, value: signal.to_string().into_bytes() });
             }
-            Self::Fired { .. } => {}
+            Self::Fired { .. } | Self::RuleApplied { .. } => {}
         }
         out
     }
@@ -280,6 +402,7 @@ impl Processor for StreamJob {
             return Err("the event has no beat: it did not come through the agent".into());
         }
         let mut decisions = Vec::new();
+        self.apply_rules(&mut decisions);
         let key = (event.run, event.session);
         event.window = Some(self.observe(key, event.id, &event.action, meta.intended_ns / 1_000_000, &mut decisions));
         for d in &decisions {
@@ -287,6 +410,70 @@ impl Processor for StreamJob {
         }
         self.stats.audit_records.fetch_add(decisions.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Publishes `rule` to `story.rules` (keyed by its name) and waits for the broker's ack.
+pub async fn publish_rule(kafka: &crate::KafkaSettings, rule: &Rule) -> crate::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        kafka.producer_config("rules-publisher").create().map_err(|e| crate::Error::Config(e.to_string()))?;
+    let value = serde_json::to_vec(rule).map_err(|e| crate::Error::Stage { stage: NAME, reason: e.to_string() })?;
+    let record = FutureRecord::<str, [u8]>::to(topics::RULES).key(&rule.name).payload(&value);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map(drop)
+        .map_err(|(e, _)| crate::Error::Kafka { context: format!("publish to {}", topics::RULES), source: e })
+}
+
+/// Reads `story.rules` from its beginning and keeps `rules` up to date until `cancel`: the
+/// broadcast side of the stream job. Each instance reads every partition itself (no
+/// consumer group), as Flink's broadcast state gives every parallel instance every rule.
+pub async fn follow_rules(
+    kafka: crate::KafkaSettings,
+    rules: tokio::sync::watch::Sender<RuleSet>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> crate::Result<()> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    // Assigned, never subscribed: the group id is only librdkafka's requirement.
+    let consumer: StreamConsumer = kafka
+        .consumer_config("streamjob-rules", "tailgate-streamjob-rules")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| crate::Error::Config(format!("rules reader: {e}")))?;
+    let partitions = kafka.high_watermarks(topics::RULES).await?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions.keys() {
+        tpl.add_partition_offset(topics::RULES, *p, rdkafka::Offset::Beginning)
+            .map_err(crate::kafka_err("rules assignment"))?;
+    }
+    consumer.assign(&tpl).map_err(crate::kafka_err("rules assignment"))?;
+    loop {
+        let msg = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            m = consumer.recv() => m.map_err(crate::kafka_err(format!("reading {}", topics::RULES)))?,
+        };
+        let Some(name) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else { continue };
+        let rule = match msg.payload() {
+            // A tombstone removes the rule; the removal takes effect like any change.
+            None => Some(Rule {
+                name: name.clone(),
+                enabled: false,
+                times: 2,
+                within_ms: 0,
+                contains: None,
+                published_ns: msg.timestamp().to_millis().map_or(0, |ms| ms as u64 * 1_000_000),
+            }),
+            Some(v) => serde_json::from_slice::<Rule>(v).ok(),
+        };
+        if let Some(rule) = rule {
+            rules.send_modify(|set| {
+                set.version += 1;
+                set.rules.insert(name, rule);
+            });
+        }
     }
 }
 
@@ -418,5 +605,47 @@ mod tests {
         let mut d = Vec::new();
         assert_eq!(j.observe((1, 5), 1, "a", 10_000, &mut d).count, 1);
         assert_eq!(j.observe((2, 5), 1, "a", 10_100, &mut d).count, 1);
+    }
+
+    #[test]
+    fn a_broadcast_rule_replaces_or_removes_a_pattern_before_the_next_event_and_is_recorded() {
+        let binge = Pattern { name: "binge".into(), times: 3, within: Duration::from_secs(2), contains: None };
+        let (tx, rx) = tokio::sync::watch::channel(RuleSet::default());
+        let mut j = job(1000, 1000, vec![binge.clone()]).with_rules(rx);
+        let mut d = Vec::new();
+        j.observe(S, 0, "a", 10_000, &mut d);
+        j.observe(S, 1, "a", 10_100, &mut d);
+        assert!(d.is_empty());
+        // The rule makes two actions a binge; it takes effect before the next event.
+        let rule = Rule::of(&Pattern { times: 2, ..binge }, true);
+        tx.send_modify(|s| {
+            s.version += 1;
+            s.rules.insert(rule.name.clone(), rule.clone());
+        });
+        j.apply_rules(&mut d);
+        assert!(matches!(&d[..], [Decision::RuleApplied { rule: r, .. }] if *r == rule));
+        d.clear();
+        j.observe(S, 2, "a", 10_200, &mut d);
+        assert!(d.is_empty(), "progress starts afresh under the new rule");
+        j.observe(S, 3, "a", 10_300, &mut d);
+        assert!(matches!(&d[..], [Decision::Matched { ids, .. }] if *ids == [2, 3]));
+        let applied = j.stats.rules.lock().unwrap().clone();
+        assert_eq!(applied.len(), 1);
+        assert!(applied[0].applied_ns >= applied[0].published_ns);
+        // The same set again changes nothing; disabling the rule removes the pattern.
+        d.clear();
+        j.apply_rules(&mut d);
+        assert!(d.is_empty());
+        tx.send_modify(|s| {
+            s.version += 1;
+            s.rules
+                .insert("binge".into(), Rule { enabled: false, published_ns: rule.published_ns + 1, ..rule.clone() });
+        });
+        j.apply_rules(&mut d);
+        d.clear();
+        for (id, t) in [(4, 10_400), (5, 10_500), (6, 10_600)] {
+            j.observe(S, id, "a", t, &mut d);
+        }
+        assert!(!d.iter().any(|x| matches!(x, Decision::Matched { .. })), "{d:?}");
     }
 }

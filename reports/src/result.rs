@@ -253,6 +253,21 @@ pub struct StreamJobInfo {
     pub signals: BTreeMap<String, u64>,
     /// Decisions written to `story.audit`.
     pub audit_records: u64,
+    /// Rule changes from `story.rules`, when each was published and took effect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleChange>,
+}
+
+/// One broadcast rule change, as the stream job applied it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RuleChange {
+    pub name: String,
+    pub enabled: bool,
+    /// Seconds after the load began.
+    pub published_at_s: f64,
+    pub took_effect_at_s: f64,
+    /// From publication to the first event processed under it.
+    pub delay_ms: f64,
 }
 
 /// One rebuild of the agent's state, for the partitions it was assigned.
@@ -376,6 +391,16 @@ impl RunResult {
                     "streamjob windows {} ms {kind} · watermark {} ms behind · {} fired · {} late · signals {signals} · {} audit records",
                     j.window_ms, j.out_of_orderness_ms, j.windows_fired, j.late, j.audit_records
                 );
+                for r in &j.rules {
+                    let _ = writeln!(
+                        s,
+                        "          rule {} {} at {:.1}s, in effect {:.1} ms later",
+                        r.name,
+                        if r.enabled { "published" } else { "disabled" },
+                        r.published_at_s,
+                        r.delay_ms
+                    );
+                }
             }
             for a in &p.agent_restores {
                 let _ = writeln!(
