@@ -329,6 +329,9 @@ async fn run_profile(
     }
     let metrics = Arc::new(metrics);
     let mut gw_state = GatewayState::new(gw_rx.clone(), cancel.clone()).with_metrics(Arc::clone(&metrics));
+    if let Some(auth) = scenario.gateway.auth() {
+        gw_state = gw_state.with_auth(auth);
+    }
     if let Some(tx) = ingress {
         gw_state = gw_state.with_ingress(tx);
     }
@@ -522,7 +525,7 @@ async fn run_profile(
     let delivered_live = tally.delivered_counter();
     let audience_cancel = CancellationToken::new();
     let gateway_url = external.as_ref().map_or_else(|| format!("http://{gateway_addr}"), |e| e.gateway.clone());
-    let audience = Audience { url: format!("{gateway_url}/events"), tally }
+    let audience = Audience { url: format!("{gateway_url}/events"), tally, token: scenario.gateway.run_token() }
         .start(audience_cancel.clone())
         .await
         .map_err(runtime)?;
@@ -921,7 +924,8 @@ async fn open_source(
         }
         (SourceKind::Http, _) => {
             let (tx, rx) = tokio::sync::mpsc::channel(c.http_in_flight);
-            let writer = loadgen::ingress::HttpIngress::new(format!("http://{gateway}"), c.http_in_flight);
+            let mut writer = loadgen::ingress::HttpIngress::new(format!("http://{gateway}"), c.http_in_flight);
+            writer.token = scenario.gateway.run_token().map(Into::into);
             let name = format!("http POST http://{gateway}/sessions/{{id}}/actions");
             Ok((Source::Http(rx), Writer::Http(writer, tokio::runtime::Handle::current()), name, Some(tx)))
         }

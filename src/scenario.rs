@@ -37,6 +37,8 @@ pub struct Scenario {
     pub stages: StagesSection,
     #[serde(default)]
     pub streamjob: StreamJobSection,
+    #[serde(default)]
+    pub gateway: GatewaySection,
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
@@ -573,6 +575,57 @@ impl Scenario {
     }
 }
 
+/// `[gateway]`: who may read and post.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// `[[gateway.tokens]]`: bearer tokens; none means the gateway is open.
+    #[serde(default)]
+    pub tokens: Vec<TokenSection>,
+}
+
+/// One bearer token and the sessions it may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    pub token: String,
+    /// `"all"` (and the firehose), or a list of session ids.
+    pub sessions: SessionsScope,
+}
+
+/// `sessions = "all"` or `sessions = [1, 2]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SessionsScope {
+    Named(String),
+    Ids(Vec<u64>),
+}
+
+impl GatewaySection {
+    /// The gateway's token check, when tokens are configured.
+    pub fn auth(&self) -> Option<pipeline::gateway::Auth> {
+        use pipeline::gateway::Scope;
+        (!self.tokens.is_empty()).then(|| {
+            pipeline::gateway::Auth::new(self.tokens.iter().map(|t| {
+                let scope = match &t.sessions {
+                    SessionsScope::Ids(ids) => Scope::Sessions(ids.iter().copied().collect()),
+                    SessionsScope::Named(_) => Scope::All,
+                };
+                (t.token.clone(), scope)
+            }))
+        })
+    }
+
+    /// The token the run's own clients (the audience, the HTTP players) use: the first
+    /// all-sessions one.
+    pub fn run_token(&self) -> Option<String> {
+        self.tokens
+            .iter()
+            .find(|t| matches!(&t.sessions, SessionsScope::Named(n) if n == "all"))
+            .map(|t| t.token.clone())
+    }
+}
+
 /// `[stages]`: where the pipeline's stages run.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -916,6 +969,29 @@ impl Scenario {
         }
         self.validate_stages(bad);
         self.validate_streamjob(bad);
+        for (i, t) in self.gateway.tokens.iter().enumerate() {
+            if t.token.trim().is_empty() || t.token.chars().any(char::is_whitespace) {
+                bad("gateway.tokens", Some(i), "token", "must be non-empty, without spaces".into());
+            }
+            if let SessionsScope::Named(n) = &t.sessions
+                && n != "all"
+            {
+                bad(
+                    "gateway.tokens",
+                    Some(i),
+                    "sessions",
+                    format!("must be \"all\" or a list of session ids, not `{n}`"),
+                );
+            }
+        }
+        if !self.gateway.tokens.is_empty() && self.gateway.run_token().is_none() {
+            bad(
+                "gateway.tokens",
+                Some(0),
+                "sessions",
+                "the run's audience follows the firehose: one token needs sessions = \"all\"".into(),
+            );
+        }
         if let Err((field, why)) = self.telemetry.requested(&self.sla) {
             bad("telemetry", None, field, why);
         }

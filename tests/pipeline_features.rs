@@ -105,6 +105,8 @@ value = "cdc"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_posted_to_the_gateway_arrive_and_poison_is_dead_lettered() {
+    // The gateway requires bearer tokens: the players and the audience carry the
+    // all-sessions one (the gateway's own tests cover refusals).
     let r = run_text(
         r#"
 name = "http-ingress"
@@ -120,6 +122,12 @@ poison_every = 50
 partitions = 1
 [connector]
 source = "http"
+[[gateway.tokens]]
+token = "player-one"
+sessions = [1]
+[[gateway.tokens]]
+token = "tailgate-run"
+sessions = "all"
 "#,
     )
     .await;

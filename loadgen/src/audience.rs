@@ -146,13 +146,15 @@ impl Tally {
 pub struct Audience {
     pub url: String,
     pub tally: Tally,
+    /// Sent as `Authorization: Bearer TOKEN` when the gateway requires one.
+    pub token: Option<String>,
 }
 
 impl Audience {
     /// Connects (answering once the gateway accepted the subscription), then listens on a
     /// task until `cancel`, returning the tally. `url` is `http://host:port/path`.
     pub async fn start(self, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<Result<Tally>>> {
-        let Self { url, mut tally } = self;
+        let Self { url, mut tally, token } = self;
         let fail = |reason: String| Error::Subscribe { url: url.clone(), reason };
         let rest = url.strip_prefix("http://").ok_or_else(|| fail("only http:// URLs are supported".into()))?;
         let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
@@ -162,11 +164,14 @@ impl Audience {
             .await
             .map_err(|e| fail(e.to_string()))?;
         tokio::spawn(conn);
-        let request = hyper::Request::get(path)
+        let mut request = hyper::Request::get(path)
             .header(hyper::header::HOST, authority)
-            .header(hyper::header::ACCEPT, "text/event-stream")
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .map_err(|e| fail(e.to_string()))?;
+            .header(hyper::header::ACCEPT, "text/event-stream");
+        if let Some(t) = &token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let request =
+            request.body(http_body_util::Empty::<hyper::body::Bytes>::new()).map_err(|e| fail(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| fail(e.to_string()))?;
         if !response.status().is_success() {
             return Err(Error::Status { url, status: response.status().as_u16() });

@@ -27,6 +27,8 @@ pub struct HttpIngress {
     pub refused: Arc<AtomicU64>,
     /// The first refusal's status and reason.
     pub first_refusal: Arc<Mutex<Option<String>>>,
+    /// Sent as `Authorization: Bearer TOKEN` when the gateway requires one.
+    pub token: Option<Arc<str>>,
 }
 
 impl HttpIngress {
@@ -40,6 +42,7 @@ impl HttpIngress {
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
             refused: Arc::default(),
             first_refusal: Arc::default(),
+            token: None,
         }
     }
 
@@ -73,11 +76,13 @@ impl HttpIngress {
     /// One attempt: `Ok` on 2xx; otherwise how long to wait before retrying (for a 503)
     /// and why.
     async fn post(&self, url: &str, body: &str, traceparent: &str) -> Result<(), (Option<Duration>, String)> {
-        let req = hyper::Request::post(url)
+        let mut req = hyper::Request::post(url)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header("traceparent", traceparent)
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .map_err(|e| (None, e.to_string()))?;
+            .header("traceparent", traceparent);
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).map_err(|e| (None, e.to_string()))?;
         let resp = self.client.request(req).await.map_err(|e| (None, format!("POST {url}: {e}")))?;
         let status = resp.status();
         if status.is_success() {

@@ -15,6 +15,12 @@
 //!
 //! A client that falls more than [`CLIENT_BUFFER`] updates behind is sent an SSE comment
 //! `lagged N` in place of the updates it missed (the audience reports those as lost).
+//!
+//! With tokens configured ([`GatewayState::with_auth`]), every stream and action needs
+//! `Authorization: Bearer TOKEN`: a token is scoped to sessions or to all of them, and only
+//! an all-sessions token may follow the firehose. No token or an unknown one is `401` (with
+//! `WWW-Authenticate: Bearer`), a token for other sessions `403`. `/healthz`, `/readyz` and
+//! `/metrics` stay open for the platform's probes and scrapers.
 
 use crate::connector::Ingress;
 use crate::event::StoryEvent;
@@ -64,6 +70,78 @@ pub struct GatewayState {
     shutdown: CancellationToken,
     ingress: Option<mpsc::Sender<Ingress>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    auth: Option<Arc<Auth>>,
+}
+
+/// What a bearer token may read and write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every session, and the firehose.
+    All,
+    /// These sessions only.
+    Sessions(std::collections::BTreeSet<u64>),
+}
+
+/// The gateway's bearer tokens and their scopes.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    tokens: Vec<(Vec<u8>, Scope)>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No bearer token, or one the gateway does not know (401).
+    Unauthenticated,
+    /// A known token for other sessions (403).
+    Forbidden,
+}
+
+impl Auth {
+    /// Tokens and their scopes.
+    pub fn new(tokens: impl IntoIterator<Item = (String, Scope)>) -> Self {
+        Self { tokens: tokens.into_iter().map(|(t, s)| (t.into_bytes(), s)).collect() }
+    }
+
+    /// Whether `authorization` (the header's value) may use `session` (the firehose when
+    /// `None`).
+    pub fn check(&self, authorization: Option<&str>, session: Option<u64>) -> Result<(), Denied> {
+        let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).ok_or(Denied::Unauthenticated)?;
+        // Every token is compared in full, so the time taken does not tell how much matched.
+        let scope = self
+            .tokens
+            .iter()
+            .filter(|(t, _)| {
+                t.len() == token.len() && t.iter().zip(token.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0
+            })
+            .map(|(_, s)| s)
+            .next_back()
+            .ok_or(Denied::Unauthenticated)?;
+        match (scope, session) {
+            (Scope::All, _) => Ok(()),
+            (Scope::Sessions(ids), Some(id)) if ids.contains(&id) => Ok(()),
+            _ => Err(Denied::Forbidden),
+        }
+    }
+}
+
+/// Whether the request's bearer token may use `session` (the firehose when `None`).
+fn authorize(s: &GatewayState, headers: &axum::http::HeaderMap, session: Option<u64>) -> Result<(), Denied> {
+    let Some(auth) = &s.auth else { return Ok(()) };
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    auth.check(header, session)
+}
+
+/// The answer to a refused request.
+fn refusal(denied: Denied) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match denied {
+        Denied::Unauthenticated => {
+            (StatusCode::UNAUTHORIZED, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")], "a bearer token is needed")
+                .into_response()
+        }
+        Denied::Forbidden => (StatusCode::FORBIDDEN, "this token is not for that stream").into_response(),
+    }
 }
 
 /// Longest wait for Kafka's acknowledgement of an ingress request.
@@ -72,7 +150,14 @@ pub const INGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 impl GatewayState {
     /// State whose readiness follows `ready`; open streams end at `shutdown`.
     pub fn new(ready: watch::Receiver<bool>, shutdown: CancellationToken) -> Self {
-        Self { updates: broadcast::channel(CLIENT_BUFFER).0, ready, shutdown, ingress: None, metrics: None }
+        Self { updates: broadcast::channel(CLIENT_BUFFER).0, ready, shutdown, ingress: None, metrics: None, auth: None }
+    }
+
+    /// Requires bearer tokens on streams and actions.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
     }
 
     /// Hands `POST /sessions/{id}/actions` requests to the connector's `http` source.
@@ -147,6 +232,9 @@ async fn post_action(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let received_ns = probes::now_ns();
+    if let Err(denied) = authorize(&s, &headers, Some(session)) {
+        return refusal(denied);
+    }
     let Some(ingress) = &s.ingress else {
         return (StatusCode::NOT_FOUND, "this gateway takes no actions (no http source)").into_response();
     };
@@ -196,12 +284,24 @@ fn stream(s: &GatewayState, session: Option<u64>) -> EventStream {
     Sse::new(updates).keep_alive(KeepAlive::default())
 }
 
-async fn firehose(State(s): State<GatewayState>) -> EventStream {
-    stream(&s, None)
+async fn firehose(State(s): State<GatewayState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match authorize(&s, &headers, None) {
+        Ok(()) => stream(&s, None).into_response(),
+        Err(denied) => refusal(denied),
+    }
 }
 
-async fn session_events(State(s): State<GatewayState>, Path(id): Path<u64>) -> EventStream {
-    stream(&s, Some(id))
+async fn session_events(
+    State(s): State<GatewayState>,
+    Path(id): Path<u64>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match authorize(&s, &headers, Some(id)) {
+        Ok(()) => stream(&s, Some(id)).into_response(),
+        Err(denied) => refusal(denied),
+    }
 }
 
 /// Serves the routes on `listener` until `cancel`; open streams are ended, then the server
@@ -440,5 +540,41 @@ mod tests {
         assert_eq!((d.run, d.id, d.session, d.intended_ns), (1, 9, 3, 5));
         assert_eq!(d.stamps, "agent:1:2");
         assert_eq!(d.update["action"], "go");
+    }
+
+    #[tokio::test]
+    async fn tokens_are_scoped_to_sessions_and_only_an_all_sessions_token_reads_the_firehose() {
+        let (ready_tx, ready_rx) = watch::channel(true);
+        let cancel = CancellationToken::new();
+        let auth = Auth::new([("player-7".to_owned(), Scope::Sessions([7].into())), ("ops".to_owned(), Scope::All)]);
+        let state = GatewayState::new(ready_rx, cancel.clone()).with_auth(auth);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(serve(listener, state.clone(), cancel.clone()));
+        let code = |path: &'static str, token: Option<&'static str>| {
+            let url = url.clone();
+            async move {
+                use tokio::io::AsyncReadExt;
+                let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+                let mut s = request(&url, path, &format!("{auth}connection: close\r\n")).await;
+                // Streams that are allowed stay open: the status line is enough.
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head).await.unwrap();
+                String::from_utf8_lossy(&head[9..12]).parse::<u16>().unwrap()
+            }
+        };
+        assert_eq!(code("/sessions/7/events", None).await, 401);
+        assert_eq!(code("/sessions/7/events", Some("guess")).await, 401);
+        assert_eq!(code("/sessions/7/events", Some("player-7")).await, 200);
+        assert_eq!(code("/sessions/8/events", Some("player-7")).await, 403);
+        assert_eq!(code("/events", Some("player-7")).await, 403);
+        assert_eq!(code("/events", Some("ops")).await, 200);
+        assert_eq!(code("/sessions/8/events", Some("ops")).await, 200);
+        assert_eq!(code("/healthz", None).await, 200, "probes need no token");
+        let auth = Auth::new([("t".to_owned(), Scope::All)]);
+        assert_eq!(auth.check(Some("Basic dDp0"), None), Err(Denied::Unauthenticated));
+        drop(ready_tx);
+        cancel.cancel();
+        server.await.unwrap().unwrap();
     }
 }
