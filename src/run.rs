@@ -328,7 +328,8 @@ async fn run_profile(
         metrics = metrics.with_exemplars(t.config().breach_ns.unwrap_or(u64::MAX));
     }
     let metrics = Arc::new(metrics);
-    let mut gw_state = GatewayState::new(gw_rx.clone(), cancel.clone()).with_metrics(Arc::clone(&metrics));
+    let mut gw_state = GatewayState::with_fanout(gw_rx.clone(), cancel.clone(), scenario.gateway.fanout())
+        .with_metrics(Arc::clone(&metrics));
     if let Some(auth) = scenario.gateway.auth() {
         gw_state = gw_state.with_auth(auth);
     }
@@ -738,6 +739,22 @@ async fn run_profile(
             })
             .collect(),
         external: external.as_ref().map(ExternalStages::describe),
+        gateway: external.is_none().then(|| {
+            let f = gw_state.fanout_stats();
+            let config = scenario.gateway.fanout();
+            reports::result::GatewayInfo {
+                client_buffer: config.buffer as u64,
+                slow_client: match config.policy {
+                    pipeline::fanout::SlowClient::DropOldest => "drop_oldest".into(),
+                    pipeline::fanout::SlowClient::Disconnect => "disconnect".into(),
+                },
+                peak_clients: f.peak_clients.load(Ordering::Relaxed),
+                dropped: f.dropped.load(Ordering::Relaxed),
+                disconnected: f.disconnected.load(Ordering::Relaxed),
+                pauses: f.pauses.load(Ordering::Relaxed),
+                paused_ms: f.paused_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            }
+        }),
         streamjob: job_stats.map(|s| reports::result::StreamJobInfo {
             window_ms: job_config.window.as_millis() as u64,
             slide_ms: job_config.slide.as_millis() as u64,

@@ -582,6 +582,11 @@ pub struct GatewaySection {
     /// `[[gateway.tokens]]`: bearer tokens; none means the gateway is open.
     #[serde(default)]
     pub tokens: Vec<TokenSection>,
+    /// Updates each client may have queued (default 4096).
+    pub client_buffer: Option<usize>,
+    /// `drop_oldest` (default: the client is told `lagged N`) or `disconnect`.
+    #[serde(default)]
+    pub slow_client: pipeline::fanout::SlowClient,
 }
 
 /// One bearer token and the sessions it may use.
@@ -614,6 +619,12 @@ impl GatewaySection {
                 (t.token.clone(), scope)
             }))
         })
+    }
+
+    /// The clients' buffering.
+    pub fn fanout(&self) -> pipeline::fanout::FanoutConfig {
+        let d = pipeline::fanout::FanoutConfig::default();
+        pipeline::fanout::FanoutConfig { buffer: self.client_buffer.unwrap_or(d.buffer), policy: self.slow_client }
     }
 
     /// The token the run's own clients (the audience, the HTTP players) use: the first
@@ -983,6 +994,11 @@ impl Scenario {
                     format!("must be \"all\" or a list of session ids, not `{n}`"),
                 );
             }
+        }
+        if let Some(b) = self.gateway.client_buffer
+            && !(1..=1_000_000).contains(&b)
+        {
+            bad("gateway", None, "client_buffer", format!("must be 1 to 1000000, not {b}"));
         }
         if !self.gateway.tokens.is_empty() && self.gateway.run_token().is_none() {
             bad(

@@ -195,7 +195,8 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
                 .await
                 .map_err(|e| runtime(format!("cannot listen on {}: {e}; try another --listen address", opts.listen)))?;
             let addr = listener.local_addr().map_err(runtime)?;
-            let mut state = GatewayState::new(ready.clone(), cancel.clone()).with_metrics(Arc::clone(&metrics));
+            let mut state = GatewayState::with_fanout(ready.clone(), cancel.clone(), scenario.gateway.fanout())
+                .with_metrics(Arc::clone(&metrics));
             if let Some(auth) = scenario.gateway.auth() {
                 state = state.with_auth(auth);
                 described = format!("{described}, bearer tokens required");

@@ -13,8 +13,11 @@
 //! Redelivered updates (at-least-once upstream) are recognised by event id ([`Seen`]) and
 //! counted as duplicates; no client gets one twice.
 //!
-//! A client that falls more than [`CLIENT_BUFFER`] updates behind is sent an SSE comment
-//! `lagged N` in place of the updates it missed (the audience reports those as lost).
+//! Each client has a bounded queue ([`crate::fanout`]): a client that falls a whole
+//! buffer behind loses its oldest updates and is sent an SSE comment `lagged N` in their
+//! place (or, with the `disconnect` policy, is cut off with the reason); when every
+//! client's queue is full the consumer pauses its partitions instead, and resumes once a
+//! client reads. On shutdown every stream is sent what was queued for it, then ends.
 //!
 //! With tokens configured ([`GatewayState::with_auth`]), every stream and action needs
 //! `Authorization: Bearer TOKEN`: a token is scoped to sessions or to all of them, and only
@@ -44,16 +47,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The stage's name.
 pub const NAME: &str = "gateway";
-
-/// Updates a client may fall behind by before it misses some.
-pub const CLIENT_BUFFER: usize = 65_536;
 
 /// One update ready to push: its session (for per-session streams) and its SSE data.
 #[derive(Debug, Clone)]
@@ -65,9 +63,8 @@ pub struct Pushed {
 /// What the HTTP handlers share with the consumer.
 #[derive(Debug, Clone)]
 pub struct GatewayState {
-    updates: broadcast::Sender<Pushed>,
+    fanout: Arc<crate::fanout::Fanout>,
     ready: watch::Receiver<bool>,
-    shutdown: CancellationToken,
     ingress: Option<mpsc::Sender<Ingress>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     auth: Option<Arc<Auth>>,
@@ -150,7 +147,22 @@ pub const INGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 impl GatewayState {
     /// State whose readiness follows `ready`; open streams end at `shutdown`.
     pub fn new(ready: watch::Receiver<bool>, shutdown: CancellationToken) -> Self {
-        Self { updates: broadcast::channel(CLIENT_BUFFER).0, ready, shutdown, ingress: None, metrics: None, auth: None }
+        Self::with_fanout(ready, shutdown, crate::fanout::FanoutConfig::default())
+    }
+
+    /// [`GatewayState::new`] with its clients' buffering chosen.
+    pub fn with_fanout(
+        ready: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+        config: crate::fanout::FanoutConfig,
+    ) -> Self {
+        let fanout = Arc::new(crate::fanout::Fanout::new(config, shutdown.clone()));
+        Self { fanout, ready, ingress: None, metrics: None, auth: None }
+    }
+
+    /// What the fan-out has done (drops, disconnects, pauses).
+    pub fn fanout_stats(&self) -> &crate::fanout::FanoutStats {
+        &self.fanout.stats
     }
 
     /// Requires bearer tokens on streams and actions.
@@ -176,12 +188,18 @@ impl GatewayState {
 
     /// Pushes one update to every subscribed client; returns how many got it.
     pub fn push(&self, update: Pushed) -> usize {
-        self.updates.send(update).unwrap_or(0)
+        self.fanout.push(update.session, &update.data)
+    }
+
+    /// A client of one session's updates (all of them when `None`), as a stream handler
+    /// has.
+    pub fn subscribe(&self, session: Option<u64>) -> crate::fanout::Subscription {
+        self.fanout.subscribe(session)
     }
 
     /// Clients currently subscribed.
     pub fn subscribers(&self) -> usize {
-        self.updates.receiver_count()
+        self.fanout.subscribers()
     }
 }
 
@@ -271,15 +289,18 @@ type EventStream =
     Sse<axum::response::sse::KeepAliveStream<futures::stream::BoxStream<'static, Result<Event, Infallible>>>>;
 
 fn stream(s: &GatewayState, session: Option<u64>) -> EventStream {
-    let updates = BroadcastStream::new(s.updates.subscribe())
-        .filter_map(move |r| {
-            std::future::ready(match r {
-                Ok(p) if session.is_none_or(|id| id == p.session) => Some(Ok(Event::default().data(&*p.data))),
-                Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(Event::default().comment(format!("lagged {n}")))),
+    use crate::fanout::Item;
+    let updates = s
+        .fanout
+        .subscribe(session)
+        .into_stream()
+        .map(|item| {
+            Ok(match item {
+                Item::Update(data) => Event::default().data(&*data),
+                Item::Lagged(n) => Event::default().comment(format!("lagged {n}")),
+                Item::Disconnected(why) => Event::default().comment(why),
             })
         })
-        .take_until(s.shutdown.clone().cancelled_owned())
         .boxed();
     Sse::new(updates).keep_alive(KeepAlive::default())
 }
@@ -304,8 +325,9 @@ async fn session_events(
     }
 }
 
-/// Serves the routes on `listener` until `cancel`; open streams are ended, then the server
-/// finishes in-flight responses.
+/// Serves the routes on `listener` until `cancel`; then each open stream is sent what was
+/// queued for it and ends, and the server finishes in-flight responses, for at most
+/// [`DRAIN_TIMEOUT`].
 pub async fn serve(listener: TcpListener, state: GatewayState, cancel: CancellationToken) -> Result<()> {
     use axum::serve::ListenerExt;
     // Updates are small writes: without TCP_NODELAY, Nagle's algorithm holds each one until
@@ -313,8 +335,20 @@ pub async fn serve(listener: TcpListener, state: GatewayState, cancel: Cancellat
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(state)).with_graceful_shutdown(cancel.cancelled_owned()).await.map_err(Error::from)
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    // Streams are drained on shutdown, but a client that stops reading would hold the
+    // server forever: after DRAIN_TIMEOUT the connections still open are closed.
+    tokio::select! {
+        r = server => r.map_err(Error::from),
+        () = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => Ok(()),
+    }
 }
+
+/// How long a stopping gateway lets its clients take what was queued for them.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Consumes `story.updates` into the push channel until `cancel`.
 pub async fn consume(
@@ -358,6 +392,10 @@ pub async fn consume(
                 let span = StageSpan::new(NAME, incoming.trace, Some(consumed), None);
                 let stamp = Stamp { stage: NAME, ingress_ns, egress_ns: probes::now_ns() };
                 stamp.append_to(incoming.stamps, &mut stamps);
+                if state.fanout.all_full() {
+                    // Every client is a whole buffer behind: stop reading rather than drop.
+                    wait_for_room(&consumer, &state, &cancel).await;
+                }
                 state.push(render(&event, &span.span.to_string(), incoming.intended_ns, &stamps));
                 span.record(&kafka.spans, event.id, &stamp);
                 counters.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -369,6 +407,28 @@ pub async fn consume(
         }
     };
     finish(NAME, consumer, tx, acker, result).await
+}
+
+/// Pauses the consumer's partitions until a client has room (or shutdown), then resumes.
+async fn wait_for_room(consumer: &crate::stage::StageConsumer, state: &GatewayState, cancel: &CancellationToken) {
+    use rdkafka::consumer::Consumer;
+    let stats = &state.fanout.stats;
+    let assignment = consumer.assignment().ok();
+    if let Some(tpl) = &assignment {
+        let _ = consumer.pause(tpl);
+    }
+    stats.pauses.fetch_add(1, Ordering::Relaxed);
+    let began = std::time::Instant::now();
+    while state.fanout.all_full() && !cancel.is_cancelled() {
+        tokio::select! {
+            () = state.fanout.wait_for_room() => {}
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+    }
+    if let Some(tpl) = &assignment {
+        let _ = consumer.resume(tpl);
+    }
+    stats.paused_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// The event ids pushed, per run: a window of the last [`Seen::WINDOW`] ids as a ring of

@@ -19,6 +19,7 @@ pub mod convert;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod event;
+pub mod fanout;
 pub mod gateway;
 pub mod kafka;
 pub mod metrics;

@@ -237,6 +237,24 @@ pub struct PipelineInfo {
     /// What the stream job decided (absent for external stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streamjob: Option<StreamJobInfo>,
+    /// How the gateway's clients were served (absent for external stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayInfo>,
+}
+
+/// The gateway's fan-out over a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GatewayInfo {
+    pub client_buffer: u64,
+    /// `drop_oldest` or `disconnect`.
+    pub slow_client: String,
+    pub peak_clients: u64,
+    /// Updates dropped from slow clients' queues.
+    pub dropped: u64,
+    pub disconnected: u64,
+    /// Times the consumer paused because every client's queue was full, and for how long.
+    pub pauses: u64,
+    pub paused_ms: f64,
 }
 
 /// The stream job's windows, late events and pattern signals over a run.
@@ -401,6 +419,13 @@ impl RunResult {
                         r.delay_ms
                     );
                 }
+            }
+            if let Some(g) = &p.gateway {
+                let _ = writeln!(
+                    s,
+                    "gateway   {} clients at most · buffer {} per client, slow clients: {} · dropped {} · disconnected {} · paused {} times ({:.1} ms)",
+                    g.peak_clients, g.client_buffer, g.slow_client, g.dropped, g.disconnected, g.pauses, g.paused_ms
+                );
             }
             for a in &p.agent_restores {
                 let _ = writeln!(
