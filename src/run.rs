@@ -479,7 +479,8 @@ async fn run_profile(
     if !scenario.streamjob.rules.is_empty() {
         let mut changes = scenario.streamjob.rules.clone();
         changes.sort_by_key(|r| r.at);
-        let (kafka, cancel) = (kafka.clone(), cancel.clone());
+        let publisher = pipeline::streamjob::RulePublisher::new(&kafka).map_err(runtime)?;
+        let cancel = cancel.clone();
         stages.spawn(tagged("rule-changes", async move {
             for r in changes {
                 let wait =
@@ -488,7 +489,7 @@ async fn run_profile(
                     () = cancel.cancelled() => return Ok(()),
                     () = tokio::time::sleep(Duration::from_nanos(wait)) => {}
                 }
-                pipeline::streamjob::publish_rule(&kafka, &r.rule()).await?;
+                publisher.publish(&r.rule()).await?;
             }
             cancel.cancelled().await;
             Ok(())

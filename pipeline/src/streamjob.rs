@@ -413,18 +413,37 @@ impl Processor for StreamJob {
     }
 }
 
-/// Publishes `rule` to `story.rules` (keyed by its name) and waits for the broker's ack.
-pub async fn publish_rule(kafka: &crate::KafkaSettings, rule: &Rule) -> crate::Result<()> {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer =
-        kafka.producer_config("rules-publisher").create().map_err(|e| crate::Error::Config(e.to_string()))?;
-    let value = serde_json::to_vec(rule).map_err(|e| crate::Error::Stage { stage: NAME, reason: e.to_string() })?;
-    let record = FutureRecord::<str, [u8]>::to(topics::RULES).key(&rule.name).payload(&value);
-    producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map(drop)
-        .map_err(|(e, _)| crate::Error::Kafka { context: format!("publish to {}", topics::RULES), source: e })
+/// Publishes rules to `story.rules` (keyed by name) with one producer kept warm: a fresh
+/// producer's first record waits about 500 ms for its producer id and metadata, which would
+/// be counted as the rule's delay.
+#[derive(Clone)]
+pub struct RulePublisher(rdkafka::producer::FutureProducer);
+
+impl std::fmt::Debug for RulePublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RulePublisher")
+    }
+}
+
+impl RulePublisher {
+    /// Creates the producer (it connects and gets its producer id in the background).
+    pub fn new(kafka: &crate::KafkaSettings) -> crate::Result<Self> {
+        let producer =
+            kafka.producer_config("rules-publisher").create().map_err(|e| crate::Error::Config(e.to_string()))?;
+        Ok(Self(producer))
+    }
+
+    /// Publishes `rule` and waits for the broker's ack.
+    pub async fn publish(&self, rule: &Rule) -> crate::Result<()> {
+        use rdkafka::producer::FutureRecord;
+        let value = serde_json::to_vec(rule).map_err(|e| crate::Error::Stage { stage: NAME, reason: e.to_string() })?;
+        let record = FutureRecord::<str, [u8]>::to(topics::RULES).key(&rule.name).payload(&value);
+        self.0
+            .send(record, Duration::from_secs(10))
+            .await
+            .map(drop)
+            .map_err(|(e, _)| crate::Error::Kafka { context: format!("publish to {}", topics::RULES), source: e })
+    }
 }
 
 /// Reads `story.rules` from its beginning and keeps `rules` up to date until `cancel`: the
