@@ -393,6 +393,13 @@ impl RunResult {
                     p.context_errors
                 );
             }
+            for a in &p.agent_restores {
+                let _ = writeln!(
+                    s,
+                    "          agent state at {:.1}s, partitions {:?}: from the {} ({} sessions, {} changelog records) in {:.1} ms",
+                    a.at_s, a.partitions, a.from, a.sessions, a.records, a.warm_start_ms
+                );
+            }
             if let Some(j) = &p.streamjob {
                 let signals = if j.signals.is_empty() {
                     "none".to_owned()
@@ -425,13 +432,6 @@ impl RunResult {
                     s,
                     "gateway   {} clients at most · buffer {} per client, slow clients: {} · dropped {} · disconnected {} · paused {} times ({:.1} ms)",
                     g.peak_clients, g.client_buffer, g.slow_client, g.dropped, g.disconnected, g.pauses, g.paused_ms
-                );
-            }
-            for a in &p.agent_restores {
-                let _ = writeln!(
-                    s,
-                    "          agent state at {:.1}s, partitions {:?}: from the {} ({} sessions, {} changelog records) in {:.1} ms",
-                    a.at_s, a.partitions, a.from, a.sessions, a.records, a.warm_start_ms
                 );
             }
         }
