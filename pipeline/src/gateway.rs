@@ -1,6 +1,7 @@
 //! The gateway (micro-gateway): consumes `story.updates` and pushes each update to HTTP
 //! clients over Server-Sent Events, per session (`GET /sessions/{id}/events`) or all of
-//! them (`GET /events`). `GET /healthz` answers while the process runs; `GET /readyz` only
+//! them (`GET /events`), or over WebSocket (`GET /sessions/{id}/ws`, `GET /ws`), as text
+//! messages of the same JSON. `GET /healthz` answers while the process runs; `GET /readyz` only
 //! once the consumer has partitions.
 //!
 //! With an ingress attached ([`GatewayState::with_ingress`]), `POST /sessions/{id}/actions`
@@ -208,6 +209,8 @@ pub fn app(state: GatewayState) -> Router {
     Router::new()
         .route("/events", get(firehose))
         .route("/sessions/{id}/events", get(session_events))
+        .route("/ws", get(firehose_ws))
+        .route("/sessions/{id}/ws", get(session_ws))
         .route("/sessions/{id}/actions", axum::routing::post(post_action))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -322,6 +325,59 @@ async fn session_events(
     match authorize(&s, &headers, Some(id)) {
         Ok(()) => stream(&s, Some(id)).into_response(),
         Err(denied) => refusal(denied),
+    }
+}
+
+async fn firehose_ws(
+    State(s): State<GatewayState>,
+    headers: axum::http::HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> axum::response::Response {
+    match authorize(&s, &headers, None) {
+        Ok(()) => ws.on_upgrade(move |socket| websocket(socket, s, None)),
+        Err(denied) => refusal(denied),
+    }
+}
+
+async fn session_ws(
+    State(s): State<GatewayState>,
+    Path(id): Path<u64>,
+    headers: axum::http::HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> axum::response::Response {
+    match authorize(&s, &headers, Some(id)) {
+        Ok(()) => ws.on_upgrade(move |socket| websocket(socket, s, Some(id))),
+        Err(denied) => refusal(denied),
+    }
+}
+
+/// Sends one client's updates as WebSocket text messages (the same JSON as the SSE data),
+/// a gap as `{"lagged":N}`, and a cut-off as a close frame with the reason; ends when the
+/// client closes.
+async fn websocket(mut socket: axum::extract::ws::WebSocket, s: GatewayState, session: Option<u64>) {
+    use crate::fanout::Item;
+    use axum::extract::ws::{CloseFrame, Message};
+    let mut sub = s.subscribe(session);
+    loop {
+        let item = tokio::select! {
+            item = sub.next() => item,
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue, // clients have nothing to say here
+            },
+        };
+        let message = match item {
+            Some(Item::Update(data)) => Message::Text((&*data).into()),
+            Some(Item::Lagged(n)) => Message::Text(format!("{{\"lagged\":{n}}}").into()),
+            Some(Item::Disconnected(why)) => {
+                Message::Close(Some(CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: why.into() }))
+            }
+            None => Message::Close(None),
+        };
+        let closing = matches!(message, Message::Close(_));
+        if socket.send(message).await.is_err() || closing {
+            return;
+        }
     }
 }
 
@@ -634,6 +690,40 @@ mod tests {
         let auth = Auth::new([("t".to_owned(), Scope::All)]);
         assert_eq!(auth.check(Some("Basic dDp0"), None), Err(Denied::Unauthenticated));
         drop(ready_tx);
+        cancel.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_websocket_client_gets_its_sessions_updates_as_text_messages() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (url, state, _ready, cancel, server) = start().await;
+        let mut s = tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+        let handshake = "GET /sessions/7/ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+                         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n";
+        s.write_all(handshake.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(s.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+        while state.subscribers() < 1 {
+            tokio::task::yield_now().await;
+        }
+        state.push(pushed(3, 1));
+        state.push(pushed(7, 2));
+        // One unmasked text frame (0x81) from the server, for session 7 only.
+        assert_eq!(s.read_u8().await.unwrap(), 0x81);
+        let len = match s.read_u8().await.unwrap() {
+            126 => usize::from(s.read_u16().await.unwrap()),
+            n => usize::from(n),
+        };
+        let mut text = vec![0; len];
+        s.read_exact(&mut text).await.unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains(r#""id":2"#) && text.contains(r#""session":7"#), "{text}");
         cancel.cancel();
         server.await.unwrap().unwrap();
     }
