@@ -5,7 +5,8 @@
 //! - [`agent`]: per-session state, prompt construction and a (simulated) model call, to `story.beats`;
 //! - [`streamjob`]: event-time windows and patterns per session, to `story.updates`, with
 //!   side outputs for audit, signals and late events;
-//! - [`gateway`]: `story.updates` to HTTP clients over Server-Sent Events.
+//! - [`gateway`]: `story.updates` to HTTP clients over Server-Sent Events and WebSocket,
+//!   through a bounded queue per client ([`fanout`]).
 //!
 //! [`stage`] is the runtime the Kafka-to-Kafka stages share (consume, stamp, produce, store
 //! offsets only once the output is acknowledged, dead-letter what cannot be processed);
