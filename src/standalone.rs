@@ -134,6 +134,10 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
     match opts.stage {
         StageName::Connector => {
             let ((source, what), cache_at) = connector.ok_or_else(|| bad("the connector's settings"))?;
+            if let Source::Postgres { url, slot } = &source {
+                // The table, publication and slot, made when missing; kept when present.
+                pipeline::postgres::prepare(url, slot, false).await.map_err(runtime)?;
+            }
             let cache = EdgeCache::open(&cache_at).await.map_err(runtime)?;
             let mut cfg = ConnectorConfig::new(source);
             cfg.tasks = scenario.connector.tasks;

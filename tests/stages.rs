@@ -1,9 +1,13 @@
 //! The multi-process topology users deploy: `tailgate broker` in one process, each stage a
 //! `tailgate stage` process of its own (two agents sharing their group), and `tailgate run`
 //! with `[stages] external = true` driving the load and accounting for every event, twice
-//! in a row against the same stage processes.
+//! in a row against the same stage processes; on SQLite files, and on PostgreSQL and Redis
+//! where they run.
 
 #![allow(clippy::unwrap_used)]
+
+#[path = "../pipeline/tests/common/mod.rs"]
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -66,6 +70,16 @@ impl Process {
     }
 }
 
+impl Drop for Process {
+    /// A test that fails half-way leaves no process behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The body of `GET path` from `addr` (HTTP/1.0, so the server closes when done).
 fn get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
@@ -79,6 +93,30 @@ fn get(addr: &str, path: &str) -> String {
 #[test]
 fn stages_as_separate_processes_account_for_every_event_run_after_run() {
     let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let stores =
+        format!("[connector]\nsqlite = \"{d}/source.sqlite\"\n[edge_cache]\nurl = \"{d}/edge-cache.sqlite\"\n");
+    topology(&dir, &stores);
+}
+
+/// The same topology as users deploy it with PostgreSQL (change capture through a slot the
+/// connector process makes) and Redis (the edge cache the agents share), where those run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_as_separate_processes_on_postgres_and_redis() {
+    let (Some(pg), Some(redis)) = (common::postgres().await, common::redis().await) else { return };
+    let slot = format!("tg_stages_{}", probes::now_ns() % 1_000_000_007);
+    let dir = tempfile::tempdir().unwrap();
+    let stores = format!(
+        "[connector]\nsource = \"postgres\"\npostgres = \"{pg}\"\nslot = \"{slot}\"\n[edge_cache]\nurl = \"{redis}\"\n"
+    );
+    tokio::task::block_in_place(|| topology(&dir, &stores));
+    let db = pipeline::postgres::connect(&pg).await.unwrap();
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
+}
+
+/// A broker, five stage processes (two agents in one group) and two runs in a row, with
+/// the source and edge cache `stores` gives.
+fn topology(dir: &tempfile::TempDir, stores: &str) {
     let broker_addr = free_addr();
     let mut broker = Process::spawn("broker", tailgate().args(["broker", "--listen", &broker_addr]));
     broker.wait_for("Ctrl-C stops it");
@@ -101,14 +139,11 @@ poison_every = 50
 [broker]
 bootstrap = "{broker_addr}"
 partitions = 4
-[connector]
-sqlite = "{d}/source.sqlite"
+{stores}
 [[connector.transforms]]
 type = "filter"
 field = "session"
 equals = 3
-[edge_cache]
-url = "{d}/edge-cache.sqlite"
 [stages]
 external = true
 gateway = "http://{gateway}"
