@@ -76,6 +76,8 @@ pub struct Fanout {
     config: FanoutConfig,
     room: Notify,
     shutdown: CancellationToken,
+    /// Every live client's queue was full after the last push (see [`Fanout::filled`]).
+    filled: AtomicBool,
     pub stats: FanoutStats,
 }
 
@@ -93,7 +95,14 @@ impl Fanout {
     /// A fan-out whose streams drain and end at `shutdown`.
     pub fn new(config: FanoutConfig, shutdown: CancellationToken) -> Self {
         let config = FanoutConfig { buffer: config.buffer.max(1), ..config };
-        Self { clients: Mutex::default(), config, room: Notify::new(), shutdown, stats: FanoutStats::default() }
+        Self {
+            clients: Mutex::default(),
+            config,
+            room: Notify::new(),
+            shutdown,
+            filled: AtomicBool::new(false),
+            stats: FanoutStats::default(),
+        }
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Client>>> {
@@ -121,13 +130,19 @@ impl Fanout {
         self.clients().iter().filter(|c| !c.gone.load(Ordering::Relaxed)).count()
     }
 
-    /// Queues `data` for every client of `session`; returns how many got it.
+    /// Queues `data` for every client of `session`; returns how many got it. In the same
+    /// pass, notes whether every live queue is full afterwards ([`Fanout::filled`]).
     pub fn push(&self, session: u64, data: &Arc<str>) -> usize {
         let mut clients = self.clients();
         clients.retain(|c| !c.gone.load(Ordering::Relaxed) && !c.cut.load(Ordering::Relaxed));
         let mut got = 0;
-        for c in clients.iter().filter(|c| c.session.is_none_or(|s| s == session)) {
+        let mut all_full = !clients.is_empty();
+        for c in clients.iter() {
             let mut q = c.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if c.session.is_some_and(|s| s != session) {
+                all_full &= q.len() >= self.config.buffer;
+                continue;
+            }
             if q.len() >= self.config.buffer {
                 match self.config.policy {
                     SlowClient::DropOldest => {
@@ -137,6 +152,7 @@ impl Fanout {
                     }
                     SlowClient::Disconnect => {
                         q.clear();
+                        all_full = false; // it is gone; the rest decide
                         c.cut.store(true, Ordering::Relaxed);
                         self.stats.disconnected.fetch_add(1, Ordering::Relaxed);
                         drop(q);
@@ -146,11 +162,19 @@ impl Fanout {
                 }
             }
             q.push_back(Arc::clone(data));
+            all_full &= q.len() >= self.config.buffer;
             drop(q);
             c.wake.notify_one();
             got += 1;
         }
+        self.filled.store(all_full, Ordering::Relaxed);
         got
+    }
+
+    /// Whether every live queue was full after the last push: a cheap hint, read before
+    /// each push, that [`Fanout::all_full`] (which looks at every queue) is worth asking.
+    pub fn filled(&self) -> bool {
+        self.filled.load(Ordering::Relaxed)
     }
 
     /// Whether there are clients and every one's queue is full: the consumer should pause

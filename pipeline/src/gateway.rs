@@ -448,7 +448,7 @@ pub async fn consume(
                 let span = StageSpan::new(NAME, incoming.trace, Some(consumed), None);
                 let stamp = Stamp { stage: NAME, ingress_ns, egress_ns: probes::now_ns() };
                 stamp.append_to(incoming.stamps, &mut stamps);
-                if state.fanout.all_full() {
+                if state.fanout.filled() && state.fanout.all_full() {
                     // Every client is a whole buffer behind: stop reading rather than drop.
                     wait_for_room(&consumer, &state, &cancel).await;
                 }

@@ -306,9 +306,9 @@ impl StreamJob {
             }
             let within = p.within.as_millis() as u64;
             let seen = self.progress.entry((key, i)).or_default();
-            seen.push_back((event_ms, id));
-            // Out-of-order arrivals are kept in event-time order.
-            seen.make_contiguous().sort_unstable();
+            // Out-of-order arrivals are kept in event-time order (usually the back).
+            let at = seen.partition_point(|&e| e <= (event_ms, id));
+            seen.insert(at, (event_ms, id));
             while seen.back().zip(seen.front()).is_some_and(|(last, first)| last.0 - first.0 > within) {
                 seen.pop_front();
             }
@@ -377,11 +377,10 @@ impl Decision {
             }
         };
         let k = crate::event::session_key(key.1).to_vec();
-        let mut out = vec![SideRecord { topic: topics::AUDIT, key: k.clone(), value: audit.to_string().into_bytes() }];
+        let audit = audit.to_string().into_bytes();
+        let mut out = vec![SideRecord { topic: topics::AUDIT, key: k.clone(), value: audit.clone() }];
         match self {
-            Self::Late { .. } => {
-                out.push(SideRecord { topic: topics::LATE, key: k, value: audit.to_string().into_bytes() })
-            }
+            Self::Late { .. } => out.push(SideRecord { topic: topics::LATE, key: k, value: audit }),
             Self::Matched { pattern, last_ms, ids, .. } => {
                 let signal = serde_json::json!({
                     "run": key.0, "session": key.1, "signal": pattern, "at_ms": last_ms, "ids": ids,
