@@ -745,10 +745,7 @@ async fn run_profile(
             let config = scenario.gateway.fanout();
             reports::result::GatewayInfo {
                 client_buffer: config.buffer as u64,
-                slow_client: match config.policy {
-                    pipeline::fanout::SlowClient::DropOldest => "drop_oldest".into(),
-                    pipeline::fanout::SlowClient::Disconnect => "disconnect".into(),
-                },
+                slow_client: config.policy.name().into(),
                 peak_clients: f.peak_clients.load(Ordering::Relaxed),
                 dropped: f.dropped.load(Ordering::Relaxed),
                 disconnected: f.disconnected.load(Ordering::Relaxed),

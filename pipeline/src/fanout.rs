@@ -27,6 +27,16 @@ pub enum SlowClient {
     Disconnect,
 }
 
+impl SlowClient {
+    /// The name a scenario writes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::DropOldest => "drop_oldest",
+            Self::Disconnect => "disconnect",
+        }
+    }
+}
+
 /// Per-client buffering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FanoutConfig {
