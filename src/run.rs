@@ -370,6 +370,20 @@ async fn run_profile(
     };
     let job_config = scenario.streamjob_config();
     let mut job_stats: Option<Arc<StreamJobStats>> = None;
+    // Async enrichment: the run seeds a profile per session; an in-process job opens it.
+    let enrich = match &scenario.streamjob.enrich {
+        Some(section) => {
+            let config = section.config(section.at(&dir.join("profiles.sqlite")));
+            pipeline::enrich::seed(&config.at, scenario.load.sessions).await.map_err(runtime)?;
+            let enricher = if external.is_none() {
+                Some(pipeline::enrich::Enricher::open(&config).await.map_err(runtime)?)
+            } else {
+                None
+            };
+            enricher.map(|e| (config, e))
+        }
+        None => None,
+    };
     let mut agent_task = None;
     if let (None, Some(cache)) = (&external, &cache) {
         stages.spawn(tagged(
@@ -399,7 +413,10 @@ async fn run_profile(
         let (rules_tx, rules_rx) = watch::channel(pipeline::streamjob::RuleSet::default());
         let follow = pipeline::streamjob::follow_rules(kafka.clone(), rules_tx, cancel.clone());
         stages.spawn(tagged("rules", follow));
-        let job = StreamJob::new(job_config.clone()).with_rules(rules_rx);
+        let mut job = StreamJob::new(job_config.clone()).with_rules(rules_rx);
+        if let Some((_, e)) = &enrich {
+            job = job.with_enricher(e.clone());
+        }
         job_stats = Some(Arc::clone(&job.stats));
         stages.spawn(tagged(
             pipeline::streamjob::NAME,
@@ -775,6 +792,7 @@ async fn run_profile(
                     delay_ms: r.applied_ns.saturating_sub(r.published_ns) as f64 / 1e6,
                 })
                 .collect(),
+            enrich: enrich.as_ref().map(|(config, e)| enrich_info(config, e)),
         }),
     };
     let measured = (report.sent - report.warmup_sent) as f64 / load.rate;
@@ -1118,4 +1136,28 @@ fn write_run_dir(
         std::fs::write(dir.join(hlog_name(reports::WARMUP_TAG)), w.interval_log())?;
     }
     Ok(())
+}
+
+/// The enrichment's figures for `result.json`.
+fn enrich_info(config: &pipeline::enrich::EnrichConfig, e: &pipeline::enrich::Enricher) -> reports::result::EnrichInfo {
+    let s = e.stats();
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    reports::result::EnrichInfo {
+        database: config.at.describe(),
+        order: match config.order {
+            pipeline::enrich::ResultOrder::Ordered => "ordered",
+            pipeline::enrich::ResultOrder::Unordered => "unordered",
+        }
+        .into(),
+        max_in_flight: config.max_in_flight as u64,
+        timeout_ms: config.timeout.as_secs_f64() * 1e3,
+        events: n(&s.events),
+        cache_hits: n(&s.cache_hits),
+        db_hits: n(&s.db_hits),
+        timeouts: n(&s.timeouts),
+        missing: n(&s.missing),
+        errors: n(&s.errors),
+        peak_in_flight: n(&s.peak_in_flight),
+        first_error: s.first_error.lock().ok().and_then(|f| f.clone()),
+    }
 }

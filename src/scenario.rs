@@ -451,6 +451,72 @@ pub struct StreamJobSection {
     /// load goes, for every stream job instance to apply without a restart.
     #[serde(default)]
     pub rules: Vec<RuleSection>,
+    /// `[streamjob.enrich]`: look each beat's session profile up in a database.
+    pub enrich: Option<EnrichSection>,
+}
+
+/// `[streamjob.enrich]`: async I/O enrichment (see `pipeline::enrich`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichSection {
+    /// `postgres://...`, or the path of a SQLite file; absent: SQLite in the run directory.
+    pub url: Option<String>,
+    /// One parameter (the session id), one text column; absent: `story_profiles`.
+    pub query: Option<String>,
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// `ordered` (default) or `unordered`.
+    #[serde(default)]
+    pub order: pipeline::enrich::ResultOrder,
+    #[serde(default = "default_enrich_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_fallback")]
+    pub fallback: String,
+    /// Profiles the LRU cache holds; 0 turns it off.
+    #[serde(default = "default_enrich_cache")]
+    pub cache: usize,
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+}
+
+const fn default_in_flight() -> usize {
+    64
+}
+const fn default_enrich_timeout() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_fallback() -> String {
+    "unknown".into()
+}
+const fn default_enrich_cache() -> usize {
+    10_000
+}
+const fn default_connections() -> usize {
+    4
+}
+
+impl EnrichSection {
+    /// Where the profiles live: the URL, or `default` (a SQLite file the run seeds).
+    pub fn at(&self, default: &std::path::Path) -> pipeline::enrich::EnrichAt {
+        match &self.url {
+            Some(url) => pipeline::enrich::EnrichAt::parse(url),
+            None => pipeline::enrich::EnrichAt::Sqlite(default.to_path_buf()),
+        }
+    }
+
+    /// The enrichment settings with the database at `at`.
+    pub fn config(&self, at: pipeline::enrich::EnrichAt) -> pipeline::enrich::EnrichConfig {
+        pipeline::enrich::EnrichConfig {
+            at,
+            query: self.query.clone(),
+            max_in_flight: self.max_in_flight,
+            order: self.order,
+            timeout: self.timeout,
+            fallback: self.fallback.clone(),
+            cache: self.cache,
+            connections: self.connections,
+        }
+    }
 }
 
 /// A rule change: at `at` into the load, publish pattern `name` (or disable it).
@@ -570,6 +636,27 @@ impl Scenario {
             }
             if r.at >= self.load.warmup + self.load.duration {
                 bad("streamjob.rules", Some(i), "at", format!("{:?} is after the load ends", r.at));
+            }
+        }
+        if let Some(e) = &self.streamjob.enrich {
+            if e.max_in_flight == 0 {
+                bad("streamjob.enrich", None, "max_in_flight", "must be at least 1".into());
+            }
+            if e.connections == 0 || e.connections > e.max_in_flight.max(1) {
+                bad("streamjob.enrich", None, "connections", "must be between 1 and max_in_flight".into());
+            }
+            if e.timeout.is_zero() {
+                bad("streamjob.enrich", None, "timeout", "must be longer than zero".into());
+            }
+            if e.url.is_none() && self.stages.external {
+                bad(
+                    "streamjob.enrich",
+                    None,
+                    "url",
+                    "external stages need the database the stream job process reads, e.g. \
+                     url = \"/shared/profiles.sqlite\" or a postgres:// URL"
+                        .into(),
+                );
             }
         }
     }

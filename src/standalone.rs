@@ -182,7 +182,16 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
         StageName::Streamjob => {
             let (rules_tx, rules_rx) = watch::channel(streamjob::RuleSet::default());
             tasks.spawn(tagged("rules", streamjob::follow_rules(kafka.clone(), rules_tx, cancel.clone())));
-            let job = streamjob::StreamJob::new(scenario.streamjob_config()).with_rules(rules_rx);
+            let mut job = streamjob::StreamJob::new(scenario.streamjob_config()).with_rules(rules_rx);
+            if let Some(section) = &scenario.streamjob.enrich {
+                let config = section.config(section.at(&opts.state_dir.join("profiles.sqlite")));
+                if config.query.is_none() {
+                    pipeline::enrich::prepare(&config.at).await.map_err(runtime)?;
+                }
+                let enricher = pipeline::enrich::Enricher::open(&config).await.map_err(runtime)?;
+                described = format!("{described}, enriching from {}", config.at.describe());
+                job = job.with_enricher(enricher);
+            }
             let run = pipeline::stage::run(
                 kafka.clone(),
                 topics::BEATS,

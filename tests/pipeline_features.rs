@@ -3,7 +3,8 @@
 //! eight workers keeping each session's order; the Protobuf converter and a transform chain
 //! (mask, filter, header) keep the accounting exact, filtered and poisoned events included;
 //! actions posted over HTTP arrive through the gateway's ingress; and, where
-//! the servers run, capture from PostgreSQL with the context in Redis.
+//! the servers run, capture from PostgreSQL with the context in Redis and beats enriched
+//! from PostgreSQL.
 
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
@@ -163,6 +164,9 @@ postgres = "{pg}"
 slot = "{slot}"
 [edge_cache]
 url = "{redis}"
+[streamjob.enrich]
+url = "{pg}"
+timeout = "5s"
 "#
     ))
     .await;
@@ -173,6 +177,11 @@ url = "{redis}"
     assert!(p.source.starts_with("postgres postgres://tailgate:***@"), "{}", p.source);
     assert!(p.edge_cache.starts_with("Redis redis://"), "{}", p.edge_cache);
     assert!(p.context_hits >= 1100 && p.context_misses == 0, "{p:?}");
+    // Every beat enriched from PostgreSQL, through the cache after each session's first.
+    let e = p.streamjob.unwrap().enrich.unwrap();
+    assert!(e.database.starts_with("PostgreSQL postgres://tailgate:***@"), "{e:?}");
+    assert_eq!((e.events, e.db_hits + e.cache_hits, e.timeouts, e.errors, e.missing), (1200, 1200, 0, 0, 0), "{e:?}");
+    assert!(e.db_hits >= 16 && e.peak_in_flight <= e.max_in_flight, "{e:?}");
     let db = pipeline::postgres::connect(&pg).await.unwrap();
     db.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
 }
@@ -193,6 +202,9 @@ duration = "2s"
 partitions = 1
 [streamjob]
 slide = "500ms"
+[streamjob.enrich]
+timeout = "5s"
+order = "unordered"
 [[streamjob.patterns]]
 name = "binge"
 times = 3
@@ -214,6 +226,11 @@ contains = "no action says this"
     assert_eq!(j.late, 0, "in order, nothing is late: {j:?}");
     assert!(j.windows_fired >= 4, "3 s of events in 1 s windows every 500 ms: {j:?}");
     assert_eq!(j.audit_records, j.windows_fired + j.late + 20, "every decision is audited: {j:?}");
+    // Enrichment from the SQLite file the run seeded: one lookup, then the cache.
+    let e = j.enrich.unwrap();
+    assert!(e.database.starts_with("SQLite ") && e.database.ends_with("profiles.sqlite"), "{e:?}");
+    assert_eq!((e.order.as_str(), e.events, e.db_hits + e.cache_hits, e.timeouts), ("unordered", 60, 60, 0), "{e:?}");
+    assert!(e.cache_hits >= 50, "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

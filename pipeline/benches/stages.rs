@@ -21,6 +21,7 @@ fn event() -> StoryEvent {
         action: "x".repeat(256),
         beat: Some(Beat { number: 9, prompt: "p".repeat(200), text: "t".repeat(60) }),
         window: None,
+        enrichment: None,
     }
 }
 

@@ -442,7 +442,7 @@ mod tests {
     use super::*;
 
     fn event(id: u64, session: u64, action: &str) -> StoryEvent {
-        StoryEvent { run: 1, id, session, action: action.into(), beat: None, window: None }
+        StoryEvent { run: 1, id, session, action: action.into(), beat: None, window: None, enrichment: None }
     }
 
     #[test]

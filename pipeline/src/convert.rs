@@ -6,7 +6,7 @@
 //! The Protobuf messages are declared here with prost's derive (no `protoc` needed); their
 //! schema, as a `.proto` file, is [`STORY_PROTO`].
 
-use crate::event::{Beat, StoryEvent, Window};
+use crate::event::{Beat, Enrichment, StoryEvent, Window};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,7 @@ message StoryEvent {
   string action = 4;
   optional Beat beat = 5;
   optional Window window = 6;
+  optional Enrichment enrichment = 7;
 }
 
 message Beat {
@@ -45,6 +46,11 @@ message Window {
   uint64 start_ms = 1;
   uint64 count = 2;
   bool late = 3;
+}
+
+message Enrichment {
+  string profile = 1;
+  string from = 2;
 }
 "#;
 
@@ -62,6 +68,16 @@ struct PbEvent {
     beat: Option<PbBeat>,
     #[prost(message, optional, tag = "6")]
     window: Option<PbWindow>,
+    #[prost(message, optional, tag = "7")]
+    enrichment: Option<PbEnrichment>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PbEnrichment {
+    #[prost(string, tag = "1")]
+    profile: String,
+    #[prost(string, tag = "2")]
+    from: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -110,6 +126,10 @@ impl Converter {
                         text: b.text.clone(),
                     }),
                     window: event.window.map(|w| PbWindow { start_ms: w.start_ms, count: w.count, late: w.late }),
+                    enrichment: event
+                        .enrichment
+                        .as_ref()
+                        .map(|e| PbEnrichment { profile: e.profile.clone(), from: e.from.clone() }),
                 };
                 let mut out = Vec::with_capacity(5 + pb.encoded_len());
                 out.push(0);
@@ -142,6 +162,7 @@ impl Converter {
                     action: pb.action,
                     beat: pb.beat.map(|b| Beat { number: b.number, prompt: b.prompt, text: b.text }),
                     window: pb.window.map(|w| Window { start_ms: w.start_ms, count: w.count, late: w.late }),
+                    enrichment: pb.enrichment.map(|e| Enrichment { profile: e.profile, from: e.from }),
                 })
             }
         }
@@ -172,12 +193,13 @@ mod tests {
             action: "open the dóor".into(),
             beat: Some(Beat { number: 2, prompt: "p".into(), text: "t".into() }),
             window: Some(Window { start_ms: 1000, count: 4, late: true }),
+            enrichment: Some(Enrichment { profile: "noir/teen".into(), from: "db".into() }),
         }
     }
 
     #[test]
     fn both_converters_round_trip_with_and_without_optional_parts() {
-        let bare = StoryEvent { beat: None, window: None, ..full() };
+        let bare = StoryEvent { beat: None, window: None, enrichment: None, ..full() };
         for c in [Converter::Json, Converter::Protobuf] {
             for e in [full(), bare.clone()] {
                 assert_eq!(c.decode(&c.encode(&e)).unwrap(), e, "{c:?}");

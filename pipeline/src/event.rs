@@ -20,6 +20,9 @@ pub struct StoryEvent {
     /// Added by the stream job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+    /// Added by the stream job's async enrichment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<Enrichment>,
 }
 
 /// The agent's beat: the session's story so far turned into the next prompt.
@@ -42,6 +45,15 @@ pub struct Window {
     pub count: u64,
     /// The window had already closed (the watermark passed it) when the event arrived.
     pub late: bool,
+}
+
+/// The session profile the stream job looked up for the beat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrichment {
+    /// The profile (the scenario's fallback when the lookup did not answer in time).
+    pub profile: String,
+    /// Where it came from: `cache`, `db`, or why the fallback: `timeout`, `missing`, `error`.
+    pub from: String,
 }
 
 /// The Kafka key for a session.

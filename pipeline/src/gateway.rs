@@ -555,7 +555,7 @@ mod tests {
     use super::*;
 
     fn pushed(session: u64, n: u64) -> Pushed {
-        let event = StoryEvent { run: 1, id: n, session, action: "go".into(), beat: None, window: None };
+        let event = StoryEvent { run: 1, id: n, session, action: "go".into(), beat: None, window: None, enrichment: None };
         render(&event, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 5, b"agent:1:2")
     }
 
@@ -630,7 +630,7 @@ mod tests {
 
     #[test]
     fn redeliveries_are_recognised_per_run_even_out_of_order() {
-        let e = |run, id| StoryEvent { run, id, session: id % 3, action: String::new(), beat: None, window: None };
+        let e = |run, id| StoryEvent { run, id, session: id % 3, action: String::new(), beat: None, window: None, enrichment: None };
         let mut s = Seen::default();
         assert!(s.insert(&e(1, 0)));
         assert!(!s.insert(&e(1, 0)));

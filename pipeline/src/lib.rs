@@ -19,6 +19,7 @@ pub mod connector;
 pub mod convert;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod enrich;
 pub mod event;
 pub mod fanout;
 pub mod gateway;
@@ -90,6 +91,8 @@ pub enum Error {
     Cache(String),
     #[error("PostgreSQL source: {0}")]
     Postgres(String),
+    #[error("stream job enrichment database {0}")]
+    Enrich(String),
     #[error("agent state store: {0}")]
     State(String),
     #[error("gateway: {0}")]

@@ -9,6 +9,7 @@ use crate::kafka::KafkaSettings;
 use crate::{Error, Result, kafka_err, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE, INTENDED, STAMPS, TRACEPARENT};
 use probes::spans::{Consumed, SpanRecord, Spans};
+use crate::enrich::ResultOrder;
 use probes::{Incoming, Stamp};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -52,6 +53,13 @@ pub trait Processor: Send + 'static {
         meta: &Meta,
         side: &mut Vec<SideRecord>,
     ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// An asynchronous lookup to make after [`Self::process`] (the stream job's
+    /// enrichment): when given, the runtime keeps several events in flight and produces
+    /// each once its lookup is done. None by default.
+    fn enricher(&self) -> Option<crate::enrich::Enricher> {
+        None
+    }
 }
 
 /// Live counters of one stage, readable while it runs.
@@ -502,6 +510,9 @@ pub async fn run<P: Processor>(
     let mut stamps = Vec::with_capacity(512);
     let mut side = Vec::new();
     let group = group_of(P::NAME);
+    let enricher = processor.enricher();
+    // Ordered enrichment: each event's emitter waits for its predecessor's.
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     let result = loop {
         let msg = match next_message(&consumer, &cancel, P::NAME, input).await {
             Ok(Some(m)) => m,
@@ -517,25 +528,52 @@ pub async fn run<P: Processor>(
                 side.clear();
                 match processor.process(&mut event, &meta, &mut side).await {
                     Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason).map(Ack::Delivery),
-                    Ok(()) => {
-                        let consumed = Consumed { topic: input, partition, offset, group: &group };
-                        let span = StageSpan::new(P::NAME, incoming.trace, Some(consumed), Some(output));
-                        let sent = forward(&producer, &kafka, &span, &msg, &incoming, &event, ingress_ns, &mut stamps);
-                        sent.and_then(|main| {
-                            counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                            if side.is_empty() {
-                                return Ok(Ack::Delivery(main));
-                            }
-                            let mut all = Vec::with_capacity(1 + side.len());
-                            all.push(main);
-                            for r in &side {
-                                let record =
-                                    FutureRecord::<[u8], [u8]>::to(r.topic).key(&r.key[..]).payload(&r.value[..]);
-                                all.push(send_with_retry(&producer, record, P::NAME)?);
-                            }
-                            Ok(Ack::All(all))
-                        })
-                    }
+                    Ok(()) => match &enricher {
+                        Some(enricher) => {
+                            let emit = Emit {
+                                stage: P::NAME,
+                                producer: producer.clone(),
+                                converter: kafka.converter,
+                                spans: kafka.spans.clone(),
+                                counters: Arc::clone(&counters),
+                                input,
+                                output,
+                                group: group.clone(),
+                                partition,
+                                offset,
+                                ingress_ns,
+                            };
+                            let carried = Carried::of(msg.headers(), &incoming);
+                            let order = match enricher.order() {
+                                ResultOrder::Ordered => {
+                                    let (done, next) = oneshot::channel();
+                                    Some((previous.replace(next), done))
+                                }
+                                ResultOrder::Unordered => None,
+                            };
+                            let admission = enricher.admit().await;
+                            produce_side(&producer, &side, P::NAME).map(|sides| {
+                                Ack::Later(emit.spawn(enricher.clone(), admission, event, carried, sides, order))
+                            })
+                        }
+                        None => {
+                            let consumed = Consumed { topic: input, partition, offset, group: &group };
+                            let span = StageSpan::new(P::NAME, incoming.trace, Some(consumed), Some(output));
+                            let headers = |s: &_, st: Stamp<'static>, b: &mut _| outgoing_headers(msg.headers(), &incoming, s, st, b);
+                            let spans = &kafka.spans;
+                            let sent =
+                                forward(&producer, kafka.converter, spans, &span, headers, &event, ingress_ns, &mut stamps);
+                            sent.and_then(|main| {
+                                counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                                if side.is_empty() {
+                                    return Ok(Ack::Delivery(main));
+                                }
+                                let mut all = produce_side(&producer, &side, P::NAME)?;
+                                all.push(main);
+                                Ok(Ack::All(all))
+                            })
+                        }
+                    },
                 }
             }
         };
@@ -551,27 +589,106 @@ pub async fn run<P: Processor>(
     finish(P::NAME, consumer, tx, acker, result).await
 }
 
-/// Produces the event to the span's output and records the span.
+/// Produces the event to the span's output and records the span; `headers` builds the
+/// outgoing headers from this stage's span and stamp.
 #[allow(clippy::too_many_arguments)]
 fn forward(
     producer: &FutureProducer,
-    kafka: &KafkaSettings,
+    converter: Converter,
+    spans: &Spans,
     span: &StageSpan<'_>,
-    msg: &BorrowedMessage<'_>,
-    incoming: &Incoming<'_>,
+    headers: impl FnOnce(&probes::TraceContext, Stamp<'static>, &mut Vec<u8>) -> OwnedHeaders,
     event: &StoryEvent,
     ingress_ns: u64,
     stamps: &mut Vec<u8>,
 ) -> Result<DeliveryFuture> {
-    let value = kafka.converter.encode(event);
+    let value = converter.encode(event);
     let key = crate::event::session_key(event.session);
     let stamp = Stamp { stage: span.stage, ingress_ns, egress_ns: probes::now_ns() };
-    let headers = outgoing_headers(msg.headers(), incoming, &span.span, stamp, stamps);
+    let headers = headers(&span.span, stamp, stamps);
     let output = span.output.unwrap_or_default();
     let record = FutureRecord::<[u8], [u8]>::to(output).key(&key[..]).payload(&value[..]).headers(headers);
     let sent = send_with_retry(producer, record, span.stage)?;
-    span.record(&kafka.spans, event.id, &stamp);
+    span.record(spans, event.id, &stamp);
     Ok(sent)
+}
+
+/// Produces side records, returning their deliveries.
+fn produce_side(producer: &FutureProducer, side: &[SideRecord], stage: &'static str) -> Result<Vec<DeliveryFuture>> {
+    let mut all = Vec::with_capacity(1 + side.len());
+    for r in side {
+        let record = FutureRecord::<[u8], [u8]>::to(r.topic).key(&r.key[..]).payload(&r.value[..]);
+        all.push(send_with_retry(producer, record, stage)?);
+    }
+    Ok(all)
+}
+
+/// What producing one event later, from its own task, needs.
+struct Emit {
+    stage: &'static str,
+    producer: FutureProducer,
+    converter: Converter,
+    spans: Spans,
+    counters: Arc<StageCounters>,
+    input: &'static str,
+    output: &'static str,
+    group: String,
+    partition: i32,
+    offset: i64,
+    ingress_ns: u64,
+}
+
+impl Emit {
+    /// Looks the event up, waits for its predecessor when `order` says so (the previous
+    /// emitter's signal, and this one's to give), produces it, and answers on the returned
+    /// channel with every delivery (`sides` included) for the acker.
+    fn spawn(
+        self,
+        enricher: crate::enrich::Enricher,
+        admission: crate::enrich::Admission,
+        mut event: StoryEvent,
+        carried: Carried,
+        sides: Vec<DeliveryFuture>,
+        order: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
+    ) -> oneshot::Receiver<Result<Vec<DeliveryFuture>, String>> {
+        let (ack, answer) = oneshot::channel();
+        tokio::spawn(async move {
+            let _admission = admission;
+            event.enrichment = Some(enricher.lookup(event.session).await);
+            let _done = match order {
+                Some((previous, done)) => {
+                    if let Some(previous) = previous {
+                        let _ = previous.await; // sent or dropped: the predecessor has produced
+                    }
+                    Some(done)
+                }
+                None => None,
+            };
+            let consumed =
+                Consumed { topic: self.input, partition: self.partition, offset: self.offset, group: &self.group };
+            let span = StageSpan::new(self.stage, carried.trace(), Some(consumed), Some(self.output));
+            let headers = |s: &_, st: Stamp<'static>, b: &mut _| carried.headers(s, st, b);
+            let mut stamps = Vec::with_capacity(512);
+            let sent = forward(
+                &self.producer,
+                self.converter,
+                &self.spans,
+                &span,
+                headers,
+                &event,
+                self.ingress_ns,
+                &mut stamps,
+            );
+            let answer = sent.map_err(|e| e.to_string()).map(|main| {
+                self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                let mut all = sides;
+                all.push(main);
+                all
+            });
+            let _ = ack.send(answer);
+        });
+        answer
+    }
 }
 
 /// What the dead-letter topic holds for one run, read back from the broker.

@@ -20,6 +20,10 @@
 //!   topic ([`follow_rules`]) and applies a change before its next event, without a
 //!   restart; the moment a rule took effect is recorded beside the moment it was published.
 //!
+//! - **Async enrichment** ([`crate::enrich`]): when configured, every beat then gets its
+//!   session's profile from a database without blocking the stream; the stage runtime
+//!   keeps up to the bound in flight and emits in order or as lookups complete.
+//!
 //! State is per run and session, so one long-lived job serves run after run. The job is
 //! driven only by the events it is given ([`StreamJob::observe`]): tests set time
 //! explicitly and need no clock.
@@ -177,6 +181,8 @@ pub struct StreamJob {
     rules: Option<(tokio::sync::watch::Receiver<RuleSet>, u64)>,
     /// The patterns the job was configured with (rules of the same name replace them).
     configured: Vec<Pattern>,
+    /// Async enrichment after the windows and patterns, when configured.
+    enricher: Option<crate::enrich::Enricher>,
     pub stats: Arc<StreamJobStats>,
 }
 
@@ -195,8 +201,16 @@ impl StreamJob {
             windows: HashMap::new(),
             timers: BTreeSet::new(),
             progress: HashMap::new(),
+            enricher: None,
             stats: Arc::default(),
         }
+    }
+
+    /// Enriches every beat asynchronously from a database (see [`crate::enrich`]).
+    #[must_use]
+    pub fn with_enricher(mut self, enricher: crate::enrich::Enricher) -> Self {
+        self.enricher = Some(enricher);
+        self
     }
 
     /// Also takes its patterns from the broadcast `rules` (see [`follow_rules`]).
@@ -409,6 +423,10 @@ impl Processor for StreamJob {
         }
         self.stats.audit_records.fetch_add(decisions.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn enricher(&self) -> Option<crate::enrich::Enricher> {
+        self.enricher.clone()
     }
 }
 

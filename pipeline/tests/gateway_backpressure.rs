@@ -53,6 +53,7 @@ async fn a_full_client_pauses_the_consumer_and_reading_resumes_it_without_loss()
             action: "go".into(),
             beat: Some(Beat { number: id + 1, prompt: "p".into(), text: "t".into() }),
             window: None,
+            enrichment: None,
         };
         let value = serde_json::to_vec(&event).unwrap();
         let headers = OwnedHeaders::new()

@@ -80,6 +80,7 @@ async fn windows_patterns_and_late_events_reach_their_side_outputs() {
             action: format!("choice {id}"),
             beat: Some(Beat { number: id as u64 + 1, prompt: "p".into(), text: "t".into() }),
             window: None,
+            enrichment: None,
         };
         let value = serde_json::to_vec(&event).unwrap();
         let headers = OwnedHeaders::new()

@@ -274,6 +274,31 @@ pub struct StreamJobInfo {
     /// Rule changes from `story.rules`, when each was published and took effect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleChange>,
+    /// Async enrichment, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrich: Option<EnrichInfo>,
+}
+
+/// The stream job's async enrichment over a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EnrichInfo {
+    /// Which database answered, e.g. `PostgreSQL postgres://tailgate:***@127.0.0.1:5432/tailgate`.
+    pub database: String,
+    /// `ordered` or `unordered`.
+    pub order: String,
+    pub max_in_flight: u64,
+    pub timeout_ms: f64,
+    /// Events enriched, and how: from the cache, from the database, or the fallback.
+    pub events: u64,
+    pub cache_hits: u64,
+    pub db_hits: u64,
+    pub timeouts: u64,
+    pub missing: u64,
+    pub errors: u64,
+    /// The most lookups in flight at once (never above `max_in_flight`).
+    pub peak_in_flight: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
 }
 
 /// One broadcast rule change, as the stream job applied it.
@@ -425,6 +450,25 @@ impl RunResult {
                         r.published_at_s,
                         r.delay_ms
                     );
+                }
+                if let Some(e) = &j.enrich {
+                    let _ = writeln!(
+                        s,
+                        "          enrich from {} · {} · {} in flight at most (bound {}) · timeout {} ms · cache {} · db {} · timeout {} · missing {} · error {}",
+                        e.database,
+                        e.order,
+                        e.peak_in_flight,
+                        e.max_in_flight,
+                        e.timeout_ms,
+                        e.cache_hits,
+                        e.db_hits,
+                        e.timeouts,
+                        e.missing,
+                        e.errors
+                    );
+                    if let Some(first) = &e.first_error {
+                        let _ = writeln!(s, "          first enrichment error: {first}");
+                    }
                 }
             }
             if let Some(g) = &p.gateway {

@@ -1,0 +1,467 @@
+//! Async I/O enrichment, as Flink's `AsyncDataStream` does it: the stream job looks up each
+//! beat's session profile in a database without blocking its stream.
+//!
+//! - **Bounded in flight**: at most `max_in_flight` lookups (waiting for the database, or
+//!   for their turn to be emitted) at once; the stage stops reading its input while the
+//!   bound is reached, so a slow database slows consumption instead of growing a queue.
+//! - **Result order**: `ordered` emits events in the order they came; `unordered` emits
+//!   each as soon as its lookup is done (the input offsets are still stored in order).
+//! - **Timeout and fallback**: a lookup that takes longer than `timeout` (or fails, or
+//!   finds no row) gives the event the `fallback` profile, marked as such. The job's
+//!   service time is then bounded by the timeout plus the wait for earlier events
+//!   (ordered mode).
+//! - **LRU cache** in front of the database: `cache` profiles, most recently used kept.
+//!
+//! The database is SQLite (a file, embedded) or PostgreSQL (a `postgres://` URL, queried
+//! over a small pool of connections). Both are queried with one statement taking the
+//! session id and returning one text column: by default from `story_profiles`, which
+//! [`seed`] fills.
+
+use crate::event::Enrichment;
+use crate::{Error, Result};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The table [`seed`] fills and the default query reads.
+pub const TABLE: &str = "story_profiles";
+
+/// Where the profiles live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrichAt {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server, `postgres://user:password@host:port/db`.
+    Postgres(String),
+}
+
+impl EnrichAt {
+    /// `postgres://...` (or `postgresql://`) is PostgreSQL; anything else a SQLite path.
+    pub fn parse(s: &str) -> Self {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Self::Postgres(s.to_owned())
+        } else {
+            Self::Sqlite(PathBuf::from(s))
+        }
+    }
+
+    /// How reports name it (without a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("SQLite {}", p.display()),
+            Self::Postgres(url) => format!("PostgreSQL {}", crate::postgres::redact(url)),
+        }
+    }
+
+    /// The default lookup statement in this database's parameter style.
+    pub fn default_query(&self) -> String {
+        match self {
+            Self::Sqlite(_) => format!("SELECT profile FROM {TABLE} WHERE session = ?1"),
+            Self::Postgres(_) => format!("SELECT profile FROM {TABLE} WHERE session = $1"),
+        }
+    }
+}
+
+/// In which order enriched events leave the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultOrder {
+    /// As they came in.
+    #[default]
+    Ordered,
+    /// As their lookups complete.
+    Unordered,
+}
+
+/// Enrichment settings, as `[streamjob.enrich]` gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrichConfig {
+    pub at: EnrichAt,
+    /// The lookup statement: one parameter (the session id), one text column. `None`: the
+    /// default query on [`TABLE`].
+    pub query: Option<String>,
+    pub max_in_flight: usize,
+    pub order: ResultOrder,
+    pub timeout: Duration,
+    pub fallback: String,
+    /// Profiles the LRU cache holds; 0 turns it off.
+    pub cache: usize,
+    /// Database connections lookups share.
+    pub connections: usize,
+}
+
+impl EnrichConfig {
+    /// The defaults: ordered, 64 in flight, 20 ms timeout, 10,000 cached, 4 connections.
+    pub fn new(at: EnrichAt) -> Self {
+        Self {
+            at,
+            query: None,
+            max_in_flight: 64,
+            order: ResultOrder::Ordered,
+            timeout: Duration::from_millis(20),
+            fallback: "unknown".to_owned(),
+            cache: 10_000,
+            connections: 4,
+        }
+    }
+}
+
+/// What enrichment did so far, readable while it runs.
+#[derive(Debug, Default)]
+pub struct EnrichStats {
+    /// Events enriched (from any source).
+    pub events: AtomicU64,
+    pub cache_hits: AtomicU64,
+    /// Lookups the database answered with a row in time.
+    pub db_hits: AtomicU64,
+    /// Lookups that found no row (fallback).
+    pub missing: AtomicU64,
+    /// Lookups that took longer than the timeout (fallback).
+    pub timeouts: AtomicU64,
+    /// Lookups the database refused (fallback).
+    pub errors: AtomicU64,
+    /// Events admitted and not yet emitted.
+    pub in_flight: AtomicU64,
+    /// The most ever in flight at once.
+    pub peak_in_flight: AtomicU64,
+    /// The first database error, for the report.
+    pub first_error: Mutex<Option<String>>,
+}
+
+enum Db {
+    /// Blocking connections, each used by one lookup at a time on the blocking pool, and
+    /// a handle to interrupt each.
+    Sqlite(Vec<(Arc<Mutex<rusqlite::Connection>>, Arc<rusqlite::InterruptHandle>)>),
+    /// Connections with the lookup prepared; queries on one connection are pipelined.
+    Postgres(Vec<Arc<(tokio_postgres::Client, tokio_postgres::Statement)>>),
+}
+
+struct Inner {
+    db: Db,
+    query: String,
+    at: EnrichAt,
+    next: AtomicUsize,
+    cache: Option<Mutex<lru::LruCache<u64, Arc<str>>>>,
+    permits: Arc<Semaphore>,
+    /// Queries the database is working on, answered or given up on.
+    db_permits: Arc<Semaphore>,
+    timeout: Duration,
+    fallback: Arc<str>,
+    order: ResultOrder,
+    stats: Arc<EnrichStats>,
+}
+
+/// An open enrichment: the database connections, the cache and the in-flight bound. Clones
+/// share them.
+#[derive(Clone)]
+pub struct Enricher(Arc<Inner>);
+
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher").field("at", &self.0.at).field("order", &self.0.order).finish_non_exhaustive()
+    }
+}
+
+fn enrich_err(at: &EnrichAt, e: impl std::fmt::Display) -> Error {
+    Error::Enrich(format!("{}: {e}", at.describe()))
+}
+
+/// An admitted event's place in flight; dropping it frees the place.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    stats: Arc<EnrichStats>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Enricher {
+    /// Opens `config.connections` connections and prepares the lookup, so a wrong query or
+    /// an unreachable database is reported before any event is read.
+    pub async fn open(config: &EnrichConfig) -> Result<Self> {
+        let query = config.query.clone().unwrap_or_else(|| config.at.default_query());
+        let n = config.connections.max(1);
+        let db = match &config.at {
+            EnrichAt::Sqlite(path) => {
+                if !path.exists() {
+                    return Err(enrich_err(&config.at, "no such file; the run seeds it, or give an existing one"));
+                }
+                let mut conns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                        .map_err(|e| enrich_err(&config.at, e))?;
+                    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| enrich_err(&config.at, e))?;
+                    conn.prepare_cached(&query).map_err(|e| enrich_err(&config.at, format!("query {query:?}: {e}")))?;
+                    let interrupt = Arc::new(conn.get_interrupt_handle());
+                    conns.push((Arc::new(Mutex::new(conn)), interrupt));
+                }
+                Db::Sqlite(conns)
+            }
+            EnrichAt::Postgres(url) => {
+                let mut conns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let client = crate::postgres::connect(url).await?;
+                    let stmt = client
+                        .prepare(&query)
+                        .await
+                        .map_err(|e| enrich_err(&config.at, format!("query {query:?}: {e}")))?;
+                    conns.push(Arc::new((client, stmt)));
+                }
+                Db::Postgres(conns)
+            }
+        };
+        let cache = NonZeroUsize::new(config.cache).map(|n| Mutex::new(lru::LruCache::new(n)));
+        Ok(Self(Arc::new(Inner {
+            db,
+            query,
+            at: config.at.clone(),
+            next: AtomicUsize::new(0),
+            cache,
+            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            db_permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            timeout: config.timeout,
+            fallback: config.fallback.as_str().into(),
+            order: config.order,
+            stats: Arc::default(),
+        })))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<EnrichStats> {
+        &self.0.stats
+    }
+
+    /// The result order.
+    pub fn order(&self) -> ResultOrder {
+        self.0.order
+    }
+
+    /// Waits for a place in flight.
+    pub async fn admit(&self) -> Admission {
+        let permit = Arc::clone(&self.0.permits).acquire_owned().await.expect("the semaphore is never closed");
+        let stats = &self.0.stats;
+        let now = stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        Admission { _permit: permit, stats: Arc::clone(stats) }
+    }
+
+    /// The profile of `session`: from the cache, else the database within the timeout,
+    /// else the fallback. Never fails.
+    pub async fn lookup(&self, session: u64) -> Enrichment {
+        let inner = &*self.0;
+        inner.stats.events.fetch_add(1, Ordering::Relaxed);
+        if let Some(hit) = inner.cache.as_ref().and_then(|c| c.lock().ok()?.get(&session).cloned()) {
+            inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Enrichment { profile: hit.to_string(), from: "cache".into() };
+        }
+        let fallback = |from: &str| Enrichment { profile: inner.fallback.to_string(), from: from.into() };
+        match tokio::time::timeout(inner.timeout, self.query(session)).await {
+            Err(_) => {
+                inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                fallback("timeout")
+            }
+            Ok(Ok(Some(profile))) => {
+                inner.stats.db_hits.fetch_add(1, Ordering::Relaxed);
+                if let Some(mut c) = inner.cache.as_ref().and_then(|c| c.lock().ok()) {
+                    c.put(session, profile.as_str().into());
+                }
+                Enrichment { profile, from: "db".into() }
+            }
+            Ok(Ok(None)) => {
+                inner.stats.missing.fetch_add(1, Ordering::Relaxed);
+                fallback("missing")
+            }
+            Ok(Err(e)) => {
+                inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = inner.stats.first_error.lock() {
+                    first.get_or_insert(e);
+                }
+                fallback("error")
+            }
+        }
+    }
+
+    /// One database query on the next connection in turn. It runs in its own task holding
+    /// a database permit until the database answers, so a lookup that timed out still
+    /// counts against the bound: a slow database never gets more than `max_in_flight`
+    /// queries at once, however many lookups have given up. A timed-out SQLite statement
+    /// is interrupted; a PostgreSQL one finishes on the server and its answer is dropped.
+    async fn query(&self, session: u64) -> Result<Option<String>, String> {
+        let inner = &*self.0;
+        let i = inner.next.fetch_add(1, Ordering::Relaxed);
+        let id = session as i64;
+        let permit = Arc::clone(&inner.db_permits).acquire_owned().await.expect("never closed");
+        let task = match &inner.db {
+            Db::Sqlite(conns) => {
+                let (conn, interrupt) = &conns[i % conns.len()];
+                let (conn, query) = (Arc::clone(conn), inner.query.clone());
+                let mut guard = Interrupt(Some(Arc::clone(interrupt)));
+                let task = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let conn = conn.lock().map_err(|_| "a lookup panicked".to_owned())?;
+                    let mut stmt = conn.prepare_cached(&query).map_err(|e| e.to_string())?;
+                    let mut rows = stmt.query([id]).map_err(|e| e.to_string())?;
+                    match rows.next().map_err(|e| e.to_string())? {
+                        Some(row) => row.get::<_, String>(0).map(Some).map_err(|e| e.to_string()),
+                        None => Ok(None),
+                    }
+                });
+                let answer = task.await.map_err(|e| e.to_string());
+                guard.0 = None; // answered: nothing to interrupt
+                return answer?;
+            }
+            Db::Postgres(conns) => {
+                let conn = Arc::clone(&conns[i % conns.len()]);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let row = conn.0.query_opt(&conn.1, &[&id]).await.map_err(|e| e.to_string())?;
+                    row.map(|r| r.try_get::<_, String>(0)).transpose().map_err(|e| e.to_string())
+                })
+            }
+        };
+        task.await.map_err(|e| e.to_string())?
+    }
+}
+
+/// Interrupts a SQLite connection's running statement when dropped: when the lookup
+/// waiting for it is dropped at its timeout.
+struct Interrupt(Option<Arc<rusqlite::InterruptHandle>>);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.interrupt();
+        }
+    }
+}
+
+/// A session's profile as [`seed`] writes it.
+pub fn seed_profile(session: u64) -> String {
+    const GENRES: [&str; 5] = ["noir", "cozy", "epic", "horror", "comedy"];
+    const LEVELS: [&str; 3] = ["young", "teen", "adult"];
+    format!("{}/{}", GENRES[(session % 5) as usize], LEVELS[(session / 5 % 3) as usize])
+}
+
+/// Creates [`TABLE`] if missing (a SQLite file too), so a stream job can start before any
+/// run has seeded it.
+pub async fn prepare(at: &EnrichAt) -> Result<()> {
+    seed(at, 0).await
+}
+
+/// Creates [`TABLE`] if missing and writes a profile for sessions `0..sessions`.
+pub async fn seed(at: &EnrichAt, sessions: u64) -> Result<()> {
+    match at {
+        EnrichAt::Sqlite(path) => {
+            let path = path.clone();
+            let err_at = at.clone();
+            tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
+                let mut conn = rusqlite::Connection::open(&path)?;
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.busy_timeout(Duration::from_secs(5))?;
+                conn.execute(
+                    &format!("CREATE TABLE IF NOT EXISTS {TABLE} (session INTEGER PRIMARY KEY, profile TEXT NOT NULL)"),
+                    [],
+                )?;
+                let tx = conn.transaction()?;
+                {
+                    let mut put = tx.prepare(&format!("INSERT OR REPLACE INTO {TABLE} VALUES (?1, ?2)"))?;
+                    for s in 0..sessions {
+                        put.execute(rusqlite::params![s as i64, seed_profile(s)])?;
+                    }
+                }
+                tx.commit()
+            })
+            .await
+            .map_err(|e| enrich_err(&err_at, e))?
+            .map_err(|e| enrich_err(at, e))
+        }
+        EnrichAt::Postgres(url) => {
+            let client = crate::postgres::connect(url).await?;
+            let create = format!("CREATE TABLE IF NOT EXISTS {TABLE} (session BIGINT PRIMARY KEY, profile TEXT NOT NULL)");
+            client.batch_execute(&create).await.map_err(|e| enrich_err(at, e))?;
+            let ids: Vec<i64> = (0..sessions as i64).collect();
+            let profiles: Vec<String> = (0..sessions).map(seed_profile).collect();
+            let upsert = format!(
+                "INSERT INTO {TABLE} SELECT * FROM unnest($1::bigint[], $2::text[]) \
+                 ON CONFLICT (session) DO UPDATE SET profile = EXCLUDED.profile"
+            );
+            client.execute(&upsert, &[&ids, &profiles]).await.map_err(|e| enrich_err(at, e))?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite(dir: &tempfile::TempDir, sessions: u64) -> EnrichConfig {
+        let at = EnrichAt::Sqlite(dir.path().join("profiles.sqlite"));
+        seed(&at, sessions).await.unwrap();
+        EnrichConfig::new(at)
+    }
+
+    #[tokio::test]
+    async fn looks_up_caches_and_falls_back_for_a_missing_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Enricher::open(&sqlite(&dir, 10).await).await.unwrap();
+        let first = e.lookup(7).await;
+        assert_eq!((first.profile.as_str(), first.from.as_str()), (seed_profile(7).as_str(), "db"));
+        assert_eq!(e.lookup(7).await.from, "cache");
+        let missing = e.lookup(99).await;
+        assert_eq!((missing.profile.as_str(), missing.from.as_str()), ("unknown", "missing"));
+        let s = e.stats();
+        let counts = [&s.events, &s.db_hits, &s.cache_hits, &s.missing, &s.timeouts].map(|c| c.load(Ordering::Relaxed));
+        assert_eq!(counts, [3, 1, 1, 1, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_slower_than_the_timeout_gets_the_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sqlite(&dir, 10).await;
+        // A real slow statement: a recursive count SQLite takes far longer than 1 ms over.
+        config.query = Some(format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) \
+             SELECT profile FROM {TABLE}, (SELECT max(i) FROM n) WHERE session = ?1"
+        ));
+        config.timeout = Duration::from_millis(1);
+        config.fallback = "plain".into();
+        let e = Enricher::open(&config).await.unwrap();
+        let got = e.lookup(3).await;
+        assert_eq!((got.profile.as_str(), got.from.as_str()), ("plain", "timeout"));
+        assert_eq!(e.stats().timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn admission_holds_the_in_flight_bound_and_records_the_peak() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sqlite(&dir, 1).await;
+        config.max_in_flight = 2;
+        let e = Enricher::open(&config).await.unwrap();
+        let a = e.admit().await;
+        let b = e.admit().await;
+        let third = tokio::time::timeout(Duration::from_millis(50), e.admit()).await;
+        assert!(third.is_err(), "a third admission must wait while two are in flight");
+        drop(a);
+        let _c = e.admit().await;
+        drop(b);
+        assert_eq!(e.stats().peak_in_flight.load(Ordering::Relaxed), 2);
+        assert_eq!(e.stats().in_flight.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_query_the_database_refuses_is_reported_before_any_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sqlite(&dir, 1).await;
+        config.query = Some("SELECT profil FROM story_profiles WHERE session = ?1".into());
+        let e = Enricher::open(&config).await.unwrap_err().to_string();
+        assert!(e.contains("profiles.sqlite") && e.contains("profil"), "{e}");
+    }
+}

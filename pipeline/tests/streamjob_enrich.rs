@@ -1,0 +1,161 @@
+//! The stream job's async enrichment as a stage on the embedded broker, with a SQLite
+//! database where some sessions' lookups are slow (a statement that runs for seconds): the
+//! slow ones time out to the fallback while the others are looked up meanwhile, the
+//! in-flight bound holds, and the result order is the one configured.
+
+#![cfg(feature = "embedded")]
+#![allow(clippy::unwrap_used)]
+
+use pipeline::embedded::EmbeddedBroker;
+use pipeline::enrich::{EnrichAt, EnrichConfig, Enricher, ResultOrder, TABLE, seed, seed_profile};
+use pipeline::event::Beat;
+use pipeline::stage::StageCounters;
+use pipeline::streamjob::{StreamJob, StreamJobConfig};
+use pipeline::{KafkaSettings, StoryEvent, topics};
+use probes::TraceContext;
+use probes::headers::{INTENDED, TRACEPARENT};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const EVENTS: u64 = 24;
+const SESSIONS: u64 = 8;
+const BOUND: usize = 6;
+
+/// Sessions 0 and 4 are slow: their lookup counts to 200 million first.
+fn slow(session: u64) -> bool {
+    session % 4 == 0
+}
+
+fn read_updates(kafka: &KafkaSettings) -> Vec<StoryEvent> {
+    let consumer: BaseConsumer = kafka.consumer_config("test-reader", "test-reader").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topics::UPDATES, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    while Instant::now() < deadline && out.len() < EVENTS as usize {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            out.push(serde_json::from_slice(m.unwrap().payload().unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+/// Runs the job over `EVENTS` beats (sessions in turn) and returns the updates in the
+/// order they were produced, with the enrichment's counters.
+async fn enrich_run(order: ResultOrder) -> (Vec<StoryEvent>, Arc<pipeline::enrich::EnrichStats>, u64) {
+    let broker = EmbeddedBroker::start().await.unwrap();
+    let mut kafka = KafkaSettings::new(broker.bootstrap());
+    kafka.partitions = 1;
+    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let at = EnrichAt::Sqlite(dir.path().join("profiles.sqlite"));
+    seed(&at, SESSIONS).await.unwrap();
+    let mut config = EnrichConfig::new(at);
+    config.query = Some(format!(
+        "SELECT profile FROM {TABLE} WHERE session = ?1 AND (session % 4 != 0 OR \
+         (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000000) \
+          SELECT max(i) FROM n) > 0)"
+    ));
+    config.timeout = Duration::from_millis(200);
+    config.max_in_flight = BOUND;
+    config.connections = BOUND;
+    config.cache = 0;
+    config.order = order;
+    config.fallback = "plain".into();
+    let enricher = Enricher::open(&config).await.unwrap();
+    let stats = Arc::clone(enricher.stats());
+    let job = StreamJob::new(StreamJobConfig::default()).with_enricher(enricher);
+
+    let (ready_tx, mut ready_rx) = watch::channel(false);
+    let cancel = CancellationToken::new();
+    let counters = Arc::new(StageCounters::default());
+    let stage = tokio::spawn(pipeline::stage::run(
+        kafka.clone(),
+        topics::BEATS,
+        topics::UPDATES,
+        job,
+        Arc::clone(&counters),
+        ready_tx,
+        cancel.clone(),
+    ));
+    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
+
+    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
+    for id in 0..EVENTS {
+        let tp = TraceContext::new_root().encode();
+        let intended = (1_000_000_000_000u64 + id * 1_000_000).to_string();
+        let session = id % SESSIONS;
+        let event = StoryEvent {
+            run: 2,
+            id,
+            session,
+            action: "go".into(),
+            beat: Some(Beat { number: id / SESSIONS + 1, prompt: "p".into(), text: "t".into() }),
+            window: None,
+            enrichment: None,
+        };
+        let value = serde_json::to_vec(&event).unwrap();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
+            .insert(Header { key: INTENDED, value: Some(intended.as_bytes()) });
+        let key = session.to_be_bytes();
+        let record = FutureRecord::<[u8], [u8]>::to(topics::BEATS).key(&key[..]).payload(&value).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    let updates = tokio::task::block_in_place(|| read_updates(&kafka));
+    cancel.cancel();
+    stage.await.unwrap().unwrap();
+    (updates, stats, counters.forwarded.load(Ordering::Relaxed))
+}
+
+/// What every run must show, whatever the order.
+fn check(updates: &[StoryEvent], stats: &pipeline::enrich::EnrichStats, forwarded: u64) {
+    assert_eq!(updates.len(), EVENTS as usize, "every beat goes on");
+    assert_eq!(forwarded, EVENTS);
+    for u in updates {
+        let e = u.enrichment.as_ref().unwrap();
+        if slow(u.session) {
+            assert_eq!((e.profile.as_str(), e.from.as_str()), ("plain", "timeout"), "{u:?}");
+        } else if e.from == "db" {
+            assert_eq!(e.profile, seed_profile(u.session), "{u:?}");
+        }
+        assert!(u.window.is_some(), "windows still apply: {u:?}");
+    }
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert!(updates.iter().any(|u| u.enrichment.as_ref().unwrap().from == "db"), "fast sessions were looked up");
+    assert_eq!(n(&stats.events), EVENTS);
+    assert_eq!(n(&stats.db_hits) + n(&stats.timeouts) + n(&stats.missing) + n(&stats.errors), EVENTS);
+    assert!(n(&stats.timeouts) >= EVENTS / 4, "each slow lookup timed out: {stats:?}");
+    let peak = n(&stats.peak_in_flight);
+    assert!(peak <= BOUND as u64, "the in-flight bound holds: {peak}");
+    assert!(peak >= 2, "lookups overlapped instead of running one by one: {peak}");
+    assert_eq!(n(&stats.in_flight), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_enrichment_keeps_the_input_order_around_slow_lookups() {
+    let (updates, stats, forwarded) = enrich_run(ResultOrder::Ordered).await;
+    check(&updates, &stats, forwarded);
+    let ids: Vec<u64> = updates.iter().map(|u| u.id).collect();
+    assert_eq!(ids, (0..EVENTS).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unordered_enrichment_lets_fast_lookups_pass_slow_ones() {
+    let (updates, stats, forwarded) = enrich_run(ResultOrder::Unordered).await;
+    check(&updates, &stats, forwarded);
+    let mut ids: Vec<u64> = updates.iter().map(|u| u.id).collect();
+    let first_slow = ids.iter().position(|&id| slow(id % SESSIONS)).unwrap();
+    assert!(first_slow > 0, "event 0 (slow) was overtaken: {ids:?}");
+    ids.sort_unstable();
+    assert_eq!(ids, (0..EVENTS).collect::<Vec<_>>(), "each exactly once");
+}
