@@ -674,6 +674,8 @@ pub struct GatewaySection {
     /// `drop_oldest` (default: the client is told `lagged N`) or `disconnect`.
     #[serde(default)]
     pub slow_client: pipeline::fanout::SlowClient,
+    /// Updates kept for long-poll clients (default 10000).
+    pub retain: Option<usize>,
 }
 
 /// One bearer token and the sessions it may use.
@@ -711,7 +713,11 @@ impl GatewaySection {
     /// The clients' buffering.
     pub fn fanout(&self) -> pipeline::fanout::FanoutConfig {
         let d = pipeline::fanout::FanoutConfig::default();
-        pipeline::fanout::FanoutConfig { buffer: self.client_buffer.unwrap_or(d.buffer), policy: self.slow_client }
+        pipeline::fanout::FanoutConfig {
+            buffer: self.client_buffer.unwrap_or(d.buffer),
+            policy: self.slow_client,
+            retain: self.retain.unwrap_or(d.retain),
+        }
     }
 
     /// The token the run's own clients (the audience, the HTTP players) use: the first

@@ -318,7 +318,8 @@ impl Task {
             session: row.session,
             action: row.action.to_string(),
             beat: None,
-            window: None, enrichment: None,
+            window: None,
+            enrichment: None,
         };
         let mut record =
             Record { topic: topics::ACTIONS.to_owned(), key: key.to_vec(), value: Default::default(), headers: vec![] };

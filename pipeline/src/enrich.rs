@@ -384,7 +384,8 @@ pub async fn seed(at: &EnrichAt, sessions: u64) -> Result<()> {
         }
         EnrichAt::Postgres(url) => {
             let client = crate::postgres::connect(url).await?;
-            let create = format!("CREATE TABLE IF NOT EXISTS {TABLE} (session BIGINT PRIMARY KEY, profile TEXT NOT NULL)");
+            let create =
+                format!("CREATE TABLE IF NOT EXISTS {TABLE} (session BIGINT PRIMARY KEY, profile TEXT NOT NULL)");
             client.batch_execute(&create).await.map_err(|e| enrich_err(at, e))?;
             let ids: Vec<i64> = (0..sessions as i64).collect();
             let profiles: Vec<String> = (0..sessions).map(seed_profile).collect();

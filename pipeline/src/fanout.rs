@@ -43,11 +43,13 @@ pub struct FanoutConfig {
     /// Updates a client may have queued.
     pub buffer: usize,
     pub policy: SlowClient,
+    /// Updates kept for long-poll clients (see [`crate::longpoll`]).
+    pub retain: usize,
 }
 
 impl Default for FanoutConfig {
     fn default() -> Self {
-        Self { buffer: 4096, policy: SlowClient::DropOldest }
+        Self { buffer: 4096, policy: SlowClient::DropOldest, retain: 10_000 }
     }
 }
 
@@ -269,7 +271,7 @@ mod tests {
     use super::*;
 
     fn fanout(buffer: usize, policy: SlowClient) -> Arc<Fanout> {
-        Arc::new(Fanout::new(FanoutConfig { buffer, policy }, CancellationToken::new()))
+        Arc::new(Fanout::new(FanoutConfig { buffer, policy, retain: 1 }, CancellationToken::new()))
     }
 
     fn data(n: u64) -> Arc<str> {

@@ -1,7 +1,8 @@
 //! The gateway (micro-gateway): consumes `story.updates` and pushes each update to HTTP
 //! clients over Server-Sent Events, per session (`GET /sessions/{id}/events`) or all of
 //! them (`GET /events`), or over WebSocket (`GET /sessions/{id}/ws`, `GET /ws`), as text
-//! messages of the same JSON. `GET /healthz` answers while the process runs; `GET /readyz` only
+//! messages of the same JSON, or by HTTP long-poll with a cursor (`GET /sessions/{id}/poll`,
+//! `GET /poll`, see [`crate::longpoll`]). `GET /healthz` answers while the process runs; `GET /readyz` only
 //! once the consumer has partitions.
 //!
 //! With an ingress attached ([`GatewayState::with_ingress`]), `POST /sessions/{id}/actions`
@@ -65,6 +66,8 @@ pub struct Pushed {
 #[derive(Debug, Clone)]
 pub struct GatewayState {
     fanout: Arc<crate::fanout::Fanout>,
+    backlog: Arc<crate::longpoll::Backlog>,
+    shutdown: CancellationToken,
     ready: watch::Receiver<bool>,
     ingress: Option<mpsc::Sender<Ingress>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
@@ -158,7 +161,8 @@ impl GatewayState {
         config: crate::fanout::FanoutConfig,
     ) -> Self {
         let fanout = Arc::new(crate::fanout::Fanout::new(config, shutdown.clone()));
-        Self { fanout, ready, ingress: None, metrics: None, auth: None }
+        let backlog = Arc::new(crate::longpoll::Backlog::new(config.retain));
+        Self { fanout, backlog, shutdown, ready, ingress: None, metrics: None, auth: None }
     }
 
     /// What the fan-out has done (drops, disconnects, pauses).
@@ -189,6 +193,7 @@ impl GatewayState {
 
     /// Pushes one update to every subscribed client; returns how many got it.
     pub fn push(&self, update: Pushed) -> usize {
+        self.backlog.push(update.session, &update.data);
         self.fanout.push(update.session, &update.data)
     }
 
@@ -211,6 +216,8 @@ pub fn app(state: GatewayState) -> Router {
         .route("/sessions/{id}/events", get(session_events))
         .route("/ws", get(firehose_ws))
         .route("/sessions/{id}/ws", get(session_ws))
+        .route("/poll", get(firehose_poll))
+        .route("/sessions/{id}/poll", get(session_poll))
         .route("/sessions/{id}/actions", axum::routing::post(post_action))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -324,6 +331,49 @@ async fn session_events(
     use axum::response::IntoResponse;
     match authorize(&s, &headers, Some(id)) {
         Ok(()) => stream(&s, Some(id)).into_response(),
+        Err(denied) => refusal(denied),
+    }
+}
+
+/// The query of a long-poll: `cursor` (absent: from now), `wait` in seconds, `max` updates.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollQuery {
+    pub cursor: Option<u64>,
+    pub wait: Option<f64>,
+    pub max: Option<usize>,
+}
+
+async fn long_poll(s: &GatewayState, session: Option<u64>, q: PollQuery) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let wait = q
+        .wait
+        .filter(|w| w.is_finite() && *w >= 0.0)
+        .map_or(crate::longpoll::DEFAULT_WAIT, std::time::Duration::from_secs_f64);
+    let max = q.max.unwrap_or(crate::longpoll::MAX_PAGE).clamp(1, crate::longpoll::MAX_PAGE);
+    let page = s.backlog.poll(q.cursor, session, max, wait, &s.shutdown).await;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], page.to_json()).into_response()
+}
+
+async fn firehose_poll(
+    State(s): State<GatewayState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<PollQuery>,
+) -> axum::response::Response {
+    match authorize(&s, &headers, None) {
+        Ok(()) => long_poll(&s, None, q).await,
+        Err(denied) => refusal(denied),
+    }
+}
+
+async fn session_poll(
+    State(s): State<GatewayState>,
+    Path(id): Path<u64>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<PollQuery>,
+) -> axum::response::Response {
+    match authorize(&s, &headers, Some(id)) {
+        Ok(()) => long_poll(&s, Some(id), q).await,
         Err(denied) => refusal(denied),
     }
 }
@@ -555,7 +605,8 @@ mod tests {
     use super::*;
 
     fn pushed(session: u64, n: u64) -> Pushed {
-        let event = StoryEvent { run: 1, id: n, session, action: "go".into(), beat: None, window: None, enrichment: None };
+        let event =
+            StoryEvent { run: 1, id: n, session, action: "go".into(), beat: None, window: None, enrichment: None };
         render(&event, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 5, b"agent:1:2")
     }
 
@@ -616,6 +667,39 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
     }
 
+    #[tokio::test]
+    async fn a_long_poll_waits_for_its_sessions_update_and_hands_back_a_cursor() {
+        use tokio::io::AsyncReadExt;
+        let (url, state, _ready, cancel, server) = start().await;
+        state.push(pushed(7, 1)); // before the poll's cursor: not for this poll
+        let poll = {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut out = String::new();
+                let mut s = request(&url, "/sessions/7/poll?cursor=1&wait=30", "connection: close\r\n").await;
+                s.read_to_string(&mut out).await.unwrap();
+                out
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!poll.is_finished(), "nothing after cursor 1 for session 7 yet: the poll waits");
+        state.push(pushed(3, 2));
+        state.push(pushed(7, 3));
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), poll).await.unwrap().unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let body: serde_json::Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!((body["cursor"].as_u64(), body["missed"].as_u64()), (Some(3), Some(0)), "{body}");
+        let ids: Vec<u64> = body["updates"].as_array().unwrap().iter().map(|u| u["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, [3]);
+        // The firehose from the start, and a query with a typo.
+        let mut all = String::new();
+        request(&url, "/poll?cursor=0&wait=0", "connection: close\r\n").await.read_to_string(&mut all).await.unwrap();
+        assert!(all.contains(r#""id":1"#) && all.contains(r#""id":2"#) && all.contains(r#""id":3"#), "{all}");
+        assert_eq!(status(&url, "/poll?cursr=0").await, 400);
+        cancel.cancel();
+        server.await.unwrap().unwrap();
+    }
+
     async fn read_events(s: &mut tokio::net::TcpStream, n: usize) -> String {
         use tokio::io::AsyncReadExt;
         let mut text = String::new();
@@ -630,7 +714,15 @@ mod tests {
 
     #[test]
     fn redeliveries_are_recognised_per_run_even_out_of_order() {
-        let e = |run, id| StoryEvent { run, id, session: id % 3, action: String::new(), beat: None, window: None, enrichment: None };
+        let e = |run, id| StoryEvent {
+            run,
+            id,
+            session: id % 3,
+            action: String::new(),
+            beat: None,
+            window: None,
+            enrichment: None,
+        };
         let mut s = Seen::default();
         assert!(s.insert(&e(1, 0)));
         assert!(!s.insert(&e(1, 0)));
@@ -686,6 +778,9 @@ mod tests {
         assert_eq!(code("/events", Some("player-7")).await, 403);
         assert_eq!(code("/events", Some("ops")).await, 200);
         assert_eq!(code("/sessions/8/events", Some("ops")).await, 200);
+        assert_eq!(code("/sessions/8/poll?wait=0", Some("player-7")).await, 403);
+        assert_eq!(code("/poll?wait=0", Some("player-7")).await, 403);
+        assert_eq!(code("/sessions/7/poll?wait=0", Some("player-7")).await, 200);
         assert_eq!(code("/healthz", None).await, 200, "probes need no token");
         let auth = Auth::new([("t".to_owned(), Scope::All)]);
         assert_eq!(auth.check(Some("Basic dDp0"), None), Err(Denied::Unauthenticated));

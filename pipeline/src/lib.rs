@@ -24,6 +24,7 @@ pub mod event;
 pub mod fanout;
 pub mod gateway;
 pub mod kafka;
+pub mod longpoll;
 pub mod metrics;
 pub mod postgres;
 pub mod stage;

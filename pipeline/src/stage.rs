@@ -4,12 +4,12 @@
 //! topic with the reason in a header; nothing is dropped silently.
 
 use crate::convert::Converter;
+use crate::enrich::ResultOrder;
 use crate::event::StoryEvent;
 use crate::kafka::KafkaSettings;
 use crate::{Error, Result, kafka_err, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE, INTENDED, STAMPS, TRACEPARENT};
 use probes::spans::{Consumed, SpanRecord, Spans};
-use crate::enrich::ResultOrder;
 use probes::{Incoming, Stamp};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -559,10 +559,20 @@ pub async fn run<P: Processor>(
                         None => {
                             let consumed = Consumed { topic: input, partition, offset, group: &group };
                             let span = StageSpan::new(P::NAME, incoming.trace, Some(consumed), Some(output));
-                            let headers = |s: &_, st: Stamp<'static>, b: &mut _| outgoing_headers(msg.headers(), &incoming, s, st, b);
+                            let headers = |s: &_, st: Stamp<'static>, b: &mut _| {
+                                outgoing_headers(msg.headers(), &incoming, s, st, b)
+                            };
                             let spans = &kafka.spans;
-                            let sent =
-                                forward(&producer, kafka.converter, spans, &span, headers, &event, ingress_ns, &mut stamps);
+                            let sent = forward(
+                                &producer,
+                                kafka.converter,
+                                spans,
+                                &span,
+                                headers,
+                                &event,
+                                ingress_ns,
+                                &mut stamps,
+                            );
                             sent.and_then(|main| {
                                 counters.forwarded.fetch_add(1, Ordering::Relaxed);
                                 if side.is_empty() {

@@ -68,7 +68,8 @@ async fn send(producer: &FutureProducer, ids: std::ops::Range<u64>) {
     let tp = TraceContext::new_root().encode();
     for id in ids {
         let session = id % SESSIONS;
-        let event = StoryEvent { run: 1, id, session, action: format!("act {id}"), beat: None, window: None, enrichment: None };
+        let event =
+            StoryEvent { run: 1, id, session, action: format!("act {id}"), beat: None, window: None, enrichment: None };
         let value = serde_json::to_vec(&event).unwrap();
         let headers = OwnedHeaders::new()
             .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })

@@ -30,7 +30,7 @@ async fn a_full_client_pauses_the_consumer_and_reading_resumes_it_without_loss()
 
     let cancel = CancellationToken::new();
     let (ready_tx, mut ready_rx) = watch::channel(false);
-    let config = FanoutConfig { buffer: 4, policy: SlowClient::DropOldest };
+    let config = FanoutConfig { buffer: 4, policy: SlowClient::DropOldest, ..FanoutConfig::default() };
     let state = GatewayState::with_fanout(ready_rx.clone(), cancel.clone(), config);
     // The only client, which reads nothing for now.
     let mut client = state.subscribe(None);

@@ -72,7 +72,8 @@ async fn valid_events_are_stamped_and_poison_is_dead_lettered_with_its_reason() 
         session: 3,
         action: "open the door".into(),
         beat: None,
-        window: None, enrichment: None,
+        window: None,
+        enrichment: None,
     })
     .unwrap();
     let headers = || {
