@@ -12,8 +12,8 @@
 //!   (ordered mode).
 //! - **LRU cache** in front of the database: `cache` profiles, most recently used kept.
 //!
-//! The database is SQLite (a file, embedded) or PostgreSQL (a `postgres://` URL, queried
-//! over a small pool of connections). Both are queried with one statement taking the
+//! The database is SQLite (a file, embedded) or PostgreSQL (a `postgres://` URL), queried
+//! over a pool of `connections`, one query per connection at a time. Both are queried with one statement taking the
 //! session id and returning one text column: by default from `story_profiles`, which
 //! [`seed`] fills.
 
@@ -21,7 +21,7 @@ use crate::event::Enrichment;
 use crate::{Error, Result};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -143,11 +143,9 @@ struct Inner {
     db: Db,
     query: String,
     at: EnrichAt,
-    next: AtomicUsize,
+    pool: Arc<Pool>,
     cache: Option<Mutex<lru::LruCache<u64, Arc<str>>>>,
     permits: Arc<Semaphore>,
-    /// Queries the database is working on, answered or given up on.
-    db_permits: Arc<Semaphore>,
     timeout: Duration,
     fallback: Arc<str>,
     order: ResultOrder,
@@ -222,10 +220,9 @@ impl Enricher {
             db,
             query,
             at: config.at.clone(),
-            next: AtomicUsize::new(0),
+            pool: Arc::new(Pool { idle: Mutex::new((0..n).collect()), permits: Arc::new(Semaphore::new(n)) }),
             cache,
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            db_permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             timeout: config.timeout,
             fallback: config.fallback.as_str().into(),
             order: config.order,
@@ -288,39 +285,45 @@ impl Enricher {
         }
     }
 
-    /// One database query on the next connection in turn. It runs in its own task holding
-    /// a database permit until the database answers, so a lookup that timed out still
-    /// counts against the bound: a slow database never gets more than `max_in_flight`
-    /// queries at once, however many lookups have given up. A timed-out SQLite statement
-    /// is interrupted; a PostgreSQL one finishes on the server and its answer is dropped.
+    /// One database query on an idle connection of the pool. Each connection runs one
+    /// query at a time and is leased until the database answers, even when the lookup
+    /// waiting for it has timed out: a slow database never has more than `connections`
+    /// queries at once, and a lookup that finds none idle waits (within its timeout)
+    /// instead of queueing at the database. A timed-out SQLite statement is interrupted; a
+    /// PostgreSQL one finishes on the server and its answer is dropped.
     async fn query(&self, session: u64) -> Result<Option<String>, String> {
         let inner = &*self.0;
-        let i = inner.next.fetch_add(1, Ordering::Relaxed);
         let id = session as i64;
-        let permit = Arc::clone(&inner.db_permits).acquire_owned().await.expect("never closed");
+        let lease = Lease::take(&inner.pool).await;
+        let i = lease.index;
         let task = match &inner.db {
             Db::Sqlite(conns) => {
-                let (conn, interrupt) = &conns[i % conns.len()];
+                let (conn, interrupt) = &conns[i];
                 let (conn, query) = (Arc::clone(conn), inner.query.clone());
-                let mut guard = Interrupt(Some(Arc::clone(interrupt)));
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let mut guard = Interrupt { handle: Some(Arc::clone(interrupt)), done: Arc::clone(&done) };
                 let task = tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    let conn = conn.lock().map_err(|_| "a lookup panicked".to_owned())?;
-                    let mut stmt = conn.prepare_cached(&query).map_err(|e| e.to_string())?;
-                    let mut rows = stmt.query([id]).map_err(|e| e.to_string())?;
-                    match rows.next().map_err(|e| e.to_string())? {
-                        Some(row) => row.get::<_, String>(0).map(Some).map_err(|e| e.to_string()),
-                        None => Ok(None),
-                    }
+                    let _lease = lease;
+                    let answer = (|| {
+                        let conn = conn.lock().map_err(|_| "a lookup panicked".to_owned())?;
+                        let mut stmt = conn.prepare_cached(&query).map_err(|e| e.to_string())?;
+                        let mut rows = stmt.query([id]).map_err(|e| e.to_string())?;
+                        match rows.next().map_err(|e| e.to_string())? {
+                            Some(row) => row.get::<_, String>(0).map(Some).map_err(|e| e.to_string()),
+                            None => Ok(None),
+                        }
+                    })();
+                    done.store(true, Ordering::Release);
+                    answer
                 });
                 let answer = task.await.map_err(|e| e.to_string());
-                guard.0 = None; // answered: nothing to interrupt
+                guard.handle = None; // answered: nothing to interrupt
                 return answer?;
             }
             Db::Postgres(conns) => {
-                let conn = Arc::clone(&conns[i % conns.len()]);
+                let conn = Arc::clone(&conns[i]);
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let _lease = lease;
                     let row = conn.0.query_opt(&conn.1, &[&id]).await.map_err(|e| e.to_string())?;
                     row.map(|r| r.try_get::<_, String>(0)).transpose().map_err(|e| e.to_string())
                 })
@@ -330,13 +333,47 @@ impl Enricher {
     }
 }
 
-/// Interrupts a SQLite connection's running statement when dropped: when the lookup
-/// waiting for it is dropped at its timeout.
-struct Interrupt(Option<Arc<rusqlite::InterruptHandle>>);
+/// The idle connections (their indexes) and a permit per connection.
+#[derive(Debug)]
+struct Pool {
+    idle: Mutex<Vec<usize>>,
+    permits: Arc<Semaphore>,
+}
+
+/// One connection, leased until dropped.
+struct Lease {
+    index: usize,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    async fn take(pool: &Arc<Pool>) -> Self {
+        let permit = Arc::clone(&pool.permits).acquire_owned().await.expect("never closed");
+        // A permit guarantees an idle connection.
+        let index = pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or(0);
+        Self { index, pool: Arc::clone(pool), _permit: permit }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(self.index);
+    }
+}
+
+/// Interrupts a SQLite connection's running statement when dropped (when the lookup
+/// waiting for it is dropped at its timeout), unless the statement is done.
+struct Interrupt {
+    handle: Option<Arc<rusqlite::InterruptHandle>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Drop for Interrupt {
     fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
+        if let Some(h) = self.handle.take()
+            && !self.done.load(Ordering::Acquire)
+        {
             h.interrupt();
         }
     }
