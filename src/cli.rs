@@ -151,6 +151,10 @@ enum Command {
         /// Also serve GET /metrics here [default: the scenario's telemetry.metrics].
         #[arg(long, value_name = "HOST:PORT")]
         metrics: Option<String>,
+        /// The gateway's gRPC server (tailgate.gateway.v1.Updates/Subscribe) [default: the
+        /// scenario's gateway.grpc, else none].
+        #[arg(long, value_name = "HOST:PORT")]
+        grpc: Option<String>,
         /// The agent's local state store (one per agent process).
         #[arg(long, value_name = "DIR", default_value = "agent-state")]
         state_dir: PathBuf,
@@ -240,9 +244,9 @@ pub fn main() -> ExitCode {
         Command::Watch { bootstrap, topics, sla_p99, groups } => watch(&bootstrap, topics, sla_p99, groups),
         #[cfg(feature = "embedded")]
         Command::Broker { listen } => broker(&listen),
-        Command::Stage { stage, config, bootstrap, listen, metrics, state_dir, profile } => {
+        Command::Stage { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile } => {
             let opts =
-                crate::standalone::StageOptions { stage, config, bootstrap, listen, metrics, state_dir, profile };
+                crate::standalone::StageOptions { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile };
             stage_process(opts)
         }
     })

@@ -440,6 +440,13 @@ async fn run_profile(
                 cancel.clone(),
             ),
         ));
+        if let Some(at) = &scenario.gateway.grpc {
+            let grpc = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| runtime(format!("cannot serve gRPC on {at} (gateway.grpc): {e}")))?;
+            eprintln!("gateway gRPC: {} (tailgate.gateway.v1.Updates)", grpc.local_addr().map_err(runtime)?);
+            stages.spawn(tagged("gateway-grpc", pipeline::grpc::serve(grpc, gw_state.clone(), cancel.clone())));
+        }
         stages.spawn(tagged("gateway-http", gateway::serve(listener, gw_state.clone(), cancel.clone())));
     }
 

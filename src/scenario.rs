@@ -676,6 +676,8 @@ pub struct GatewaySection {
     pub slow_client: pipeline::fanout::SlowClient,
     /// Updates kept for long-poll clients (default 10000).
     pub retain: Option<usize>,
+    /// Also serve the gRPC `Updates` stream here (`host:port`).
+    pub grpc: Option<String>,
 }
 
 /// One bearer token and the sessions it may use.
@@ -1092,6 +1094,16 @@ impl Scenario {
             && !(1..=1_000_000).contains(&b)
         {
             bad("gateway", None, "client_buffer", format!("must be 1 to 1000000, not {b}"));
+        }
+        if let Some(r) = self.gateway.retain
+            && !(1..=1_000_000).contains(&r)
+        {
+            bad("gateway", None, "retain", format!("must be 1 to 1000000, not {r}"));
+        }
+        if let Some(g) = &self.gateway.grpc
+            && (!valid_bootstrap(g) || g.contains(','))
+        {
+            bad("gateway", None, "grpc", format!("`{g}` is not host:port, e.g. \"127.0.0.1:50051\""));
         }
         if !self.gateway.tokens.is_empty() && self.gateway.run_token().is_none() {
             bad(

@@ -67,6 +67,8 @@ pub struct StageOptions {
     pub listen: String,
     /// Serve `GET /metrics` here (the gateway serves it on `listen` as well).
     pub metrics: Option<String>,
+    /// The gateway's gRPC server [default: the scenario's `gateway.grpc`].
+    pub grpc: Option<String>,
     /// The agent's local state store.
     pub state_dir: PathBuf,
     /// Client settings of this profile of the scenario [default: the scenario's own].
@@ -219,6 +221,14 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
                 gateway::NAME,
                 gateway::consume(kafka.clone(), state.clone(), Arc::clone(&counters), ready_tx, cancel.clone()),
             ));
+            if let Some(at) = opts.grpc.as_ref().or(scenario.gateway.grpc.as_ref()) {
+                let grpc = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| runtime(format!("cannot listen on {at}: {e}; try another --grpc address")))?;
+                let addr = grpc.local_addr().map_err(runtime)?;
+                described = format!("{described} and gRPC {addr}");
+                tasks.spawn(tagged("gateway-grpc", pipeline::grpc::serve(grpc, state.clone(), cancel.clone())));
+            }
             tasks.spawn(tagged("gateway-http", gateway::serve(listener, state, cancel.clone())));
         }
     }

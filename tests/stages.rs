@@ -122,6 +122,7 @@ fn topology(dir: &tempfile::TempDir, stores: &str) {
     broker.wait_for("Ctrl-C stops it");
 
     let (gateway, connector_metrics, agent_metrics) = (free_addr(), free_addr(), [free_addr(), free_addr()]);
+    let grpc = free_addr();
     let config = dir.path().join("stages.toml");
     let d = dir.path().display();
     std::fs::write(
@@ -144,6 +145,9 @@ partitions = 4
 type = "filter"
 field = "session"
 equals = 3
+[streamjob.enrich]
+url = "{d}/profiles.sqlite"
+timeout = "5s"
 [stages]
 external = true
 gateway = "http://{gateway}"
@@ -164,7 +168,7 @@ metrics = ["http://{connector_metrics}/metrics", "http://{a0}/metrics", "http://
         stage("agent", &["--metrics", &agent_metrics[0], "--state-dir", &format!("{d}/agent-0")]),
         stage("agent", &["--metrics", &agent_metrics[1], "--state-dir", &format!("{d}/agent-1")]),
         stage("streamjob", &[]),
-        stage("gateway", &["--listen", &gateway]),
+        stage("gateway", &["--listen", &gateway, "--grpc", &grpc]),
     ];
     for s in &mut stages {
         s.wait_for("ready in");
@@ -194,6 +198,22 @@ metrics = ["http://{connector_metrics}/metrics", "http://{a0}/metrics", "http://
         }
     }
 
+    // A long-poll from the start of the gateway's retention sees the second run's updates,
+    // each enriched by the stream job process from the profiles the run seeded.
+    let last_run = {
+        let result = std::fs::read_to_string(dir.path().join("run-2/result.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&result).unwrap()
+    };
+    let poll: serde_json::Value = serde_json::from_str(&get(&gateway, "/poll?cursor=0&wait=0&max=1000")).unwrap();
+    let updates: Vec<&serde_json::Value> =
+        poll["updates"].as_array().unwrap().iter().filter(|u| u["run"] == last_run["run_id"]).collect();
+    assert_eq!(Some(updates.len() as u64), last_run["counts"]["delivered"].as_u64(), "{poll}");
+    for u in updates {
+        let e = &u["update"]["enrichment"];
+        assert!(e["from"] == "db" || e["from"] == "cache", "{u}");
+        assert!(e["profile"].as_str().is_some_and(|p| p.contains('/')), "{u}");
+    }
+
     // A stage's /metrics shows its outcomes, and its group's lag as the broker's offsets show it.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -206,6 +226,7 @@ metrics = ["http://{connector_metrics}/metrics", "http://{a0}/metrics", "http://
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    assert!(std::net::TcpStream::connect(&grpc).is_ok(), "the gateway serves gRPC on {grpc}");
     let mut said = Vec::new();
     for s in stages {
         let name = s.name.clone();

@@ -23,6 +23,7 @@ pub mod enrich;
 pub mod event;
 pub mod fanout;
 pub mod gateway;
+pub mod grpc;
 pub mod kafka;
 pub mod longpoll;
 pub mod metrics;
