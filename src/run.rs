@@ -800,6 +800,9 @@ async fn run_profile(
                 })
                 .collect(),
             enrich: enrich.as_ref().map(|(config, e)| enrich_info(config, e)),
+            changelog: job_config.changelog,
+            restored: s.restored.load(Ordering::Relaxed),
+            replayed: s.replayed.load(Ordering::Relaxed),
         }),
     };
     let measured = (report.sent - report.warmup_sent) as f64 / load.rate;

@@ -451,6 +451,8 @@ pub struct StreamJobSection {
     /// load goes, for every stream job instance to apply without a restart.
     #[serde(default)]
     pub rules: Vec<RuleSection>,
+    /// Keep window state in `story.streamjob-changelog` to survive restarts (default true).
+    pub changelog: Option<bool>,
     /// `[streamjob.enrich]`: look each beat's session profile up in a database.
     pub enrich: Option<EnrichSection>,
 }
@@ -575,6 +577,7 @@ impl Scenario {
             window: p.window,
             slide: self.streamjob.slide.unwrap_or(p.window),
             out_of_orderness: p.out_of_orderness,
+            changelog: self.streamjob.changelog.unwrap_or(true),
             patterns: self
                 .streamjob
                 .patterns

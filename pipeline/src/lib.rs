@@ -60,10 +60,13 @@ pub mod topics {
     pub const SIGNALS: &str = "story.signals";
     /// Copies of the events that came after their windows had fired.
     pub const LATE: &str = "story.late";
+    /// Every change of the stream job's per-session windows and pattern progress
+    /// (compacted, co-partitioned with its input), to rebuild them from.
+    pub const STREAMJOB_CHANGELOG: &str = "story.streamjob-changelog";
     /// Every event and side-output topic a run needs, in pipeline order.
     pub const ALL: [&str; 7] = [ACTIONS, BEATS, UPDATES, DLQ, AUDIT, SIGNALS, LATE];
     /// The compacted topics: state and positions, last value per key wins.
-    pub const COMPACTED: [&str; 4] = [CONTEXT, AGENT_CHANGELOG, CONNECT_OFFSETS, RULES];
+    pub const COMPACTED: [&str; 5] = [CONTEXT, AGENT_CHANGELOG, CONNECT_OFFSETS, RULES, STREAMJOB_CHANGELOG];
 }
 
 /// Stage names as they appear in stamps and reports, in pipeline order.

@@ -29,6 +29,9 @@ pub struct Meta {
     pub intended_ns: u64,
     /// When this stage received the event, epoch ns.
     pub ingress_ns: u64,
+    /// Where it came from in the input topic.
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// A record a stage writes beside its main output (Flink's side outputs): produced with
@@ -37,7 +40,10 @@ pub struct Meta {
 pub struct SideRecord {
     pub topic: &'static str,
     pub key: Vec<u8>,
+    /// Empty: a tombstone.
     pub value: Vec<u8>,
+    /// The partition to write to; `None`: the key's (the producer's partitioner).
+    pub partition: Option<i32>,
 }
 
 /// A stage's business logic: transform the event in place (adding side records to `side`),
@@ -59,6 +65,16 @@ pub trait Processor: Send + 'static {
     /// each once its lookup is done. None by default.
     fn enricher(&self) -> Option<crate::enrich::Enricher> {
         None
+    }
+
+    /// Called before the first event after the group assigned `partitions` of the input
+    /// (a start or a rebalance): a stateful processor rebuilds what it now owns.
+    fn assigned(
+        &mut self,
+        _kafka: &KafkaSettings,
+        _partitions: &[i32],
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
     }
 }
 
@@ -513,18 +529,26 @@ pub async fn run<P: Processor>(
     let enricher = processor.enricher();
     // Ordered enrichment: each event's emitter waits for its predecessor's.
     let mut previous: Option<oneshot::Receiver<()>> = None;
+    let mut assignments = consumer.context().assignments();
     let result = loop {
         let msg = match next_message(&consumer, &cancel, P::NAME, input).await {
             Ok(Some(m)) => m,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
+        if assignments.has_changed().unwrap_or(false) {
+            assignments.mark_unchanged();
+            let partitions = assigned_partitions(&consumer, input);
+            if let Err(reason) = processor.assigned(&kafka, &partitions).await {
+                break Err(Error::Stage { stage: P::NAME, reason });
+            }
+        }
         let ingress_ns = probes::now_ns();
         let (partition, offset) = (msg.partition(), msg.offset());
         let ack = match decode(&msg, kafka.converter) {
             Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason).map(Ack::Delivery),
             Ok((incoming, mut event)) => {
-                let meta = Meta { intended_ns: incoming.intended_ns, ingress_ns };
+                let meta = Meta { intended_ns: incoming.intended_ns, ingress_ns, partition, offset };
                 side.clear();
                 match processor.process(&mut event, &meta, &mut side).await {
                     Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason).map(Ack::Delivery),
@@ -599,6 +623,14 @@ pub async fn run<P: Processor>(
     finish(P::NAME, consumer, tx, acker, result).await
 }
 
+/// The partitions of `topic` the consumer has now.
+fn assigned_partitions(consumer: &StageConsumer, topic: &str) -> Vec<i32> {
+    consumer
+        .assignment()
+        .map(|tpl| tpl.elements_for_topic(topic).iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
 /// Produces the event to the span's output and records the span; `headers` builds the
 /// outgoing headers from this stage's span and stamp.
 #[allow(clippy::too_many_arguments)]
@@ -627,7 +659,13 @@ fn forward(
 fn produce_side(producer: &FutureProducer, side: &[SideRecord], stage: &'static str) -> Result<Vec<DeliveryFuture>> {
     let mut all = Vec::with_capacity(1 + side.len());
     for r in side {
-        let record = FutureRecord::<[u8], [u8]>::to(r.topic).key(&r.key[..]).payload(&r.value[..]);
+        let mut record = FutureRecord::<[u8], [u8]>::to(r.topic).key(&r.key[..]);
+        if !r.value.is_empty() {
+            record = record.payload(&r.value[..]);
+        }
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
         all.push(send_with_retry(producer, record, stage)?);
     }
     Ok(all)

@@ -63,6 +63,9 @@ pub struct StreamJobConfig {
     /// How far behind the highest event time the watermark trails.
     pub out_of_orderness: Duration,
     pub patterns: Vec<Pattern>,
+    /// Keep each session's windows and pattern progress in `story.streamjob-changelog`, to
+    /// rebuild them after a restart or when partitions move.
+    pub changelog: bool,
 }
 
 impl Default for StreamJobConfig {
@@ -72,6 +75,7 @@ impl Default for StreamJobConfig {
             slide: Duration::from_secs(1),
             out_of_orderness: Duration::from_millis(200),
             patterns: Vec::new(),
+            changelog: false,
         }
     }
 }
@@ -86,6 +90,10 @@ pub struct StreamJobStats {
     pub audit_records: AtomicU64,
     /// Rule changes from `story.rules`, as they took effect here.
     pub rules: Mutex<Vec<RuleApplied>>,
+    /// Sessions rebuilt from the changelog.
+    pub restored: AtomicU64,
+    /// Redelivered events the restored state already counted (passed on, not counted again).
+    pub replayed: AtomicU64,
 }
 
 /// A rule as `story.rules` carries it (the value; the key is its name).
@@ -171,8 +179,8 @@ pub struct StreamJob {
     out_of_order_ms: u64,
     patterns: Vec<Pattern>,
     max_event_ms: u64,
-    /// Open windows: count per (session, window start).
-    windows: HashMap<(Key, u64), u64>,
+    /// Open windows: per session, count per window start.
+    windows: HashMap<Key, BTreeMap<u64, u64>>,
     /// Event-time timers: (fire at, session, window start), fired in order.
     timers: BTreeSet<(u64, Key, u64)>,
     /// Per session and pattern: the (event ms, id) of matching actions not yet in a match.
@@ -181,6 +189,18 @@ pub struct StreamJob {
     rules: Option<(tokio::sync::watch::Receiver<RuleSet>, u64)>,
     /// The patterns the job was configured with (rules of the same name replace them).
     configured: Vec<Pattern>,
+    /// Changelog bookkeeping: the input partition of each session, the partitions this
+    /// instance owns, and the sessions touched since the last changelog records.
+    partition_of: HashMap<Key, i32>,
+    owned: BTreeSet<i32>,
+    touched: BTreeSet<Key>,
+    /// Per restored session, the input offset its changelog state already includes: a
+    /// redelivered event at or below it is passed on but not counted again.
+    restored_upto: HashMap<Key, i64>,
+    /// Per session, the input offset of its last event counted.
+    last_offset: HashMap<Key, i64>,
+    /// Write the changelog (`story.streamjob-changelog`).
+    changelog: bool,
     /// Async enrichment after the windows and patterns, when configured.
     enricher: Option<crate::enrich::Enricher>,
     pub stats: Arc<StreamJobStats>,
@@ -201,6 +221,12 @@ impl StreamJob {
             windows: HashMap::new(),
             timers: BTreeSet::new(),
             progress: HashMap::new(),
+            partition_of: HashMap::new(),
+            owned: BTreeSet::new(),
+            touched: BTreeSet::new(),
+            restored_upto: HashMap::new(),
+            last_offset: HashMap::new(),
+            changelog: config.changelog,
             enricher: None,
             stats: Arc::default(),
         }
@@ -278,12 +304,15 @@ impl StreamJob {
             if end <= watermark {
                 continue; // fired already
             }
-            let count = self.windows.entry((key, start)).or_insert_with(|| {
+            let count = self.windows.entry(key).or_default().entry(start).or_insert_with(|| {
                 self.timers.insert((end, key, start));
                 0
             });
             *count += 1;
             newest = Some(Window { start_ms: start, count: *count, late: false });
+        }
+        if self.changelog && newest.is_some() {
+            self.touched.insert(key);
         }
         let window = newest.unwrap_or_else(|| {
             self.stats.late.fetch_add(1, Ordering::Relaxed);
@@ -307,7 +336,19 @@ impl StreamJob {
                 break;
             }
             self.timers.pop_first();
-            let count = self.windows.remove(&(key, start)).unwrap_or(0);
+            let count = match self.windows.get_mut(&key) {
+                Some(open) => {
+                    let count = open.remove(&start).unwrap_or(0);
+                    if open.is_empty() {
+                        self.windows.remove(&key);
+                    }
+                    count
+                }
+                None => 0,
+            };
+            if self.changelog {
+                self.touched.insert(key);
+            }
             self.stats.windows_fired.fetch_add(1, Ordering::Relaxed);
             decisions.push(Decision::Fired { key, start_ms: start, end_ms: end, count });
         }
@@ -351,8 +392,152 @@ impl StreamJob {
 
     /// Open windows across all sessions.
     pub fn open_windows(&self) -> usize {
-        self.windows.len()
+        self.windows.values().map(BTreeMap::len).sum()
     }
+
+    /// The changelog record of `key`: its open windows, pattern progress and the input
+    /// offset they include, or `None` (a tombstone) when it has none.
+    fn snapshot(&self, key: Key) -> Option<Vec<u8>> {
+        let windows: Vec<(u64, u64)> =
+            self.windows.get(&key).map(|w| w.iter().map(|(s, c)| (*s, *c)).collect()).unwrap_or_default();
+        let progress: BTreeMap<&str, Vec<(u64, u64)>> = self
+            .patterns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let seen = self.progress.get(&(key, i)).filter(|q| !q.is_empty())?;
+                Some((p.name.as_str(), seen.iter().copied().collect()))
+            })
+            .collect();
+        if windows.is_empty() && progress.is_empty() {
+            return None;
+        }
+        let state = KeyState {
+            max_event_ms: self.max_event_ms,
+            windows,
+            progress: progress.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            offset: self.last_offset.get(&key).copied(),
+        };
+        serde_json::to_vec(&state).ok()
+    }
+
+    /// The changelog records of the sessions touched since the last call, each to the
+    /// partition its events come from (co-partitioned with the input); a session with
+    /// nothing left open gets a tombstone and is forgotten.
+    pub fn changelog_records(&mut self) -> Vec<SideRecord> {
+        let touched = std::mem::take(&mut self.touched);
+        touched
+            .into_iter()
+            .map(|key| {
+                let value = self.snapshot(key);
+                let partition = self.partition_of.get(&key).copied();
+                if value.is_none() {
+                    self.forget(key);
+                }
+                SideRecord {
+                    topic: topics::STREAMJOB_CHANGELOG,
+                    key: changelog_key(key).to_vec(),
+                    value: value.unwrap_or_default(),
+                    partition,
+                }
+            })
+            .collect()
+    }
+
+    /// Takes over `partitions` of the input: drops the sessions of partitions no longer
+    /// owned, and rebuilds those of newly owned ones from their changelog `records`
+    /// (partition, key, value; the last per key wins, an empty value is a tombstone). The
+    /// watermark moves up to the newest restored; each restored window gets its timer again.
+    /// Returns how many sessions were restored.
+    pub fn restore<'r>(
+        &mut self,
+        partitions: &[i32],
+        records: impl IntoIterator<Item = (i32, &'r [u8], &'r [u8])>,
+    ) -> usize {
+        let assigned: BTreeSet<i32> = partitions.iter().copied().collect();
+        let revoked: Vec<i32> = self.owned.difference(&assigned).copied().collect();
+        if !revoked.is_empty() {
+            let gone: Vec<Key> =
+                self.partition_of.iter().filter(|(_, p)| revoked.contains(p)).map(|(k, _)| *k).collect();
+            for key in gone {
+                self.forget(key);
+            }
+        }
+        let mut latest: HashMap<Key, (i32, &[u8])> = HashMap::new();
+        for (partition, key, value) in records {
+            if assigned.contains(&partition)
+                && !self.owned.contains(&partition)
+                && let Some(key) = parse_changelog_key(key)
+            {
+                latest.insert(key, (partition, value));
+            }
+        }
+        self.owned = assigned;
+        let mut restored = 0;
+        for (key, (partition, value)) in latest {
+            let Ok(state) = serde_json::from_slice::<KeyState>(value) else { continue }; // a tombstone
+            self.forget(key);
+            self.partition_of.insert(key, partition);
+            self.max_event_ms = self.max_event_ms.max(state.max_event_ms);
+            let open = self.windows.entry(key).or_default();
+            for (start, count) in state.windows {
+                open.insert(start, count);
+                self.timers.insert((start + self.window_ms, key, start));
+            }
+            for (i, p) in self.patterns.iter().enumerate() {
+                if let Some(seen) = state.progress.get(&p.name) {
+                    self.progress.insert((key, i), seen.iter().copied().collect());
+                }
+            }
+            if let Some(o) = state.offset {
+                self.restored_upto.insert(key, o);
+                self.last_offset.insert(key, o);
+            }
+            restored += 1;
+        }
+        self.stats.restored.fetch_add(restored as u64, Ordering::Relaxed);
+        restored
+    }
+
+    /// Drops everything kept for `key`.
+    fn forget(&mut self, key: Key) {
+        if let Some(open) = self.windows.remove(&key) {
+            for (start, _) in open {
+                self.timers.remove(&(start + self.window_ms, key, start));
+            }
+        }
+        self.progress.retain(|(k, _), _| *k != key);
+        self.partition_of.remove(&key);
+        self.restored_upto.remove(&key);
+        self.last_offset.remove(&key);
+    }
+}
+
+/// A session's state as its changelog record holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct KeyState {
+    /// The job's highest event time when written (the watermark is rebuilt from it).
+    max_event_ms: u64,
+    /// Open windows: (start, count).
+    windows: Vec<(u64, u64)>,
+    /// Per pattern name, the (event ms, id) of actions not yet in a match.
+    progress: BTreeMap<String, Vec<(u64, u64)>>,
+    /// The input offset of the last event of this session the state includes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
+}
+
+/// The changelog key of a session: run then session, big-endian.
+fn changelog_key((run, session): Key) -> [u8; 16] {
+    let mut k = [0; 16];
+    k[..8].copy_from_slice(&run.to_be_bytes());
+    k[8..].copy_from_slice(&session.to_be_bytes());
+    k
+}
+
+fn parse_changelog_key(k: &[u8]) -> Option<Key> {
+    let (run, session) = k.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*run), u64::from_be_bytes(session.try_into().ok()?)))
 }
 
 impl Decision {
@@ -387,19 +572,25 @@ impl Decision {
                     "delay_ms": applied_ns.saturating_sub(rule.published_ns) as f64 / 1e6,
                 });
                 let value = audit.to_string().into_bytes();
-                return vec![SideRecord { topic: topics::AUDIT, key: rule.name.clone().into_bytes(), value }];
+                return vec![SideRecord {
+                    topic: topics::AUDIT,
+                    key: rule.name.clone().into_bytes(),
+                    value,
+                    partition: None,
+                }];
             }
         };
         let k = crate::event::session_key(key.1).to_vec();
         let audit = audit.to_string().into_bytes();
-        let mut out = vec![SideRecord { topic: topics::AUDIT, key: k.clone(), value: audit.clone() }];
+        let mut out = vec![SideRecord { topic: topics::AUDIT, key: k.clone(), value: audit.clone(), partition: None }];
         match self {
-            Self::Late { .. } => out.push(SideRecord { topic: topics::LATE, key: k, value: audit }),
+            Self::Late { .. } => out.push(SideRecord { topic: topics::LATE, key: k, value: audit, partition: None }),
             Self::Matched { pattern, last_ms, ids, .. } => {
                 let signal = serde_json::json!({
                     "run": key.0, "session": key.1, "signal": pattern, "at_ms": last_ms, "ids": ids,
                 });
-                out.push(SideRecord { topic: topics::SIGNALS, key: k, value: signal.to_string().into_bytes() });
+                let value = signal.to_string().into_bytes();
+                out.push(SideRecord { topic: topics::SIGNALS, key: k, value, partition: None });
             }
             Self::Fired { .. } | Self::RuleApplied { .. } => {}
         }
@@ -417,9 +608,24 @@ impl Processor for StreamJob {
         let mut decisions = Vec::new();
         self.apply_rules(&mut decisions);
         let key = (event.run, event.session);
+        if let Some(&upto) = self.restored_upto.get(&key) {
+            if meta.offset <= upto {
+                // Counted before the restart (its offset was not committed): pass it on only.
+                self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.restored_upto.remove(&key);
+        }
+        if self.changelog {
+            self.partition_of.insert(key, meta.partition);
+            self.last_offset.insert(key, meta.offset);
+        }
         event.window = Some(self.observe(key, event.id, &event.action, meta.intended_ns / 1_000_000, &mut decisions));
         for d in &decisions {
             side.extend(d.records());
+        }
+        if self.changelog {
+            side.extend(self.changelog_records());
         }
         self.stats.audit_records.fetch_add(decisions.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -427,6 +633,27 @@ impl Processor for StreamJob {
 
     fn enricher(&self) -> Option<crate::enrich::Enricher> {
         self.enricher.clone()
+    }
+
+    async fn assigned(&mut self, kafka: &crate::KafkaSettings, partitions: &[i32]) -> Result<(), String> {
+        if !self.changelog {
+            return Ok(());
+        }
+        let new: std::collections::HashMap<i32, i64> =
+            partitions.iter().filter(|p| !self.owned.contains(p)).map(|p| (*p, 0)).collect();
+        let records = if new.is_empty() {
+            Vec::new()
+        } else {
+            kafka
+                .read_partitions_to_end(topics::STREAMJOB_CHANGELOG, &new, Duration::from_secs(60))
+                .await
+                .map_err(|e| format!("cannot read the changelog: {e}"))?
+        };
+        let records = records
+            .iter()
+            .map(|r| (r.partition, r.key.as_deref().unwrap_or_default(), r.value.as_deref().unwrap_or_default()));
+        self.restore(partitions, records);
+        Ok(())
     }
 }
 
@@ -525,7 +752,84 @@ mod tests {
             slide: Duration::from_millis(slide_ms),
             out_of_orderness: Duration::from_millis(200),
             patterns,
+            changelog: true,
         })
+    }
+
+    /// Processes one beat of `session` at event time `ms`, read from offset `offset` of
+    /// partition 0; returns its window figures and the side records.
+    async fn process(j: &mut StreamJob, session: u64, ms: u64, offset: i64) -> (Option<Window>, Vec<SideRecord>) {
+        let mut event = StoryEvent {
+            run: 1,
+            id: offset as u64,
+            session,
+            action: "go".into(),
+            beat: Some(crate::event::Beat { number: 1, prompt: String::new(), text: String::new() }),
+            window: None,
+            enrichment: None,
+        };
+        let meta = Meta { intended_ns: ms * 1_000_000, ingress_ns: 0, partition: 0, offset };
+        let mut side = Vec::new();
+        j.process(&mut event, &meta, &mut side).await.unwrap();
+        (event.window, side)
+    }
+
+    /// The audit decisions among side records, as (decision, session, count or ids).
+    fn audited(side: &[SideRecord]) -> Vec<String> {
+        side.iter()
+            .filter(|r| r.topic == topics::AUDIT)
+            .map(|r| {
+                let a: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+                format!(
+                    "{} {} {}",
+                    a["decision"].as_str().unwrap(),
+                    a["session"],
+                    if a["count"].is_null() { &a["ids"] } else { &a["count"] }
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn window_state_survives_a_restart_from_the_changelog_and_a_replay_is_not_counted_twice() {
+        let binge = Pattern { name: "binge".into(), times: 3, within: Duration::from_secs(2), contains: None };
+        let mut a = job(1000, 1000, vec![binge.clone()]);
+        let mut log: Vec<(i32, Vec<u8>, Vec<u8>)> = Vec::new();
+        for (offset, (session, ms)) in [(1, 10_000), (1, 10_100), (2, 10_200)].into_iter().enumerate() {
+            let (_, side) = process(&mut a, session, ms, offset as i64).await;
+            let changes = side.into_iter().filter(|r| r.topic == topics::STREAMJOB_CHANGELOG);
+            log.extend(changes.map(|r| (r.partition.unwrap(), r.key, r.value)));
+        }
+        assert_eq!(log.len(), 3, "one record per event, for its session");
+        // The job stops abruptly: offset 2's outputs were written, its offset not committed.
+        // The next instance rebuilds from the changelog, then is sent offset 2 again.
+        let mut b = job(1000, 1000, vec![binge]);
+        let restored = b.restore(&[0], log.iter().map(|(p, k, v)| (*p, &k[..], &v[..])));
+        assert_eq!((restored, b.open_windows(), b.watermark_ms()), (2, 2, 10_000));
+        let (window, side) = process(&mut b, 2, 10_200, 2).await;
+        assert_eq!((window, side.len()), (None, 0), "a replay is passed on, not counted");
+        assert_eq!(b.stats.replayed.load(Ordering::Relaxed), 1);
+        // Session 1's third action completes both its window count and a binge begun before.
+        let (window, side) = process(&mut b, 1, 10_300, 3).await;
+        assert_eq!(window.map(|w| w.count), Some(3));
+        assert_eq!(audited(&side), ["pattern 1 [0,1,3]"]);
+        // The watermark passes 11_000: both sessions' windows fire with their whole counts.
+        let (_, side) = process(&mut b, 1, 12_000, 4).await;
+        assert_eq!(audited(&side), ["window_fired 1 3", "window_fired 2 1"]);
+        // Session 2's record keeps its binge progress, no window.
+        let change = |side: &[SideRecord], key| {
+            side.iter().find(|r| r.topic == topics::STREAMJOB_CHANGELOG && r.key == changelog_key(key)).unwrap().clone()
+        };
+        let s2: KeyState = serde_json::from_slice(&change(&side, (1, 2)).value).unwrap();
+        assert_eq!((s2.windows.len(), &s2.progress["binge"], s2.offset), (0, &vec![(10_200, 2)], Some(2)));
+        // The partition moves away: its sessions are dropped with their timers.
+        assert_eq!(b.restore(&[], std::iter::empty()), 0);
+        assert_eq!(b.open_windows(), 0);
+        // A session with nothing left open gets a tombstone, so a compacted log forgets it.
+        let mut c = job(1000, 1000, vec![]);
+        process(&mut c, 5, 10_000, 0).await;
+        let (_, side) = process(&mut c, 6, 12_000, 1).await;
+        assert!(change(&side, (1, 5)).value.is_empty(), "{side:?}");
     }
 
     /// Feeds (session, event ms) in order; returns each beat's window and every decision.

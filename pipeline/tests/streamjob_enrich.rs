@@ -30,7 +30,7 @@ const BOUND: usize = 6;
 
 /// Sessions 0 and 4 are slow: their lookup counts to 200 million first.
 fn slow(session: u64) -> bool {
-    session % 4 == 0
+    session.is_multiple_of(4)
 }
 
 fn read_updates(kafka: &KafkaSettings) -> Vec<StoryEvent> {

@@ -1,6 +1,7 @@
 //! The stream job as a stage on the embedded broker, fed beats with known event times: the
 //! updates carry their window counts, a window's final count, a pattern match and a late
-//! event each land on their side output, and every decision is in `story.audit`.
+//! event each land on their side output, and every decision is in `story.audit`. A job
+//! stopped and started again picks its open windows up from its changelog.
 
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
@@ -127,4 +128,85 @@ async fn windows_patterns_and_late_events_reach_their_side_outputs() {
     assert_eq!(stats.audit_records.load(Ordering::Relaxed), 3);
     assert_eq!(stats.late.load(Ordering::Relaxed), 1);
     assert_eq!(stats.windows_fired.load(Ordering::Relaxed), 1);
+}
+
+/// Sends beats of session 4 at the given event times (ms), ids from `first_id`.
+async fn send_beats(kafka: &KafkaSettings, first_id: u64, times: &[u64]) {
+    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
+    for (i, ms) in times.iter().enumerate() {
+        let id = first_id + i as u64;
+        let tp = TraceContext::new_root().encode();
+        let intended = (ms * 1_000_000).to_string();
+        let event = StoryEvent {
+            run: 9,
+            id,
+            session: 4,
+            action: format!("choice {id}"),
+            beat: Some(Beat { number: id + 1, prompt: "p".into(), text: "t".into() }),
+            window: None,
+            enrichment: None,
+        };
+        let value = serde_json::to_vec(&event).unwrap();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
+            .insert(Header { key: INTENDED, value: Some(intended.as_bytes()) });
+        let record = FutureRecord::<str, [u8]>::to(topics::BEATS).key("4").payload(&value).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+}
+
+/// Starts the job as a stage, with its changelog on; returns once it has partitions.
+async fn start_job(
+    kafka: &KafkaSettings,
+) -> (tokio::task::JoinHandle<pipeline::Result<()>>, CancellationToken, Arc<pipeline::streamjob::StreamJobStats>) {
+    let job = StreamJob::new(StreamJobConfig { changelog: true, ..StreamJobConfig::default() });
+    let stats = Arc::clone(&job.stats);
+    let (ready_tx, mut ready_rx) = watch::channel(false);
+    let cancel = CancellationToken::new();
+    let counters = Arc::new(StageCounters::default());
+    let stage = tokio::spawn(pipeline::stage::run(
+        kafka.clone(),
+        topics::BEATS,
+        topics::UPDATES,
+        job,
+        counters,
+        ready_tx,
+        cancel.clone(),
+    ));
+    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
+    (stage, cancel, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_job_rebuilds_its_open_windows_from_the_changelog() {
+    let broker = EmbeddedBroker::start().await.unwrap();
+    let mut kafka = KafkaSettings::new(broker.bootstrap());
+    kafka.partitions = 1;
+    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+    kafka.ensure_topics(&[topics::STREAMJOB_CHANGELOG], &[("cleanup.policy", "compact")]).await.unwrap();
+
+    // Two actions in window [20_000, 21_000), then the job stops with the window open.
+    let (stage, cancel, _) = start_job(&kafka).await;
+    send_beats(&kafka, 0, &[20_000, 20_400]).await;
+    tokio::task::block_in_place(|| read_values(&kafka, topics::UPDATES, 2));
+    cancel.cancel();
+    stage.await.unwrap().unwrap();
+
+    // A new instance: the third action counts as the window's third, and when the
+    // watermark passes the window's end it fires with all three.
+    let (stage, cancel, stats) = start_job(&kafka).await;
+    send_beats(&kafka, 2, &[20_800, 22_000]).await;
+    let (updates, audit) = tokio::task::block_in_place(|| {
+        (read_values(&kafka, topics::UPDATES, 4), read_values(&kafka, topics::AUDIT, 1))
+    });
+    cancel.cancel();
+    stage.await.unwrap().unwrap();
+    assert_eq!(stats.restored.load(Ordering::Relaxed), 1, "session 4 was rebuilt");
+    let counts: Vec<u64> = updates.iter().map(|u| u["window"]["count"].as_u64().unwrap()).collect();
+    assert_eq!(counts, [1, 2, 3, 1]);
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0]["decision"].as_str(), audit[0]["start_ms"].as_u64(), audit[0]["count"].as_u64()),
+        (Some("window_fired"), Some(20_000), Some(3))
+    );
 }

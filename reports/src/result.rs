@@ -277,6 +277,14 @@ pub struct StreamJobInfo {
     /// Async enrichment, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrich: Option<EnrichInfo>,
+    /// Whether window state was kept in `story.streamjob-changelog`, sessions rebuilt from
+    /// it, and redelivered events it had already counted.
+    #[serde(default)]
+    pub changelog: bool,
+    #[serde(default)]
+    pub restored: u64,
+    #[serde(default)]
+    pub replayed: u64,
 }
 
 /// The stream job's async enrichment over a run.
@@ -441,6 +449,13 @@ impl RunResult {
                     "streamjob windows {} ms {kind} · watermark {} ms behind · {} fired · {} late · signals {signals} · {} audit records",
                     j.window_ms, j.out_of_orderness_ms, j.windows_fired, j.late, j.audit_records
                 );
+                if j.changelog {
+                    let _ = writeln!(
+                        s,
+                        "          state in story.streamjob-changelog · {} sessions restored · {} redeliveries not counted twice",
+                        j.restored, j.replayed
+                    );
+                }
                 for r in &j.rules {
                     let _ = writeln!(
                         s,
