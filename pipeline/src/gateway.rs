@@ -194,6 +194,7 @@ impl GatewayState {
     /// Serves `GET /metrics` from `metrics`.
     #[must_use]
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        metrics.watch_fanout(Arc::clone(&self.fanout));
         self.metrics = Some(metrics);
         self
     }
@@ -705,6 +706,24 @@ mod tests {
         assert_eq!(status(&url, "/poll?cursr=0").await, 400);
         cancel.cancel();
         server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn metrics_show_the_gateways_clients_and_what_slow_ones_lost() {
+        let (_ready, ready_rx) = watch::channel(true);
+        let config = crate::fanout::FanoutConfig { buffer: 1, ..Default::default() };
+        let metrics = Arc::new(crate::metrics::Metrics::new("source", Vec::new(), "client", Arc::default()));
+        let state =
+            GatewayState::with_fanout(ready_rx, CancellationToken::new(), config).with_metrics(Arc::clone(&metrics));
+        let _client = state.subscribe(None);
+        state.push(pushed(1, 1));
+        state.push(pushed(1, 2)); // the client read nothing: its oldest is dropped
+        let page = metrics.render();
+        for line in
+            ["tailgate_gateway_clients 1", "tailgate_gateway_dropped_total 1", "tailgate_gateway_pauses_total 0"]
+        {
+            assert!(page.lines().any(|l| l == line), "{line} in\n{page}");
+        }
     }
 
     async fn read_events(s: &mut tokio::net::TcpStream, n: usize) -> String {

@@ -150,6 +150,8 @@ pub struct Metrics {
     /// Which deliveries become exemplars: `None`, none (no traces are exported); else
     /// sampled ones, and those at least this slow end to end (traced by the tail rule).
     exemplars_from_ns: Option<u64>,
+    /// The gateway's fan-out, when this process serves clients.
+    fanout: std::sync::OnceLock<Arc<crate::fanout::Fanout>>,
 }
 
 impl Metrics {
@@ -180,6 +182,7 @@ impl Metrics {
             lost: AtomicU64::new(0),
             group_lags: std::sync::Mutex::default(),
             exemplars_from_ns: None,
+            fanout: std::sync::OnceLock::new(),
         }
     }
 
@@ -315,10 +318,43 @@ impl Metrics {
         for (group, n) in self.group_lags.lock().map(|l| l.clone()).unwrap_or_default() {
             let _ = writeln!(out, "{lag}{{group=\"{group}\"}} {n}");
         }
+        if let Some(f) = self.fanout.get() {
+            let _ = writeln!(
+                out,
+                "# HELP tailgate_gateway_clients Streaming clients connected to the gateway.\n\
+                 # TYPE tailgate_gateway_clients gauge\ntailgate_gateway_clients {}",
+                f.subscribers()
+            );
+            let st = &f.stats;
+            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            counter(
+                &mut out,
+                "tailgate_gateway_dropped_total",
+                "Updates dropped from slow clients' queues.",
+                n(&st.dropped),
+            );
+            counter(
+                &mut out,
+                "tailgate_gateway_disconnected_total",
+                "Clients cut off for falling a whole buffer behind.",
+                n(&st.disconnected),
+            );
+            counter(
+                &mut out,
+                "tailgate_gateway_pauses_total",
+                "Times the gateway's consumer paused because every client's queue was full.",
+                n(&st.pauses),
+            );
+        }
         if format == Format::OpenMetrics {
             out.push_str("# EOF\n");
         }
         out
+    }
+
+    /// Also renders the gateway's client figures from `fanout`.
+    pub fn watch_fanout(&self, fanout: Arc<crate::fanout::Fanout>) {
+        let _ = self.fanout.set(fanout);
     }
 }
 
