@@ -249,15 +249,24 @@ impl Enricher {
         Admission { _permit: permit, stats: Arc::clone(stats) }
     }
 
+    /// The profile of `session` if the cache has it (counted as an event enriched), else
+    /// `None` (not counted: [`Self::lookup`] follows).
+    pub fn cached(&self, session: u64) -> Option<Enrichment> {
+        let inner = &*self.0;
+        let hit = inner.cache.as_ref().and_then(|c| c.lock().ok()?.get(&session).cloned())?;
+        inner.stats.events.fetch_add(1, Ordering::Relaxed);
+        inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(Enrichment { profile: hit.to_string(), from: "cache".into() })
+    }
+
     /// The profile of `session`: from the cache, else the database within the timeout,
     /// else the fallback. Never fails.
     pub async fn lookup(&self, session: u64) -> Enrichment {
+        if let Some(hit) = self.cached(session) {
+            return hit;
+        }
         let inner = &*self.0;
         inner.stats.events.fetch_add(1, Ordering::Relaxed);
-        if let Some(hit) = inner.cache.as_ref().and_then(|c| c.lock().ok()?.get(&session).cloned()) {
-            inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Enrichment { profile: hit.to_string(), from: "cache".into() };
-        }
         let fallback = |from: &str| Enrichment { profile: inner.fallback.to_string(), from: from.into() };
         match tokio::time::timeout(inner.timeout, self.query(session)).await {
             Err(_) => {

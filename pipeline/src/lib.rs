@@ -4,9 +4,11 @@
 //! - [`connector`]: change capture from the `story_actions` table (SQLite) to `story.actions`;
 //! - [`agent`]: per-session state, prompt construction and a (simulated) model call, to `story.beats`;
 //! - [`streamjob`]: event-time windows and patterns per session, to `story.updates`, with
-//!   side outputs for audit, signals and late events;
-//! - [`gateway`]: `story.updates` to HTTP clients over Server-Sent Events and WebSocket,
-//!   through a bounded queue per client ([`fanout`]).
+//!   side outputs for audit, signals and late events, state in a changelog, and async
+//!   enrichment from a database ([`enrich`]);
+//! - [`gateway`]: `story.updates` to HTTP clients over Server-Sent Events, WebSocket and
+//!   long-poll ([`longpoll`]), and to gRPC clients ([`grpc`]), through a bounded queue per
+//!   client ([`fanout`]).
 //!
 //! [`stage`] is the runtime the Kafka-to-Kafka stages share (consume, stamp, produce, store
 //! offsets only once the output is acknowledged, dead-letter what cannot be processed);

@@ -552,7 +552,7 @@ pub async fn run<P: Processor>(
                 side.clear();
                 match processor.process(&mut event, &meta, &mut side).await {
                     Err(reason) => dlq.send(msg.key(), msg.payload(), msg.headers(), &reason).map(Ack::Delivery),
-                    Ok(()) => match &enricher {
+                    Ok(()) => match enricher.as_ref().filter(|e| !enriched_inline(e, &mut event, &mut previous)) {
                         Some(enricher) => {
                             let emit = Emit {
                                 stage: P::NAME,
@@ -621,6 +621,28 @@ pub async fn run<P: Processor>(
         }
     };
     finish(P::NAME, consumer, tx, acker, result).await
+}
+
+/// Enriches `event` at once when its profile is cached and nothing before it is still in
+/// flight (ordered mode), so a cache hit costs no task; true when it did.
+fn enriched_inline(
+    enricher: &crate::enrich::Enricher,
+    event: &mut StoryEvent,
+    previous: &mut Option<oneshot::Receiver<()>>,
+) -> bool {
+    use tokio::sync::oneshot::error::TryRecvError;
+    let pending = previous.as_mut().is_some_and(|rx| matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    if pending {
+        return false;
+    }
+    *previous = None;
+    match enricher.cached(event.session) {
+        Some(hit) => {
+            event.enrichment = Some(hit);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The partitions of `topic` the consumer has now.
