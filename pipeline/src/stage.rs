@@ -525,7 +525,7 @@ pub async fn run<P: Processor>(
     let acker = spawn_acker(Arc::clone(&consumer), P::NAME, input, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
     let mut side = Vec::new();
-    let group = group_of(P::NAME);
+    let group: Arc<str> = group_of(P::NAME).into();
     let enricher = processor.enricher();
     // Ordered enrichment: each event's emitter waits for its predecessor's.
     let mut previous: Option<oneshot::Receiver<()>> = None;
@@ -562,7 +562,7 @@ pub async fn run<P: Processor>(
                                 counters: Arc::clone(&counters),
                                 input,
                                 output,
-                                group: group.clone(),
+                                group: Arc::clone(&group),
                                 partition,
                                 offset,
                                 ingress_ns,
@@ -702,7 +702,7 @@ struct Emit {
     counters: Arc<StageCounters>,
     input: &'static str,
     output: &'static str,
-    group: String,
+    group: Arc<str>,
     partition: i32,
     offset: i64,
     ingress_ns: u64,

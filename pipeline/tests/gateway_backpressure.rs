@@ -5,16 +5,15 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/beats.rs"]
+mod beats;
+
 use pipeline::embedded::EmbeddedBroker;
-use pipeline::event::Beat;
 use pipeline::fanout::{FanoutConfig, Item, SlowClient};
 use pipeline::gateway::GatewayState;
 use pipeline::stage::StageCounters;
-use pipeline::{KafkaSettings, StoryEvent, topics};
-use probes::TraceContext;
-use probes::headers::{INTENDED, TRACEPARENT};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use pipeline::{KafkaSettings, topics};
+use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -45,22 +44,7 @@ async fn a_full_client_pauses_the_consumer_and_reading_resumes_it_without_loss()
 
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
     for id in 0..20u64 {
-        let tp = TraceContext::new_root().encode();
-        let event = StoryEvent {
-            run: 3,
-            id,
-            session: 1,
-            action: "go".into(),
-            beat: Some(Beat { number: id + 1, prompt: "p".into(), text: "t".into() }),
-            window: None,
-            enrichment: None,
-        };
-        let value = serde_json::to_vec(&event).unwrap();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
-            .insert(Header { key: INTENDED, value: Some("1000") });
-        let record = FutureRecord::<str, [u8]>::to(topics::UPDATES).key("1").payload(&value).headers(headers);
-        producer.send(record, Duration::from_secs(10)).await.unwrap();
+        beats::send(&producer, topics::UPDATES, &beats::beat(3, id, 1, "go"), 1000).await;
     }
 
     // The queue fills (4) and the consumer pauses with the fifth update in hand.

@@ -6,23 +6,20 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/beats.rs"]
+mod beats;
+
 use pipeline::embedded::EmbeddedBroker;
 use pipeline::enrich::{EnrichAt, EnrichConfig, Enricher, ResultOrder, TABLE, seed, seed_profile};
-use pipeline::event::Beat;
-use pipeline::stage::StageCounters;
 use pipeline::streamjob::{StreamJob, StreamJobConfig};
 use pipeline::{KafkaSettings, StoryEvent, topics};
-use probes::TraceContext;
-use probes::headers::{INTENDED, TRACEPARENT};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 const EVENTS: u64 = 24;
 const SESSIONS: u64 = 8;
@@ -75,46 +72,16 @@ async fn enrich_run(order: ResultOrder) -> (Vec<StoryEvent>, Arc<pipeline::enric
     let stats = Arc::clone(enricher.stats());
     let job = StreamJob::new(StreamJobConfig::default()).with_enricher(enricher);
 
-    let (ready_tx, mut ready_rx) = watch::channel(false);
-    let cancel = CancellationToken::new();
-    let counters = Arc::new(StageCounters::default());
-    let stage = tokio::spawn(pipeline::stage::run(
-        kafka.clone(),
-        topics::BEATS,
-        topics::UPDATES,
-        job,
-        Arc::clone(&counters),
-        ready_tx,
-        cancel.clone(),
-    ));
-    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
-
+    let stage = beats::start(&kafka, job).await;
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
     for id in 0..EVENTS {
-        let tp = TraceContext::new_root().encode();
-        let intended = (1_000_000_000_000u64 + id * 1_000_000).to_string();
-        let session = id % SESSIONS;
-        let event = StoryEvent {
-            run: 2,
-            id,
-            session,
-            action: "go".into(),
-            beat: Some(Beat { number: id / SESSIONS + 1, prompt: "p".into(), text: "t".into() }),
-            window: None,
-            enrichment: None,
-        };
-        let value = serde_json::to_vec(&event).unwrap();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
-            .insert(Header { key: INTENDED, value: Some(intended.as_bytes()) });
-        let key = session.to_be_bytes();
-        let record = FutureRecord::<[u8], [u8]>::to(topics::BEATS).key(&key[..]).payload(&value).headers(headers);
-        producer.send(record, Duration::from_secs(10)).await.unwrap();
+        let event = beats::beat(2, id, id % SESSIONS, "go");
+        beats::send(&producer, topics::BEATS, &event, 1_000_000_000_000 + id * 1_000_000).await;
     }
     let updates = tokio::task::block_in_place(|| read_updates(&kafka));
-    cancel.cancel();
-    stage.await.unwrap().unwrap();
-    (updates, stats, counters.forwarded.load(Ordering::Relaxed))
+    let forwarded = stage.counters.forwarded.load(Ordering::Relaxed);
+    stage.stop().await;
+    (updates, stats, forwarded)
 }
 
 /// What every run must show, whatever the order.

@@ -6,22 +6,19 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/beats.rs"]
+mod beats;
+
 use pipeline::embedded::EmbeddedBroker;
-use pipeline::event::Beat;
-use pipeline::stage::StageCounters;
 use pipeline::streamjob::{Pattern, StreamJob, StreamJobConfig};
-use pipeline::{KafkaSettings, StoryEvent, topics};
-use probes::TraceContext;
-use probes::headers::{INTENDED, TRACEPARENT};
+use pipeline::{KafkaSettings, topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 fn read_values(kafka: &KafkaSettings, topic: &str, want: usize) -> Vec<serde_json::Value> {
     let consumer: BaseConsumer = kafka.consumer_config("test-reader", "test-reader").create().unwrap();
@@ -53,43 +50,11 @@ async fn windows_patterns_and_late_events_reach_their_side_outputs() {
     let binge = Pattern { name: "binge".into(), times: 3, within: Duration::from_secs(2), contains: None };
     let job = StreamJob::new(StreamJobConfig { patterns: vec![binge], ..StreamJobConfig::default() });
     let stats = Arc::clone(&job.stats);
-    let (ready_tx, mut ready_rx) = watch::channel(false);
-    let cancel = CancellationToken::new();
-    let counters = Arc::new(StageCounters::default());
-    let stage = tokio::spawn(pipeline::stage::run(
-        kafka.clone(),
-        topics::BEATS,
-        topics::UPDATES,
-        job,
-        Arc::clone(&counters),
-        ready_tx,
-        cancel.clone(),
-    ));
-    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
+    let stage = beats::start(&kafka, job).await;
 
     // One session; event times in ms. 10_000..10_900 is a binge in window [10_000, 11_000);
     // 12_000 moves the watermark to 11_800, firing that window; 10_100 then comes too late.
-    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
-    let times = [10_000u64, 10_500, 10_900, 12_000, 10_100];
-    for (id, ms) in times.iter().enumerate() {
-        let tp = TraceContext::new_root().encode();
-        let intended = (ms * 1_000_000).to_string();
-        let event = StoryEvent {
-            run: 9,
-            id: id as u64,
-            session: 4,
-            action: format!("choice {id}"),
-            beat: Some(Beat { number: id as u64 + 1, prompt: "p".into(), text: "t".into() }),
-            window: None,
-            enrichment: None,
-        };
-        let value = serde_json::to_vec(&event).unwrap();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
-            .insert(Header { key: INTENDED, value: Some(intended.as_bytes()) });
-        let record = FutureRecord::<str, [u8]>::to(topics::BEATS).key("4").payload(&value).headers(headers);
-        producer.send(record, Duration::from_secs(10)).await.unwrap();
-    }
+    send_beats(&kafka, 0, &[10_000, 10_500, 10_900, 12_000, 10_100]).await;
 
     let (updates, audit, signals, late) = tokio::task::block_in_place(|| {
         (
@@ -99,8 +64,8 @@ async fn windows_patterns_and_late_events_reach_their_side_outputs() {
             read_values(&kafka, topics::LATE, 1),
         )
     });
-    cancel.cancel();
-    stage.await.unwrap().unwrap();
+    let forwarded = stage.counters.forwarded.load(Ordering::Relaxed);
+    stage.stop().await;
 
     // Every event goes on, the late one marked late and counted in no window.
     let windows: Vec<(u64, u64, bool)> = updates
@@ -124,57 +89,24 @@ async fn windows_patterns_and_late_events_reach_their_side_outputs() {
     assert_eq!(late.len(), 1);
     assert_eq!((late[0]["id"].as_u64(), late[0]["watermark_ms"].as_u64()), (Some(4), Some(11_800)));
 
-    assert_eq!(counters.forwarded.load(Ordering::Relaxed), 5);
+    assert_eq!(forwarded, 5);
     assert_eq!(stats.audit_records.load(Ordering::Relaxed), 3);
     assert_eq!(stats.late.load(Ordering::Relaxed), 1);
     assert_eq!(stats.windows_fired.load(Ordering::Relaxed), 1);
 }
 
-/// Sends beats of session 4 at the given event times (ms), ids from `first_id`.
+/// Sends beats of session 4 of run 9 at the given event times (ms), ids from `first_id`.
 async fn send_beats(kafka: &KafkaSettings, first_id: u64, times: &[u64]) {
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
     for (i, ms) in times.iter().enumerate() {
         let id = first_id + i as u64;
-        let tp = TraceContext::new_root().encode();
-        let intended = (ms * 1_000_000).to_string();
-        let event = StoryEvent {
-            run: 9,
-            id,
-            session: 4,
-            action: format!("choice {id}"),
-            beat: Some(Beat { number: id + 1, prompt: "p".into(), text: "t".into() }),
-            window: None,
-            enrichment: None,
-        };
-        let value = serde_json::to_vec(&event).unwrap();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: TRACEPARENT, value: Some(&tp[..]) })
-            .insert(Header { key: INTENDED, value: Some(intended.as_bytes()) });
-        let record = FutureRecord::<str, [u8]>::to(topics::BEATS).key("4").payload(&value).headers(headers);
-        producer.send(record, Duration::from_secs(10)).await.unwrap();
+        beats::send(&producer, topics::BEATS, &beats::beat(9, id, 4, &format!("choice {id}")), ms * 1_000_000).await;
     }
 }
 
-/// Starts the job as a stage, with its changelog on; returns once it has partitions.
-async fn start_job(
-    kafka: &KafkaSettings,
-) -> (tokio::task::JoinHandle<pipeline::Result<()>>, CancellationToken, Arc<pipeline::streamjob::StreamJobStats>) {
-    let job = StreamJob::new(StreamJobConfig { changelog: true, ..StreamJobConfig::default() });
-    let stats = Arc::clone(&job.stats);
-    let (ready_tx, mut ready_rx) = watch::channel(false);
-    let cancel = CancellationToken::new();
-    let counters = Arc::new(StageCounters::default());
-    let stage = tokio::spawn(pipeline::stage::run(
-        kafka.clone(),
-        topics::BEATS,
-        topics::UPDATES,
-        job,
-        counters,
-        ready_tx,
-        cancel.clone(),
-    ));
-    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
-    (stage, cancel, stats)
+/// The job with its changelog on.
+fn job_with_changelog() -> StreamJob {
+    StreamJob::new(StreamJobConfig { changelog: true, ..StreamJobConfig::default() })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,21 +118,21 @@ async fn a_restarted_job_rebuilds_its_open_windows_from_the_changelog() {
     kafka.ensure_topics(&[topics::STREAMJOB_CHANGELOG], &[("cleanup.policy", "compact")]).await.unwrap();
 
     // Two actions in window [20_000, 21_000), then the job stops with the window open.
-    let (stage, cancel, _) = start_job(&kafka).await;
+    let stage = beats::start(&kafka, job_with_changelog()).await;
     send_beats(&kafka, 0, &[20_000, 20_400]).await;
     tokio::task::block_in_place(|| read_values(&kafka, topics::UPDATES, 2));
-    cancel.cancel();
-    stage.await.unwrap().unwrap();
+    stage.stop().await;
 
     // A new instance: the third action counts as the window's third, and when the
     // watermark passes the window's end it fires with all three.
-    let (stage, cancel, stats) = start_job(&kafka).await;
+    let job = job_with_changelog();
+    let stats = Arc::clone(&job.stats);
+    let stage = beats::start(&kafka, job).await;
     send_beats(&kafka, 2, &[20_800, 22_000]).await;
     let (updates, audit) = tokio::task::block_in_place(|| {
         (read_values(&kafka, topics::UPDATES, 4), read_values(&kafka, topics::AUDIT, 1))
     });
-    cancel.cancel();
-    stage.await.unwrap().unwrap();
+    stage.stop().await;
     assert_eq!(stats.restored.load(Ordering::Relaxed), 1, "session 4 was rebuilt");
     let counts: Vec<u64> = updates.iter().map(|u| u["window"]["count"].as_u64().unwrap()).collect();
     assert_eq!(counts, [1, 2, 3, 1]);
