@@ -384,7 +384,32 @@ async fn run_profile(
         }
         None => None,
     };
+    // Broadcast rules: every change on story.rules applies before the job's next event.
+    let (rules_tx, rules_rx) = watch::channel(pipeline::streamjob::RuleSet::default());
+    let shared_job_stats: Arc<StreamJobStats> = Arc::default();
+    let job_kafka = stage_kafka(&kafka, profile, pipeline::streamjob::NAME);
+    let spawn_job = |stages: &mut JoinSet<_>, ready| {
+        let mut job = StreamJob::new(job_config.clone()).with_rules(rules_rx.clone());
+        if let Some((_, e)) = &enrich {
+            job = job.with_enricher(e.clone());
+        }
+        // A restarted job adds to the same figures.
+        job.stats = Arc::clone(&shared_job_stats);
+        stages.spawn(tagged(
+            pipeline::streamjob::NAME,
+            stage::run(
+                job_kafka.clone(),
+                topics::BEATS,
+                topics::UPDATES,
+                job,
+                Arc::clone(&counters[2]),
+                ready,
+                cancel.clone(),
+            ),
+        ))
+    };
     let mut agent_task = None;
+    let mut job_task = None;
     if let (None, Some(cache)) = (&external, &cache) {
         stages.spawn(tagged(
             pipeline::cache::SINK,
@@ -409,27 +434,10 @@ async fn run_profile(
             ),
         ));
         agent_task = Some(spawn_agent(&mut stages, agent_ready));
-        // Broadcast rules: every change on story.rules applies before the job's next event.
-        let (rules_tx, rules_rx) = watch::channel(pipeline::streamjob::RuleSet::default());
         let follow = pipeline::streamjob::follow_rules(kafka.clone(), rules_tx, cancel.clone());
         stages.spawn(tagged("rules", follow));
-        let mut job = StreamJob::new(job_config.clone()).with_rules(rules_rx);
-        if let Some((_, e)) = &enrich {
-            job = job.with_enricher(e.clone());
-        }
-        job_stats = Some(Arc::clone(&job.stats));
-        stages.spawn(tagged(
-            pipeline::streamjob::NAME,
-            stage::run(
-                stage_kafka(&kafka, profile, pipeline::streamjob::NAME),
-                topics::BEATS,
-                topics::UPDATES,
-                job,
-                Arc::clone(&counters[2]),
-                job_ready,
-                cancel.clone(),
-            ),
-        ));
+        job_stats = Some(Arc::clone(&shared_job_stats));
+        job_task = Some(spawn_job(&mut stages, job_ready));
         stages.spawn(tagged(
             gateway::NAME,
             gateway::consume(
@@ -615,17 +623,26 @@ async fn run_profile(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.tick().await;
     let mut ticks = 0u64;
-    let restart = scenario.agent.restart_at.map(|at| tokio::time::Instant::now() + Duration::from_millis(100) + at);
-    let mut restarting = false;
-    let mut agent_starts = 1;
+    // Stages the scenario stops abruptly once, mid-run, and starts again.
+    let load_began = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut restarts: Vec<Restart> =
+        [(agent::NAME, scenario.agent.restart_at), (pipeline::streamjob::NAME, scenario.streamjob.restart_at)]
+            .into_iter()
+            .filter_map(|(stage, at)| Some(Restart { stage, at: load_began + at?, phase: RestartPhase::Pending }))
+            .collect();
     let report = loop {
+        let next_restart = restarts.iter().filter(|r| r.phase == RestartPhase::Pending).map(|r| r.at).min();
         tokio::select! {
-            () = tokio::time::sleep_until(restart.unwrap_or_else(tokio::time::Instant::now)), if restart.is_some() && agent_starts == 1 && !restarting => {
-                eprintln!("stopping the agent abruptly (agent.restart_at) and starting it again");
-                if let Some(t) = &agent_task {
-                    t.abort();
+            () = tokio::time::sleep_until(next_restart.unwrap_or_else(tokio::time::Instant::now)), if next_restart.is_some() => {
+                let now = tokio::time::Instant::now();
+                for r in restarts.iter_mut().filter(|r| r.phase == RestartPhase::Pending && r.at <= now) {
+                    eprintln!("stopping the {} abruptly ({}.restart_at) and starting it again", r.stage, r.stage);
+                    let task = if r.stage == agent::NAME { &agent_task } else { &job_task };
+                    if let Some(t) = task {
+                        t.abort();
+                    }
+                    r.phase = RestartPhase::Stopping;
                 }
-                restarting = true;
             },
 
             r = &mut done_rx => break r.map_err(|_| runtime("the load generator thread died"))?,
@@ -655,11 +672,21 @@ async fn run_profile(
                 }
             },
             Some(done) = stages.join_next(), if failure.is_none() => {
-                if restarting && matches!(&done, Err(e) if e.is_cancelled() && agent_task.as_ref().is_some_and(|t| t.id() == e.id())) {
+                let stopped = match &done {
+                    Err(e) if e.is_cancelled() => restarts.iter_mut().find(|r| {
+                        let task = if r.stage == agent::NAME { &agent_task } else { &job_task };
+                        r.phase == RestartPhase::Stopping && task.as_ref().is_some_and(|t| t.id() == e.id())
+                    }),
+                    _ => None,
+                };
+                if let Some(r) = stopped {
                     let (ready, _) = watch::channel(false);
-                    agent_task = Some(spawn_agent(&mut stages, ready));
-                    agent_starts += 1;
-                    restarting = false;
+                    if r.stage == agent::NAME {
+                        agent_task = Some(spawn_agent(&mut stages, ready));
+                    } else {
+                        job_task = Some(spawn_job(&mut stages, ready));
+                    }
+                    r.phase = RestartPhase::Done;
                 } else {
                     failure = Some(describe_exit(done));
                     stop.store(true, Ordering::Relaxed);
@@ -1170,4 +1197,21 @@ fn enrich_info(config: &pipeline::enrich::EnrichConfig, e: &pipeline::enrich::En
         peak_in_flight: n(&s.peak_in_flight),
         first_error: s.first_error.lock().ok().and_then(|f| f.clone()),
     }
+}
+
+/// Where a scheduled restart of a stage stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestartPhase {
+    Pending,
+    /// Aborted; started again once its task has ended.
+    Stopping,
+    Done,
+}
+
+/// A stage (`agent` or `streamjob`) the scenario stops abruptly once, at `at`.
+#[derive(Debug)]
+struct Restart {
+    stage: &'static str,
+    at: tokio::time::Instant,
+    phase: RestartPhase,
 }

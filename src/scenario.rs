@@ -453,6 +453,9 @@ pub struct StreamJobSection {
     pub rules: Vec<RuleSection>,
     /// Keep window state in `story.streamjob-changelog` to survive restarts (default true).
     pub changelog: Option<bool>,
+    /// Stop the stream job abruptly this long after the load starts, and start it again.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub restart_at: Option<Duration>,
     /// `[streamjob.enrich]`: look each beat's session profile up in a database.
     pub enrich: Option<EnrichSection>,
 }
@@ -639,6 +642,19 @@ impl Scenario {
             }
             if r.at >= self.load.warmup + self.load.duration {
                 bad("streamjob.rules", Some(i), "at", format!("{:?} is after the load ends", r.at));
+            }
+        }
+        if let Some(at) = self.streamjob.restart_at {
+            if at >= self.load.warmup + self.load.duration {
+                bad("streamjob", None, "restart_at", format!("{at:?} is after the load ends"));
+            }
+            if self.stages.external {
+                bad(
+                    "streamjob",
+                    None,
+                    "restart_at",
+                    "restarts the in-process stream job; with external stages, restart its process".into(),
+                );
             }
         }
         if let Some(e) = &self.streamjob.enrich {

@@ -234,6 +234,36 @@ contains = "no action says this"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_job_stopped_mid_run_rebuilds_its_windows_from_the_changelog() {
+    // Eight sessions, 5 s windows: when the job is stopped abruptly 2.5 s in, every session
+    // has a window open, and the new job must take them from story.streamjob-changelog.
+    let r = run_text(
+        r#"
+name = "job-restart"
+[load]
+rate = 100
+sessions = 8
+warmup = "1s"
+duration = "3s"
+drain = "60s"
+[broker]
+partitions = 2
+[pipeline]
+window = "5s"
+[streamjob]
+restart_at = "2500ms"
+"#,
+    )
+    .await;
+    let c = r.counts;
+    assert_eq!((c.sent, c.delivered, c.lost), (400, 400, 0), "{c:?}");
+    let j = r.pipeline.unwrap().streamjob.unwrap();
+    assert!(j.changelog, "{j:?}");
+    assert_eq!(j.late, 0, "the restored watermark makes nothing late: {j:?}");
+    assert!(j.restored >= 1, "sessions were rebuilt from the changelog: {j:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_published_mid_run_changes_the_stream_job_without_a_restart() {
     // An action every 50 ms for 3 s; 1.5 s in, `pair` (two actions within 1 s) is
     // published on story.rules: from then on about one signal per two actions.
