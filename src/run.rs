@@ -709,16 +709,29 @@ async fn run_profile(
     // External stages whose /metrics the run does not read (agent replicas inside a
     // network, say) dead-letter unseen: the dead-letter topic itself is read once a second.
     let (mut audited, mut next_audit) = (0, Instant::now());
-    while failure.is_none()
-        && delivered_live.load(Ordering::Relaxed)
-            + settled_live().max(audited + counters[0].filtered.load(Ordering::Relaxed))
-            + refused_live()
-            < report.sent
-        && Instant::now() < drain_until
-    {
-        if external.is_some() && Instant::now() >= next_audit {
+    // Live dead-letter counts include records a stage sent but never got out (one stopped
+    // abruptly, say): once they alone would end the drain, the topic is asked, and from
+    // then on only what it holds counts.
+    let mut trust_live = true;
+    while failure.is_none() && Instant::now() < drain_until {
+        if (external.is_some() || !trust_live) && Instant::now() >= next_audit {
             if let Ok(a) = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(5)).await {
                 audited = a.ids.len() as u64;
+            }
+            next_audit = Instant::now() + Duration::from_secs(1);
+        }
+        let filtered = counters[0].filtered.load(Ordering::Relaxed);
+        let settled = if trust_live { settled_live().max(audited + filtered) } else { audited + filtered };
+        let delivered = delivered_live.load(Ordering::Relaxed) + refused_live();
+        if delivered + settled >= report.sent {
+            if !trust_live || dead_lettered_live() == 0 {
+                break;
+            }
+            let confirmed = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(5)).await;
+            match confirmed {
+                Ok(a) if delivered + a.ids.len() as u64 + filtered >= report.sent => break,
+                Ok(a) => (audited, trust_live) = (a.ids.len() as u64, false),
+                Err(_) => break, // the final audit says what it can
             }
             next_audit = Instant::now() + Duration::from_secs(1);
         }

@@ -389,8 +389,9 @@ impl From<Option<DeliveryFuture>> for Ack {
 pub enum AckError {
     /// An output was refused (or its producer dropped): the stage has failed.
     Refused(String),
-    /// The worker went away without answering: the stage is being torn down, and the
-    /// input will be read again by whoever owns it next. Not a failure of the outputs.
+    /// The worker or the producer went away without answering: the stage is being torn
+    /// down, and the input will be read again by whoever owns it next. Not a failure of
+    /// the outputs.
     Abandoned,
 }
 
@@ -410,7 +411,8 @@ impl Ack {
             match f.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err((e, _))) => Err(AckError::Refused(e.to_string())),
-                Err(_) => Err(AckError::Refused("the producer was dropped".to_owned())),
+                // The producer went away with its stage (an abrupt stop): not a refusal.
+                Err(_) => Err(AckError::Abandoned),
             }
         }
         match self {
