@@ -637,8 +637,7 @@ async fn run_profile(
                 let now = tokio::time::Instant::now();
                 for r in restarts.iter_mut().filter(|r| r.phase == RestartPhase::Pending && r.at <= now) {
                     eprintln!("stopping the {} abruptly ({}.restart_at) and starting it again", r.stage, r.stage);
-                    let task = if r.stage == agent::NAME { &agent_task } else { &job_task };
-                    if let Some(t) = task {
+                    if let Some(t) = restartable(r.stage, &agent_task, &job_task) {
                         t.abort();
                     }
                     r.phase = RestartPhase::Stopping;
@@ -674,8 +673,8 @@ async fn run_profile(
             Some(done) = stages.join_next(), if failure.is_none() => {
                 let stopped = match &done {
                     Err(e) if e.is_cancelled() => restarts.iter_mut().find(|r| {
-                        let task = if r.stage == agent::NAME { &agent_task } else { &job_task };
-                        r.phase == RestartPhase::Stopping && task.as_ref().is_some_and(|t| t.id() == e.id())
+                        r.phase == RestartPhase::Stopping
+                            && restartable(r.stage, &agent_task, &job_task).is_some_and(|t| t.id() == e.id())
                     }),
                     _ => None,
                 };
@@ -1227,4 +1226,13 @@ struct Restart {
     stage: &'static str,
     at: tokio::time::Instant,
     phase: RestartPhase,
+}
+
+/// The task of a stage a scenario may restart (`agent` or `streamjob`).
+fn restartable<'t>(
+    stage: &str,
+    agent: &'t Option<tokio::task::AbortHandle>,
+    job: &'t Option<tokio::task::AbortHandle>,
+) -> Option<&'t tokio::task::AbortHandle> {
+    if stage == agent::NAME { agent.as_ref() } else { job.as_ref() }
 }

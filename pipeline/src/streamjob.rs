@@ -400,13 +400,13 @@ impl StreamJob {
     fn snapshot(&self, key: Key) -> Option<Vec<u8>> {
         let windows: Vec<(u64, u64)> =
             self.windows.get(&key).map(|w| w.iter().map(|(s, c)| (*s, *c)).collect()).unwrap_or_default();
-        let progress: BTreeMap<&str, Vec<(u64, u64)>> = self
+        let progress: BTreeMap<String, Vec<(u64, u64)>> = self
             .patterns
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
                 let seen = self.progress.get(&(key, i)).filter(|q| !q.is_empty())?;
-                Some((p.name.as_str(), seen.iter().copied().collect()))
+                Some((p.name.clone(), seen.iter().copied().collect()))
             })
             .collect();
         if windows.is_empty() && progress.is_empty() {
@@ -415,7 +415,7 @@ impl StreamJob {
         let state = KeyState {
             max_event_ms: self.max_event_ms,
             windows,
-            progress: progress.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            progress,
             offset: self.last_offset.get(&key).copied(),
         };
         serde_json::to_vec(&state).ok()
