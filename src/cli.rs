@@ -124,13 +124,26 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
-    /// Serve the embedded broker (tansu, in memory) until Ctrl-C or SIGTERM, so that runs, `watch` and
-    /// pipelines in other processes can share it (`--bootstrap`). Prints the address.
+    /// Serve the embedded broker (tailgate's own, in memory unless --data) until Ctrl-C or
+    /// SIGTERM, so that runs, `watch` and pipelines in other processes can share it
+    /// (`--bootstrap`). Prints the address.
     #[cfg(feature = "embedded")]
     Broker {
         /// Where to listen and what to advertise.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
         listen: String,
+        /// Keep the log in this directory, and serve it again after a restart.
+        #[arg(long, value_name = "DIR")]
+        data: Option<std::path::PathBuf>,
+        /// Fault: hold every response back for FOR, starting AT after start (e.g. 10s+2s).
+        #[arg(long, value_name = "AT+FOR")]
+        stall: Vec<String>,
+        /// Fault: close every client connection AT after start (e.g. 15s).
+        #[arg(long, value_name = "AT")]
+        drop_connections: Vec<String>,
+        /// Fault: add latency to every fetch of one topic (e.g. story.beats=20ms).
+        #[arg(long, value_name = "TOPIC=LATENCY")]
+        fetch_latency: Vec<String>,
     },
     /// Run one stage of the reference pipeline as a process of its own until SIGINT or
     /// SIGTERM, for a `tailgate run` whose scenario has `[stages] external = true`. Run more
@@ -243,7 +256,9 @@ pub fn main() -> ExitCode {
         Command::Import { format: ImportFormat::Omb { workload, out } } => import_omb(&workload, out.as_deref()),
         Command::Watch { bootstrap, topics, sla_p99, groups } => watch(&bootstrap, topics, sla_p99, groups),
         #[cfg(feature = "embedded")]
-        Command::Broker { listen } => broker(&listen),
+        Command::Broker { listen, data, stall, drop_connections, fetch_latency } => {
+            broker(&listen, data, &BrokerFaults { stall, drop_connections, fetch_latency })
+        }
         Command::Stage { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile } => {
             let opts =
                 crate::standalone::StageOptions { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile };
@@ -252,31 +267,90 @@ pub fn main() -> ExitCode {
     })
 }
 
+/// `tailgate broker`'s fault flags, as given.
+#[cfg(feature = "embedded")]
+struct BrokerFaults {
+    stall: Vec<String>,
+    drop_connections: Vec<String>,
+    fetch_latency: Vec<String>,
+}
+
+/// One scheduled fault of `tailgate broker`.
+#[cfg(feature = "embedded")]
+enum Fault {
+    Stall { at: std::time::Duration, for_: std::time::Duration },
+    Drop { at: std::time::Duration },
+}
+
+/// Per-topic fetch latencies of `tailgate broker`.
+#[cfg(feature = "embedded")]
+type FetchLatencies = Vec<(String, std::time::Duration)>;
+
+#[cfg(feature = "embedded")]
+impl BrokerFaults {
+    /// The scheduled faults and the per-topic fetch latencies; names the flag that is off.
+    fn parse(&self) -> Result<(Vec<Fault>, FetchLatencies), String> {
+        let dur = |flag: &str, v: &str| {
+            humantime::parse_duration(v.trim()).map_err(|e| format!("--{flag} {v:?}: {e} (e.g. 10s, 250ms)"))
+        };
+        let mut faults = Vec::new();
+        for v in &self.stall {
+            let (at, for_) = v.split_once('+').ok_or_else(|| format!("--stall {v:?}: expected AT+FOR, e.g. 10s+2s"))?;
+            faults.push(Fault::Stall { at: dur("stall", at)?, for_: dur("stall", for_)? });
+        }
+        for v in &self.drop_connections {
+            faults.push(Fault::Drop { at: dur("drop-connections", v)? });
+        }
+        let latency = self
+            .fetch_latency
+            .iter()
+            .map(|v| {
+                let (t, d) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--fetch-latency {v:?}: expected TOPIC=LATENCY, e.g. story.beats=20ms"))?;
+                Ok((t.trim().to_owned(), dur("fetch-latency", d)?))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok((faults, latency))
+    }
+}
+
 /// `tailgate broker`: serves the embedded broker until Ctrl-C.
 #[cfg(feature = "embedded")]
-fn broker(listen: &str) -> u8 {
-    use pipeline::embedded::{EmbeddedBroker, KIND, STORAGE, VERSION};
+fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults) -> u8 {
+    use pipeline::embedded::{Config, EmbeddedBroker, KIND, VERSION};
     if !crate::scenario::valid_bootstrap(listen) || listen.contains(',') {
         eprintln!("error: --listen `{listen}` is not host:port");
         return EXIT_BAD_INPUT;
     }
+    let (scheduled, latency) = match faults.parse() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     rt.block_on(async {
-        let broker = match EmbeddedBroker::start_on(listen).await {
+        let config = Config { listen: listen.to_owned(), data, log_to_stderr: true, ..Config::default() };
+        let broker = match EmbeddedBroker::start_with(config).await {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("error: {e}; try another --listen address");
                 return EXIT_RUNTIME;
             }
         };
-        eprintln!(
-            "broker {KIND} {VERSION} ({STORAGE}, in memory: nothing outlives this process) at {}; Ctrl-C stops it",
-            broker.bootstrap()
-        );
+        let storage = broker.storage();
+        let lasts = if storage == "memory" { "nothing outlives this process" } else { "kept across restarts" };
+        eprintln!("broker {KIND} {VERSION} ({storage}: {lasts}) at {}; Ctrl-C stops it", broker.bootstrap());
         println!("{}", broker.bootstrap());
+        for (topic, d) in &latency {
+            broker.broker().faults().set_fetch_latency(topic, *d);
+            eprintln!("fault: every fetch of {topic} is delayed {d:?}");
+        }
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(t) => t,
             Err(e) => {
@@ -284,9 +358,39 @@ fn broker(listen: &str) -> u8 {
                 return EXIT_RUNTIME;
             }
         };
+        let started = tokio::time::Instant::now();
+        let faults = async {
+            let mut scheduled = scheduled;
+            scheduled.sort_by_key(|f| match f {
+                Fault::Stall { at, .. } | Fault::Drop { at } => *at,
+            });
+            for f in scheduled {
+                match f {
+                    Fault::Stall { at, for_ } => {
+                        tokio::time::sleep_until(started + at).await;
+                        eprintln!("fault: stalling every response for {for_:?}");
+                        broker.broker().faults().stall(for_);
+                    }
+                    Fault::Drop { at } => {
+                        tokio::time::sleep_until(started + at).await;
+                        eprintln!("fault: dropping every connection");
+                        broker.broker().faults().drop_connections();
+                    }
+                }
+            }
+            std::future::pending::<()>().await;
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            () = faults => {}
+        }
+        let c = broker.broker().faults().counts();
+        if c != pipeline::embedded::FaultCounts::default() {
+            eprintln!(
+                "faults seen: {} responses stalled, {} connections dropped, {} fetches delayed",
+                c.stalled_responses, c.dropped_connections, c.delayed_fetches
+            );
         }
         eprintln!("broker stopped");
         EXIT_PASS

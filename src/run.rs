@@ -160,10 +160,10 @@ async fn start_broker(scenario: &Scenario, profile: &Resolved, kafka: &mut Kafka
     }
     #[cfg(feature = "embedded")]
     {
-        use pipeline::embedded::{EmbeddedBroker, KIND, STORAGE, VERSION};
+        use pipeline::embedded::{EmbeddedBroker, KIND, VERSION};
         let broker = EmbeddedBroker::start().await.map_err(runtime)?;
         kafka.bootstrap = broker.bootstrap().to_owned();
-        let info = info(KIND, VERSION, broker.bootstrap(), &format!("{STORAGE} (in-process, in memory)"));
+        let info = info(KIND, VERSION, broker.bootstrap(), &format!("{} (in-process)", broker.storage()));
         Ok(Broker { _embedded: Some(broker), info })
     }
     #[cfg(not(feature = "embedded"))]

@@ -47,7 +47,7 @@ async fn a_short_run_accounts_for_every_event() {
     assert_eq!(c.delivered, c.sent - c.dead_lettered);
     assert_eq!(r.end_to_end.count, 600, "only events after warm-up are measured");
     assert!(r.sla.passed, "{:?}", r.sla);
-    assert_eq!(r.broker.kind, "tansu");
+    assert_eq!(r.broker.kind, "tailgate");
 
     // The hops are the whole path, and their means add up to the end-to-end mean.
     let names: Vec<&str> = r.hops.iter().map(|h| h.name.as_str()).collect();
@@ -79,7 +79,8 @@ async fn a_short_run_accounts_for_every_event() {
     }
     assert_hlog(&out.join("end_to_end.hlog"));
     assert_hlog(&out.join("schedule_lag.hlog"));
-    assert_hlog(&out.join("warmup.hlog"));
+    // The warm-up lasts one second: its events may all be delivered within one interval.
+    assert_hlog_at_least(&out.join("warmup.hlog"), 1);
 }
 
 const SWEEP: &str = r#"
@@ -149,10 +150,14 @@ async fn a_sweep_runs_each_profile_on_its_own_broker_into_one_directory() {
 }
 
 fn assert_hlog(path: &Path) {
+    assert_hlog_at_least(path, 2);
+}
+
+fn assert_hlog_at_least(path: &Path, min: usize) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(text.contains("#[StartTime: "), "{}", path.display());
     let intervals = text.lines().filter(|l| !l.starts_with('#') && !l.starts_with('"')).count();
-    assert!(intervals >= 2, "{} has {intervals} intervals", path.display());
+    assert!(intervals >= min, "{} has {intervals} intervals", path.display());
 }
 
 /// An OpenMessaging Benchmark workload imported, run, and exported back: the export carries

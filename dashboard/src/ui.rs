@@ -282,7 +282,7 @@ mod tests {
         let meta = Meta {
             title: "quickstart".into(),
             profile: "default".into(),
-            broker: "tansu 0.6.0 @ 127.0.0.1:9092".into(),
+            broker: "tailgate 0.1.0 @ 127.0.0.1:9092".into(),
             started_ns: 100 * S,
             planned: Some(std::time::Duration::from_secs(35)),
             budgets,
@@ -340,7 +340,7 @@ mod tests {
         for needle in [
             "quickstart",
             "profile default",
-            "tansu 0.6.0",
+            "tailgate 0.1.0",
             "12s elapsed, 23s left",
             "window 10s",
             "e2e  20.",

@@ -38,13 +38,14 @@ pub const PRODUCER_DEFAULTS: [(&str, &str); 5] = [
 ];
 
 /// Consumer defaults: offsets stored by tailgate once outputs are acknowledged, committed in
-/// the background; fetches answered fast.
-pub const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
+/// the background. Fetches keep librdkafka's own `fetch.wait.max.ms` (500 ms): a broker
+/// answers a parked fetch as soon as one byte arrives (`fetch.min.bytes` 1), so the wait
+/// only bounds how long an idle consumer's request stays open.
+pub const CONSUMER_DEFAULTS: [(&str, &str); 6] = [
     ("enable.auto.commit", "true"),
     ("enable.auto.offset.store", "false"),
     ("auto.commit.interval.ms", "1000"),
     ("auto.offset.reset", "earliest"),
-    ("fetch.wait.max.ms", "1"),
     ("fetch.min.bytes", "1"),
     ("socket.nagle.disable", "true"),
 ];
@@ -245,9 +246,8 @@ impl KafkaSettings {
         self.read(topic, from, true, timeout).await
     }
 
-    /// Reads until every partition read reports its end. The end is what a fetch answers
-    /// (librdkafka's partition EOF), not the listed high watermark: the embedded broker's
-    /// ListOffsets under-reports it when the newest batch holds several records.
+    /// Reads until every partition read reports its end (librdkafka's partition EOF: the
+    /// high watermark a fetch answers).
     async fn read(
         &self,
         topic: &str,

@@ -15,12 +15,12 @@ pub const SINK: &str = "client";
 /// Which broker produced the figures.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BrokerInfo {
-    /// `tansu` (embedded) or `external`.
+    /// `tailgate` (the embedded broker) or `external`.
     pub kind: String,
     /// The broker's version where known.
     pub version: String,
     pub bootstrap: String,
-    /// The broker's storage where known (the embedded broker keeps everything in memory).
+    /// The broker's storage where known (the embedded broker: `memory`, or `disk:DIR`).
     pub storage: String,
     /// Effective producer settings every stage used.
     pub producer: BTreeMap<String, String>,
@@ -573,7 +573,7 @@ mod tests {
             profile: "default".into(),
             run_id: 1,
             broker: BrokerInfo {
-                kind: "tansu".into(),
+                kind: "tailgate".into(),
                 version: "0.6.0".into(),
                 bootstrap: "127.0.0.1:1".into(),
                 storage: "memory".into(),

@@ -1,0 +1,254 @@
+//! One produce -> consume hop through librdkafka, measured against this broker and against
+//! librdkafka's mock cluster in one run, side by side: open-loop sends at 1,000 and 10,000
+//! messages/s (latency from each message's intended send time), `linger.ms = 0`,
+//! librdkafka's default `fetch.wait.max.ms` (500 ms), 3 partitions; then the CPU a broker
+//! uses with four idle consumers attached.
+//!
+//!   cargo run --release -p tailgate-broker --example hop
+//!
+//! CPU is read per thread from /proc: the broker's own threads (this broker's tokio
+//! workers, the mock cluster's thread) apart from the clients' (librdkafka's `rdk:` threads
+//! and this program's sender and receiver).
+
+use hdrhistogram::Histogram;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PARTITIONS: i32 = 3;
+const WARMUP: Duration = Duration::from_secs(1);
+const MEASURED: Duration = Duration::from_secs(5);
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// CPU seconds per thread group of this process: `broker`, `clients`.
+fn cpu_by_group(broker_thread: &dyn Fn(&str) -> bool) -> BTreeMap<&'static str, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the command name's closing parenthesis; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let group = if broker_thread(comm.trim()) { "broker" } else { "clients" };
+        *out.entry(group).or_insert(0.0) += ticks / 100.0;
+    }
+    out
+}
+
+struct Hop {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    count: u64,
+    broker_us_per_msg: f64,
+    clients_us_per_msg: f64,
+}
+
+fn hop(bootstrap: &str, topic: &str, rate: u64, broker_thread: &dyn Fn(&str) -> bool) -> Hop {
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", bootstrap).set("broker.address.family", "v4");
+    let producer: BaseProducer = base
+        .clone()
+        .set("linger.ms", "0")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("socket.nagle.disable", "true")
+        .create()
+        .expect("producer");
+    let consumer: BaseConsumer = base
+        .clone()
+        .set("group.id", format!("hop-{topic}"))
+        .set("auto.offset.reset", "latest")
+        .set("enable.auto.commit", "false")
+        .set("socket.nagle.disable", "true")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let ready = Instant::now();
+    while consumer.assignment().map_or(0, |a| a.count()) < PARTITIONS as usize {
+        consumer.poll(Duration::from_millis(50));
+        assert!(ready.elapsed() < Duration::from_secs(30), "no assignment");
+    }
+    // The consumer starts at the end: once a record sent now comes back, its fetches are
+    // positioned (one sent before it resolved "latest" would never come).
+    'warm: loop {
+        let _ = producer.send(BaseRecord::<str, [u8]>::to(topic).key("warm").payload(&[0u8; 8]));
+        producer.flush(Duration::from_secs(5)).expect("flush");
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(50)) {
+                break 'warm;
+            }
+        }
+        assert!(ready.elapsed() < Duration::from_secs(60), "the consumer never got a record");
+    }
+    while consumer.poll(Duration::from_millis(200)).is_some() {}
+
+    let total = rate * (WARMUP + MEASURED).as_secs();
+    let warm = rate * WARMUP.as_secs();
+    let start_ns = now_ns() + 50_000_000;
+    let cpu0 = cpu_by_group(broker_thread);
+    let receiver = std::thread::Builder::new()
+        .name("hop-receiver".into())
+        .spawn(move || {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let mut seen = 0;
+            let deadline = Instant::now() + WARMUP + MEASURED + Duration::from_secs(15);
+            while seen < total && Instant::now() < deadline {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
+                let p = m.payload().unwrap_or(&[]);
+                if p.len() < 16 {
+                    continue;
+                }
+                let seq = u64::from_be_bytes(p[0..8].try_into().expect("8"));
+                let intended = u64::from_be_bytes(p[8..16].try_into().expect("8"));
+                seen += 1;
+                if seq >= warm {
+                    h.saturating_record(now_ns().saturating_sub(intended) / 1_000);
+                }
+            }
+            h
+        })
+        .expect("thread");
+    let topic_owned = topic.to_owned();
+    let sender = std::thread::Builder::new()
+        .name("hop-sender".into())
+        .spawn(move || {
+            let topic = topic_owned.as_str();
+            let mut payload = [0u8; 100];
+            for i in 0..total {
+                let intended = start_ns + i * 1_000_000_000 / rate;
+                loop {
+                    let now = now_ns();
+                    if now >= intended {
+                        break;
+                    }
+                    let wait = intended - now;
+                    if wait > 200_000 {
+                        std::thread::sleep(Duration::from_nanos(wait - 100_000));
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                payload[0..8].copy_from_slice(&i.to_be_bytes());
+                payload[8..16].copy_from_slice(&intended.to_be_bytes());
+                let key = format!("k{}", i % 64);
+                let mut record = BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&payload);
+                while let Err((_, r)) = producer.send(record) {
+                    producer.poll(Duration::from_millis(1));
+                    record = r;
+                }
+                producer.poll(Duration::ZERO);
+            }
+            producer.flush(Duration::from_secs(10)).expect("flush");
+        })
+        .expect("thread");
+    sender.join().expect("sender");
+    let cpu1 = cpu_by_group(broker_thread);
+    let h = receiver.join().expect("receiver");
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let per = |g: &str| (cpu1.get(g).unwrap_or(&0.0) - cpu0.get(g).unwrap_or(&0.0)) * 1e6 / total as f64;
+    Hop {
+        p50: ms(0.5),
+        p99: ms(0.99),
+        p999: ms(0.999),
+        max: h.max() as f64 / 1000.0,
+        count: h.len(),
+        broker_us_per_msg: per("broker"),
+        clients_us_per_msg: per("clients"),
+    }
+}
+
+/// Share of one core the broker's threads use over 10 s with four idle consumers attached.
+fn idle(bootstrap: &str, topic: &str, broker_thread: &dyn Fn(&str) -> bool) -> f64 {
+    let consumers: Vec<BaseConsumer> = (0..4)
+        .map(|i| {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("broker.address.family", "v4")
+                .set("group.id", format!("idle-{topic}-{i}"))
+                .create()
+                .expect("consumer");
+            c.subscribe(&[topic]).expect("subscribe");
+            c
+        })
+        .collect();
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle {
+        for c in &consumers {
+            c.poll(Duration::from_millis(10));
+        }
+    }
+    let cpu0 = cpu_by_group(broker_thread);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        for c in &consumers {
+            c.poll(Duration::from_millis(25));
+        }
+    }
+    let cpu1 = cpu_by_group(broker_thread);
+    (cpu1.get("broker").unwrap_or(&0.0) - cpu0.get("broker").unwrap_or(&0.0)) / t0.elapsed().as_secs_f64() * 100.0
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tailgate-broker")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ours = rt.block_on(broker::Broker::start(broker::Config::default())).expect("broker");
+    let ours_thread = |comm: &str| comm.starts_with("tailgate-broker");
+    let mock = MockCluster::new(1).expect("mock cluster");
+    // librdkafka names the mock cluster's thread "mock"; client threads are "rdk:...".
+    let mock_thread = |comm: &str| comm.contains("mock");
+    let create = |bootstrap: &str, topic: &str| {
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin");
+        let t = rdkafka::admin::NewTopic::new(topic, PARTITIONS, rdkafka::admin::TopicReplication::Fixed(1));
+        rt.block_on(admin.create_topics(&[t], &rdkafka::admin::AdminOptions::new())).expect("create")[0]
+            .as_ref()
+            .expect("created");
+    };
+    println!(
+        "one hop, open loop, linger.ms 0, acks all, fetch.wait.max.ms 500 (librdkafka's default), {PARTITIONS} partitions"
+    );
+    println!(
+        "{WARMUP:?} warm-up, {MEASURED:?} measured per rate; 2 cores; CPU per message from /proc per thread group\n"
+    );
+    println!(
+        "| broker | rate/s | received | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU µs/msg | clients CPU µs/msg |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for rate in [1_000u64, 10_000] {
+        let topic = format!("hop-{rate}");
+        create(ours.bootstrap(), &topic);
+        let a = hop(ours.bootstrap(), &topic, rate, &ours_thread);
+        mock.create_topic(&topic, PARTITIONS, 1).expect("mock topic");
+        let b = hop(&mock.bootstrap_servers(), &topic, rate, &mock_thread);
+        for (name, h) in [("tailgate (in memory)", a), ("librdkafka mock cluster", b)] {
+            println!(
+                "| {name} | {rate} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
+                h.count, h.p50, h.p99, h.p999, h.max, h.broker_us_per_msg, h.clients_us_per_msg
+            );
+        }
+    }
+    create(ours.bootstrap(), "idle");
+    mock.create_topic("idle", PARTITIONS, 1).expect("mock topic");
+    println!("\nidle: four consumers attached, 10 s");
+    println!("| broker | broker CPU, % of one core |");
+    println!("| --- | --- |");
+    println!("| tailgate (in memory) | {:.2} |", idle(ours.bootstrap(), "idle", &ours_thread));
+    println!("| librdkafka mock cluster | {:.2} |", idle(&mock.bootstrap_servers(), "idle", &mock_thread));
+}
