@@ -376,7 +376,8 @@ impl RunResult {
         let b = &self.broker;
         let _ = writeln!(s, "tailgate run `{}` (profile {}), run {:x}", self.scenario, self.profile, self.run_id);
         let _ = writeln!(s, "broker    {} {} at {} (storage: {})", b.kind, b.version, b.bootstrap, b.storage);
-        let setting = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "-".into());
+        // A setting the run left unset is the client library's own default.
+        let setting = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "default".into());
         let _ = writeln!(
             s,
             "clients   linger.ms={} acks={} fetch.wait.max.ms={} fetch.min.bytes={}",
