@@ -126,30 +126,32 @@ fn hop(bootstrap: &str, topic: &str, rate: u64, broker_thread: &dyn Fn(&str) -> 
         .name("hop-sender".into())
         .spawn(move || {
             let topic = topic_owned.as_str();
+            // Sends whatever is due, then sleeps until the next send is (never spinning: a
+            // spinning sender would take a core from the broker and clients on two cores).
+            // Latency counts from each message's intended time, so batching the sends does
+            // not hide any delay.
             let mut payload = [0u8; 100];
-            for i in 0..total {
-                let intended = start_ns + i * 1_000_000_000 / rate;
-                loop {
-                    let now = now_ns();
-                    if now >= intended {
-                        break;
+            let mut i = 0;
+            while i < total {
+                let now = now_ns();
+                while i < total && start_ns + i * 1_000_000_000 / rate <= now {
+                    let intended = start_ns + i * 1_000_000_000 / rate;
+                    payload[0..8].copy_from_slice(&i.to_be_bytes());
+                    payload[8..16].copy_from_slice(&intended.to_be_bytes());
+                    let key = format!("k{}", i % 64);
+                    let mut record = BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&payload);
+                    while let Err((_, r)) = producer.send(record) {
+                        producer.poll(Duration::from_millis(1));
+                        record = r;
                     }
-                    let wait = intended - now;
-                    if wait > 200_000 {
-                        std::thread::sleep(Duration::from_nanos(wait - 100_000));
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-                payload[0..8].copy_from_slice(&i.to_be_bytes());
-                payload[8..16].copy_from_slice(&intended.to_be_bytes());
-                let key = format!("k{}", i % 64);
-                let mut record = BaseRecord::<str, [u8]>::to(topic).key(&key).payload(&payload);
-                while let Err((_, r)) = producer.send(record) {
-                    producer.poll(Duration::from_millis(1));
-                    record = r;
+                    i += 1;
                 }
                 producer.poll(Duration::ZERO);
+                let next = start_ns + i * 1_000_000_000 / rate;
+                let now = now_ns();
+                if next > now {
+                    std::thread::sleep(Duration::from_nanos(next - now));
+                }
             }
             producer.flush(Duration::from_secs(10)).expect("flush");
         })

@@ -10,6 +10,7 @@
 //! - [`log`]: one partition's log, retention, compaction, producer state;
 //! - [`topics`]: topics and their configs; [`store`]: the optional on-disk log;
 //! - [`groups`]: the group coordinator; [`server`]: connections and API handlers;
+//! - [`shape`]: every request body checked against its fields before it is decoded;
 //! - [`faults`]: stalls, dropped connections and added fetch latency, on purpose.
 
 pub mod batch;
@@ -17,6 +18,7 @@ pub mod faults;
 pub mod groups;
 pub mod log;
 pub mod server;
+pub mod shape;
 pub mod store;
 pub mod topics;
 

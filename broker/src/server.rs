@@ -167,6 +167,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, mut frame: Bytes, peer: &str) -
     }
     let header =
         decode_request_header_from_buffer(&mut frame).map_err(|e| Close::Malformed(format!("{api:?} header: {e}")))?;
+    crate::shape::check(api, version, &frame).map_err(|e| Close::Malformed(format!("{api:?} v{version} body: {e}")))?;
     let client = header.client_id.as_ref().map_or("", |c| c.as_str()).to_owned();
     let h = Handler { shared, version, client, peer };
     macro_rules! body {
@@ -587,7 +588,9 @@ impl Handler<'_> {
                 pr.partition_index = p.partition_index;
                 pr.timestamp = -1;
                 pr.offset = -1;
-                pr.leader_epoch = 0;
+                if self.version >= 4 {
+                    pr.leader_epoch = 0;
+                }
                 match topic.as_ref().and_then(|x| x.partition(p.partition_index)) {
                     None => pr.error_code = E::UnknownTopicOrPartition.code(),
                     Some(part) => {
@@ -661,6 +664,7 @@ impl Handler<'_> {
                     tr.replication_factor = 1;
                 }
                 None => match self.shared.create_topic(&name, partitions, configs) {
+                    Ok(topic) if self.version < 5 => tr.topic_id = topic.id,
                     Ok(topic) => {
                         tr.topic_id = topic.id;
                         tr.num_partitions = partitions;
@@ -1098,5 +1102,29 @@ pub(crate) fn snapshot(stats: &Stats) -> crate::StatsSnapshot {
         batches_in: stats.batches_in.load(Ordering::Relaxed),
         fetches_parked: stats.fetches_parked.load(Ordering::Relaxed),
         malformed: stats.malformed.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::tests::{every_version, request_body};
+    use kafka_protocol::protocol::encode_request_header_into_buffer;
+
+    #[tokio::test]
+    async fn every_api_in_every_version_gets_a_response_that_encodes_in_that_version() {
+        let b = crate::Broker::start(crate::Config::default()).await.expect("starts");
+        b.shared.create_topic("t", 2, BTreeMap::new()).expect("topic");
+        for (api, v) in every_version() {
+            let mut frame = BytesMut::new();
+            let mut h = RequestHeader::default();
+            h.request_api_key = api as i16;
+            h.request_api_version = v;
+            h.correlation_id = 7;
+            encode_request_header_into_buffer(&mut frame, &h).expect("header");
+            frame.extend_from_slice(&request_body(api, v));
+            let r = handle(&b.shared, frame.freeze(), "127.0.0.1:1").await;
+            assert!(r.is_ok(), "{api:?} v{v}: {:?}", r.err());
+        }
     }
 }

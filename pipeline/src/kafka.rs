@@ -258,10 +258,14 @@ impl KafkaSettings {
         use rdkafka::error::KafkaError;
         use rdkafka::message::Message;
         use rdkafka::{Offset, TopicPartitionList};
+        // The last fetch of a read to the end finds nothing new, and a broker holds such a
+        // fetch for its whole max wait (librdkafka's default is 500 ms): a bounded read asks
+        // for an answer at once instead.
         let consumer: BaseConsumer = self
             .consumer_config("read-back", "tailgate-read-back")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(|e| Error::Config(e.to_string()))?;
         let (topic, from) = (topic.to_owned(), from.clone());
