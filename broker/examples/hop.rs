@@ -6,9 +6,9 @@
 //!
 //!   cargo run --release -p tailgate-broker --example hop
 //!
-//! CPU is read per thread from /proc: the broker's own threads (this broker's tokio
-//! workers, the mock cluster's thread) apart from the clients' (librdkafka's `rdk:` threads
-//! and this program's sender and receiver).
+//! CPU is read from /proc: the broker's own threads (this broker's tokio workers, the mock
+//! cluster's thread, by name) apart from the rest of the process (the clients: librdkafka's
+//! threads and this program's sender and receiver).
 
 use hdrhistogram::Histogram;
 use rdkafka::config::ClientConfig;
@@ -27,21 +27,33 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// CPU seconds per thread group of this process: `broker`, `clients`.
+/// CPU seconds (user + system) in a `/proc` stat file.
+fn cpu_seconds(stat: &str) -> f64 {
+    // Fields after the command name's closing parenthesis; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds of this process so far: `broker` (the broker's threads, which live
+/// throughout) and `clients` (the rest, the process's total minus the broker's: the
+/// total keeps the time of client threads that have exited).
 fn cpu_by_group(broker_thread: &dyn Fn(&str) -> bool) -> BTreeMap<&'static str, f64> {
     let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // Fields after the command name's closing parenthesis; utime and stime are 14 and 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-        let group = if broker_thread(comm.trim()) { "broker" } else { "clients" };
-        *out.entry(group).or_insert(0.0) += ticks / 100.0;
+    let total = cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+    let mut broker = 0.0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if broker_thread(comm.trim()) {
+                broker += cpu_seconds(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default());
+            }
+        }
     }
+    out.insert("broker", broker);
+    out.insert("clients", total - broker);
     out
 }
 
