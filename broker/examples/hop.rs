@@ -5,6 +5,10 @@
 //! uses with four idle consumers attached.
 //!
 //!   cargo run --release -p tailgate-broker --example hop
+//!   cargo run --release -p tailgate-broker --example hop -- --rate 30000 --seconds 600
+//!
+//! The second form runs this broker alone for a long time and prints each minute's
+//! percentiles and the process's memory: whether the broker stays flat over a long run.
 //!
 //! CPU is read from /proc: the broker's own threads (this broker's tokio workers, the mock
 //! cluster's thread, by name) apart from the rest of the process (the clients: librdkafka's
@@ -58,6 +62,8 @@ fn cpu_by_group(broker_thread: &dyn Fn(&str) -> bool) -> BTreeMap<&'static str, 
 }
 
 struct Hop {
+    /// Per minute of the measured period: (count, p50 ms, p99 ms, RSS MB at its end).
+    minutes: Vec<(u64, f64, f64, f64)>,
     p50: f64,
     p99: f64,
     p999: f64,
@@ -67,7 +73,17 @@ struct Hop {
     clients_us_per_msg: f64,
 }
 
-fn hop(bootstrap: &str, topic: &str, rate: u64, broker_thread: &dyn Fn(&str) -> bool) -> Hop {
+/// Resident memory of this process in MB.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kb.unwrap_or(0.0) / 1024.0
+}
+
+fn hop(bootstrap: &str, topic: &str, rate: u64, measured: Duration, broker_thread: &dyn Fn(&str) -> bool) -> Hop {
     let mut base = ClientConfig::new();
     base.set("bootstrap.servers", bootstrap).set("broker.address.family", "v4");
     let producer: BaseProducer = base
@@ -107,16 +123,20 @@ fn hop(bootstrap: &str, topic: &str, rate: u64, broker_thread: &dyn Fn(&str) -> 
     }
     while consumer.poll(Duration::from_millis(200)).is_some() {}
 
-    let total = rate * (WARMUP + MEASURED).as_secs();
+    let total = rate * (WARMUP + measured).as_secs();
     let warm = rate * WARMUP.as_secs();
     let start_ns = now_ns() + 50_000_000;
     let cpu0 = cpu_by_group(broker_thread);
     let receiver = std::thread::Builder::new()
         .name("hop-receiver".into())
         .spawn(move || {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let new = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let mut h = new();
+            let mut minute = new();
+            let mut minutes = Vec::new();
+            let per_minute = rate * 60;
             let mut seen = 0;
-            let deadline = Instant::now() + WARMUP + MEASURED + Duration::from_secs(15);
+            let deadline = Instant::now() + WARMUP + measured + Duration::from_secs(15);
             while seen < total && Instant::now() < deadline {
                 let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
                 let p = m.payload().unwrap_or(&[]);
@@ -127,10 +147,17 @@ fn hop(bootstrap: &str, topic: &str, rate: u64, broker_thread: &dyn Fn(&str) -> 
                 let intended = u64::from_be_bytes(p[8..16].try_into().expect("8"));
                 seen += 1;
                 if seq >= warm {
-                    h.saturating_record(now_ns().saturating_sub(intended) / 1_000);
+                    let us = now_ns().saturating_sub(intended) / 1_000;
+                    h.saturating_record(us);
+                    minute.saturating_record(us);
+                    if minute.len() == per_minute {
+                        let ms = |q: f64| minute.value_at_quantile(q) as f64 / 1000.0;
+                        minutes.push((minute.len(), ms(0.5), ms(0.99), rss_mb()));
+                        minute = new();
+                    }
                 }
             }
-            h
+            (h, minutes)
         })
         .expect("thread");
     let topic_owned = topic.to_owned();
@@ -170,10 +197,11 @@ fn hop(bootstrap: &str, topic: &str, rate: u64, broker_thread: &dyn Fn(&str) -> 
         .expect("thread");
     sender.join().expect("sender");
     let cpu1 = cpu_by_group(broker_thread);
-    let h = receiver.join().expect("receiver");
+    let (h, minutes) = receiver.join().expect("receiver");
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let per = |g: &str| (cpu1.get(g).unwrap_or(&0.0) - cpu0.get(g).unwrap_or(&0.0)) * 1e6 / total as f64;
     Hop {
+        minutes,
         p50: ms(0.5),
         p99: ms(0.99),
         p999: ms(0.999),
@@ -215,6 +243,13 @@ fn idle(bootstrap: &str, topic: &str, broker_thread: &dyn Fn(&str) -> bool) -> f
     (cpu1.get("broker").unwrap_or(&0.0) - cpu0.get("broker").unwrap_or(&0.0)) / t0.elapsed().as_secs_f64() * 100.0
 }
 
+/// `--rate R --seconds S`, when given.
+fn long_run() -> Option<(u64, u64)> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse::<u64>().ok());
+    Some((arg("--rate")?, arg("--seconds")?))
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -224,6 +259,29 @@ fn main() {
         .expect("runtime");
     let ours = rt.block_on(broker::Broker::start(broker::Config::default())).expect("broker");
     let ours_thread = |comm: &str| comm.starts_with("tailgate-broker");
+    if let Some((rate, seconds)) = long_run() {
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", ours.bootstrap()).create().expect("admin");
+        let t = rdkafka::admin::NewTopic::new("long", PARTITIONS, rdkafka::admin::TopicReplication::Fixed(1));
+        rt.block_on(admin.create_topics(&[t], &rdkafka::admin::AdminOptions::new())).expect("create")[0]
+            .as_ref()
+            .expect("created");
+        let h = hop(ours.bootstrap(), "long", rate, Duration::from_secs(seconds), &ours_thread);
+        println!("one hop through this broker alone, {rate}/s for {seconds} s, {PARTITIONS} partitions, linger.ms 0\n");
+        println!("| minute | count | p50 ms | p99 ms | process RSS MB |");
+        println!("| --- | --- | --- | --- | --- |");
+        for (i, (n, p50, p99, rss)) in h.minutes.iter().enumerate() {
+            println!("| {} | {n} | {p50:.3} | {p99:.3} | {rss:.0} |", i + 1);
+        }
+        println!(
+            "\nwhole run: p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms; broker holds {} MiB",
+            h.p50,
+            h.p99,
+            h.p999,
+            ours.stored_bytes() >> 20
+        );
+        return;
+    }
     let mock = MockCluster::new(1).expect("mock cluster");
     // librdkafka names the mock cluster's thread "mock"; client threads are "rdk:...".
     let mock_thread = |comm: &str| comm.contains("mock");
@@ -248,9 +306,9 @@ fn main() {
     for rate in [1_000u64, 10_000] {
         let topic = format!("hop-{rate}");
         create(ours.bootstrap(), &topic);
-        let a = hop(ours.bootstrap(), &topic, rate, &ours_thread);
+        let a = hop(ours.bootstrap(), &topic, rate, MEASURED, &ours_thread);
         mock.create_topic(&topic, PARTITIONS, 1).expect("mock topic");
-        let b = hop(&mock.bootstrap_servers(), &topic, rate, &mock_thread);
+        let b = hop(&mock.bootstrap_servers(), &topic, rate, MEASURED, &mock_thread);
         for (name, h) in [("tailgate (in memory)", a), ("librdkafka mock cluster", b)] {
             println!(
                 "| {name} | {rate} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
