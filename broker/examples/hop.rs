@@ -259,13 +259,16 @@ fn main() {
         .expect("runtime");
     let ours = rt.block_on(broker::Broker::start(broker::Config::default())).expect("broker");
     let ours_thread = |comm: &str| comm.starts_with("tailgate-broker");
-    if let Some((rate, seconds)) = long_run() {
+    let create = |bootstrap: &str, topic: &str| {
         let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", ours.bootstrap()).create().expect("admin");
-        let t = rdkafka::admin::NewTopic::new("long", PARTITIONS, rdkafka::admin::TopicReplication::Fixed(1));
+            ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin");
+        let t = rdkafka::admin::NewTopic::new(topic, PARTITIONS, rdkafka::admin::TopicReplication::Fixed(1));
         rt.block_on(admin.create_topics(&[t], &rdkafka::admin::AdminOptions::new())).expect("create")[0]
             .as_ref()
             .expect("created");
+    };
+    if let Some((rate, seconds)) = long_run() {
+        create(ours.bootstrap(), "long");
         let h = hop(ours.bootstrap(), "long", rate, Duration::from_secs(seconds), &ours_thread);
         println!("one hop through this broker alone, {rate}/s for {seconds} s, {PARTITIONS} partitions, linger.ms 0\n");
         println!("| minute | count | p50 ms | p99 ms | process RSS MB |");
@@ -285,14 +288,6 @@ fn main() {
     let mock = MockCluster::new(1).expect("mock cluster");
     // librdkafka names the mock cluster's thread "mock"; client threads are "rdk:...".
     let mock_thread = |comm: &str| comm.contains("mock");
-    let create = |bootstrap: &str, topic: &str| {
-        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin");
-        let t = rdkafka::admin::NewTopic::new(topic, PARTITIONS, rdkafka::admin::TopicReplication::Fixed(1));
-        rt.block_on(admin.create_topics(&[t], &rdkafka::admin::AdminOptions::new())).expect("create")[0]
-            .as_ref()
-            .expect("created");
-    };
     println!(
         "one hop, open loop, linger.ms 0, acks all, fetch.wait.max.ms 500 (librdkafka's default), {PARTITIONS} partitions"
     );

@@ -224,15 +224,18 @@ impl Shared {
 
     /// OffsetCommit through the coordinator, written to the offsets file when on disk.
     fn commit(&self, group: &str, generation: i32, member: &str, offsets: Vec<((String, i32), Committed)>) -> i16 {
-        let lines: Vec<String> = offsets
-            .iter()
-            .map(|((t, p), c)| format!("{}\t{t}\t{p}\t{}\t{}\n", hex(group.as_bytes()), c.offset, c.leader_epoch))
-            .collect();
+        // The lines for the offsets file, only when there is one (a data directory).
+        let lines: Option<String> = self.config.data.is_some().then(|| {
+            let group = hex(group.as_bytes());
+            offsets.iter().map(|((t, p), c)| format!("{group}\t{t}\t{p}\t{}\t{}\n", c.offset, c.leader_epoch)).collect()
+        });
         let code = self.groups.commit(group, generation, member, offsets);
-        if code == 0 {
+        if code == 0
+            && let Some(lines) = lines
+        {
             let mut f = self.offsets_log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(f) = f.as_mut()
-                && let Err(e) = f.write_all(lines.concat().as_bytes())
+                && let Err(e) = f.write_all(lines.as_bytes())
             {
                 self.log(&format!("cannot record committed offsets: {e}"));
             }
@@ -242,7 +245,7 @@ impl Shared {
 
     /// Retention and compaction over every partition; run once a second.
     fn housekeeping(&self) {
-        let now = server_now_ms();
+        let now = now_ms();
         for t in self.all_topics() {
             let r = &t.config.retention;
             for p in &t.partitions {
@@ -256,7 +259,8 @@ impl Shared {
     }
 }
 
-fn server_now_ms() -> i64 {
+/// Wall-clock milliseconds since the Unix epoch: append times and retention.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -203,6 +203,11 @@ impl Reader<'_> {
             n => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
         }
     }
+    /// Steps over a string (`wide` false) or bytes (`wide` true), null included.
+    fn skip_sized(&mut self, flexible: bool, wide: bool) -> Result<(), String> {
+        let n = self.length(flexible, wide)?;
+        self.skip(n.unwrap_or(0))
+    }
     /// An array's element count, checked against the bytes left (each element takes at
     /// least one).
     fn count(&mut self, flexible: bool) -> Result<usize, String> {
@@ -225,14 +230,8 @@ fn walk(fields: &[F], version: i16, flexible: bool, r: &mut Reader<'_>) -> Resul
             I32 => r.skip(4)?,
             I64 => r.skip(8)?,
             Uuid => r.skip(16)?,
-            Str => {
-                let n = r.length(flexible, false)?;
-                r.skip(n.unwrap_or(0))?;
-            }
-            Bytes => {
-                let n = r.length(flexible, true)?;
-                r.skip(n.unwrap_or(0))?;
-            }
+            Str => r.skip_sized(flexible, false)?,
+            Bytes => r.skip_sized(flexible, true)?,
             Arr(element) => {
                 for _ in 0..r.count(flexible)? {
                     walk(element, version, flexible, r)?;
@@ -244,8 +243,7 @@ fn walk(fields: &[F], version: i16, flexible: bool, r: &mut Reader<'_>) -> Resul
             }
             ArrStr => {
                 for _ in 0..r.count(flexible)? {
-                    let n = r.length(flexible, false)?;
-                    r.skip(n.unwrap_or(0))?;
+                    r.skip_sized(flexible, false)?;
                 }
             }
         }

@@ -65,13 +65,8 @@ impl Segment {
 
     /// Writes one stored batch (and flushes it to the operating system).
     pub fn append(&mut self, batch: &Batch, append_ms: i64) -> io::Result<()> {
-        let len = u32::try_from(batch.len()).map_err(|_| io::Error::other("batch over 4 GiB"))?;
-        self.file.write_all(&len.to_be_bytes())?;
-        self.file.write_all(&append_ms.to_be_bytes())?;
-        self.file.write_all(batch.bytes())?;
-        self.file.flush()?;
-        self.bytes += (FRAME + batch.len()) as u64;
-        Ok(())
+        self.bytes += write_frame(&mut self.file, batch, append_ms)?;
+        self.file.flush()
     }
 
     /// Bytes in the file, dead ones included.
@@ -99,11 +94,7 @@ impl Segment {
         let mut w = BufWriter::new(File::create(&tmp)?);
         let mut bytes = 0u64;
         for (b, ms) in batches {
-            let len = u32::try_from(b.len()).map_err(|_| io::Error::other("batch over 4 GiB"))?;
-            w.write_all(&len.to_be_bytes())?;
-            w.write_all(&ms.to_be_bytes())?;
-            w.write_all(b.bytes())?;
-            bytes += (FRAME + b.len()) as u64;
+            bytes += write_frame(&mut w, b, *ms)?;
         }
         w.flush()?;
         drop(w);
@@ -112,6 +103,15 @@ impl Segment {
         self.bytes = bytes;
         Ok(())
     }
+}
+
+/// Writes one batch's frame; returns the bytes written.
+fn write_frame(w: &mut impl Write, batch: &Batch, append_ms: i64) -> io::Result<u64> {
+    let len = u32::try_from(batch.len()).map_err(|_| io::Error::other("batch over 4 GiB"))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(&append_ms.to_be_bytes())?;
+    w.write_all(batch.bytes())?;
+    Ok((FRAME + batch.len()) as u64)
 }
 
 fn start_path(log: &Path) -> PathBuf {
