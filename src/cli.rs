@@ -275,43 +275,34 @@ struct BrokerFaults {
     fetch_latency: Vec<String>,
 }
 
-/// One scheduled fault of `tailgate broker`.
-#[cfg(feature = "embedded")]
-enum Fault {
-    Stall { at: std::time::Duration, for_: std::time::Duration },
-    Drop { at: std::time::Duration },
-}
-
-/// Per-topic fetch latencies of `tailgate broker`.
-#[cfg(feature = "embedded")]
-type FetchLatencies = Vec<(String, std::time::Duration)>;
-
 #[cfg(feature = "embedded")]
 impl BrokerFaults {
-    /// The scheduled faults and the per-topic fetch latencies; names the flag that is off.
-    fn parse(&self) -> Result<(Vec<Fault>, FetchLatencies), String> {
+    /// The faults the flags ask for (a fetch latency from the start on); names the flag
+    /// that is off.
+    fn parse(&self) -> Result<pipeline::embedded::Plan, String> {
+        use pipeline::embedded::Fault;
         let dur = |flag: &str, v: &str| {
             humantime::parse_duration(v.trim()).map_err(|e| format!("--{flag} {v:?}: {e} (e.g. 10s, 250ms)"))
         };
-        let mut faults = Vec::new();
+        let mut plan = pipeline::embedded::Plan::default();
         for v in &self.stall {
             let (at, for_) = v.split_once('+').ok_or_else(|| format!("--stall {v:?}: expected AT+FOR, e.g. 10s+2s"))?;
-            faults.push(Fault::Stall { at: dur("stall", at)?, for_: dur("stall", for_)? });
+            plan.faults.push((dur("stall", at)?, Fault::Stall(dur("stall", for_)?)));
         }
         for v in &self.drop_connections {
-            faults.push(Fault::Drop { at: dur("drop-connections", v)? });
+            plan.faults.push((dur("drop-connections", v)?, Fault::DropConnections));
         }
-        let latency = self
-            .fetch_latency
-            .iter()
-            .map(|v| {
-                let (t, d) = v
-                    .split_once('=')
-                    .ok_or_else(|| format!("--fetch-latency {v:?}: expected TOPIC=LATENCY, e.g. story.beats=20ms"))?;
-                Ok((t.trim().to_owned(), dur("fetch-latency", d)?))
-            })
-            .collect::<Result<_, String>>()?;
-        Ok((faults, latency))
+        for v in &self.fetch_latency {
+            let (topic, d) = v
+                .split_once('=')
+                .ok_or_else(|| format!("--fetch-latency {v:?}: expected TOPIC=LATENCY, e.g. story.beats=20ms"))?;
+            let latency = dur("fetch-latency", d)?;
+            plan.faults.push((
+                std::time::Duration::ZERO,
+                Fault::FetchLatency { topic: topic.trim().to_owned(), latency, lasts: None },
+            ));
+        }
+        Ok(plan)
     }
 }
 
@@ -323,7 +314,7 @@ fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults)
         eprintln!("error: --listen `{listen}` is not host:port");
         return EXIT_BAD_INPUT;
     }
-    let (scheduled, latency) = match faults.parse() {
+    let plan = match faults.parse() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -347,10 +338,6 @@ fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults)
         let lasts = if storage == "memory" { "nothing outlives this process" } else { "kept across restarts" };
         eprintln!("broker {KIND} {VERSION} ({storage}: {lasts}) at {}; Ctrl-C stops it", broker.bootstrap());
         println!("{}", broker.bootstrap());
-        for (topic, d) in &latency {
-            broker.broker().faults().set_fetch_latency(topic, *d);
-            eprintln!("fault: every fetch of {topic} is delayed {d:?}");
-        }
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(t) => t,
             Err(e) => {
@@ -358,26 +345,9 @@ fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults)
                 return EXIT_RUNTIME;
             }
         };
-        let started = tokio::time::Instant::now();
         let faults = async {
-            let mut scheduled = scheduled;
-            scheduled.sort_by_key(|f| match f {
-                Fault::Stall { at, .. } | Fault::Drop { at } => *at,
-            });
-            for f in scheduled {
-                match f {
-                    Fault::Stall { at, for_ } => {
-                        tokio::time::sleep_until(started + at).await;
-                        eprintln!("fault: stalling every response for {for_:?}");
-                        broker.broker().faults().stall(for_);
-                    }
-                    Fault::Drop { at } => {
-                        tokio::time::sleep_until(started + at).await;
-                        eprintln!("fault: dropping every connection");
-                        broker.broker().faults().drop_connections();
-                    }
-                }
-            }
+            let start = tokio::time::Instant::now();
+            plan.run(broker.broker().faults(), start, |_, fault| eprintln!("fault: {fault}")).await;
             std::future::pending::<()>().await;
         };
         tokio::select! {

@@ -131,9 +131,58 @@ fn timestamp_for_path(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string().replace(['-', ':'], "")
 }
 
+/// Applies the scenario's `[[faults]]` to the embedded broker on schedule (`start_ns` is
+/// when the load starts); what took effect, and when, is gathered in the returned list.
+fn apply_faults(
+    scenario: &Scenario,
+    broker: &Broker,
+    start_ns: u64,
+    stages: &mut JoinSet<(&'static str, pipeline::Result<()>)>,
+    cancel: &CancellationToken,
+    say: bool,
+) -> Arc<std::sync::Mutex<Vec<reports::result::FaultRecord>>> {
+    let applied = Arc::new(std::sync::Mutex::new(Vec::new()));
+    #[cfg(feature = "embedded")]
+    if let Some(b) = broker.embedded.as_ref().filter(|_| !scenario.faults.is_empty()) {
+        let plan =
+            pipeline::embedded::Plan { faults: scenario.faults.iter().map(|f| (f.at, f.broker_fault())).collect() };
+        let sections = scenario.faults.clone();
+        let (hooks, cancel, list) = (Arc::clone(b.broker().faults()), cancel.clone(), Arc::clone(&applied));
+        let start = tokio::time::Instant::now() + Duration::from_nanos(start_ns.saturating_sub(probes::now_ns()));
+        stages.spawn(tagged("faults", async move {
+            let run = plan.run(&hooks, start, |began, fault| {
+                let Some(i) = plan.faults.iter().position(|(_, f)| std::ptr::eq(f, fault)) else { return };
+                let f = &sections[i];
+                if say {
+                    eprintln!("fault: {} at {:.1}s: {fault}", f.kind.name(), began.as_secs_f64());
+                }
+                if let Ok(mut list) = list.lock() {
+                    list.push(reports::result::FaultRecord {
+                        kind: f.kind.name().into(),
+                        at_s: f.at.as_secs_f64(),
+                        began_at_s: began.as_secs_f64(),
+                        duration_s: f.duration.map(|d| d.as_secs_f64()),
+                        topic: f.topic.clone(),
+                        latency_ms: f.latency.map(|d| d.as_secs_f64() * 1e3),
+                        what: fault.to_string(),
+                    });
+                }
+            });
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = run => cancel.cancelled().await,
+            }
+            Ok(())
+        }));
+    }
+    #[cfg(not(feature = "embedded"))]
+    let _ = (scenario, broker, start_ns, stages, cancel, say);
+    applied
+}
+
 struct Broker {
     #[cfg(feature = "embedded")]
-    _embedded: Option<pipeline::embedded::EmbeddedBroker>,
+    embedded: Option<pipeline::embedded::EmbeddedBroker>,
     info: BrokerInfo,
 }
 
@@ -149,12 +198,13 @@ async fn start_broker(scenario: &Scenario, profile: &Resolved, kafka: &mut Kafka
         partitions: profile.partitions,
         topic: profile.topic.clone(),
         stages: profile.stages.clone(),
+        faults: None,
     };
     if let Some(b) = &scenario.broker.bootstrap {
         kafka.bootstrap.clone_from(b);
         return Ok(Broker {
             #[cfg(feature = "embedded")]
-            _embedded: None,
+            embedded: None,
             info: info("external", "unknown", b, "the cluster's own"),
         });
     }
@@ -164,7 +214,7 @@ async fn start_broker(scenario: &Scenario, profile: &Resolved, kafka: &mut Kafka
         let broker = EmbeddedBroker::start().await.map_err(runtime)?;
         kafka.bootstrap = broker.bootstrap().to_owned();
         let info = info(KIND, VERSION, broker.bootstrap(), &format!("{} (in-process)", broker.storage()));
-        Ok(Broker { _embedded: Some(broker), info })
+        Ok(Broker { embedded: Some(broker), info })
     }
     #[cfg(not(feature = "embedded"))]
     Err(RunError::BadInput(
@@ -185,6 +235,13 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
                 RunError::BadInput(format!("{}: profile `{}`, stage {stage}: {e}", opts.scenario.display(), p.name))
             })?;
         }
+    }
+    if !scenario.faults.is_empty() && scenario.broker.bootstrap.is_some() {
+        return Err(RunError::BadInput(format!(
+            "{}: [[faults]] use the embedded broker's fault hooks; against `tailgate broker`, give that process \
+             its --stall, --drop-connections or --fetch-latency flags",
+            opts.scenario.display()
+        )));
     }
     if scenario.stages.external && scenario.broker.bootstrap.is_none() {
         return Err(RunError::BadInput(format!(
@@ -527,6 +584,7 @@ async fn run_profile(
             Ok(())
         }));
     }
+    let faults_applied = apply_faults(scenario, &broker, start_ns, &mut stages, &cancel, opts.progress);
     let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, measure_from_ns, Duration::from_secs(1));
     let mut tally = Tally::new(run_id, measure_from_ns, hops);
     tally.spans = kafka.spans.clone();
@@ -751,7 +809,16 @@ async fn run_profile(
     audience_cancel.cancel();
     let mut tally = audience.await.map_err(runtime)?.map_err(runtime)?;
     let audit = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(runtime)?;
-    let broker_info = broker.info.clone();
+    let mut broker_info = broker.info.clone();
+    #[cfg(feature = "embedded")]
+    if let Some(b) = broker.embedded.as_ref().filter(|_| !scenario.faults.is_empty()) {
+        let c = b.broker().faults().counts();
+        broker_info.faults = Some(reports::result::FaultEffects {
+            stalled_responses: c.stalled_responses,
+            delayed_fetches: c.delayed_fetches,
+            dropped_connections: c.dropped_connections,
+        });
+    }
     drop(broker); // everything that talks to it is done
 
     let dead_lettered = audit.ids.iter().filter(|id| !tally.has(**id)).count() as u64;
@@ -872,6 +939,7 @@ async fn run_profile(
         machine: Machine::this(),
         pipeline: Some(pipeline_info),
         telemetry: telemetry_info,
+        faults: faults_applied.lock().map(|f| f.clone()).unwrap_or_default(),
     };
     result.evaluate(&scenario.sla);
     if tally.unreadable > 0 {

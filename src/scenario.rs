@@ -42,6 +42,9 @@ pub struct Scenario {
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
+    /// Faults the run applies while the load goes (`[[faults]]`).
+    #[serde(default)]
+    pub faults: Vec<FaultSection>,
     /// Tuning profiles (`[profiles.NAME]`), run in the order written; none means one run
     /// with the `[kafka]` settings, named `default`.
     #[serde(default, deserialize_with = "ordered")]
@@ -520,6 +523,63 @@ impl EnrichSection {
             fallback: self.fallback.clone(),
             cache: self.cache,
             connections: self.connections,
+        }
+    }
+}
+
+/// What a `[[faults]]` entry does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Every response of the embedded broker held back for `duration`.
+    BrokerStall,
+    /// Every client connection to the embedded broker closed.
+    ConnectionsDrop,
+    /// `latency` added to every fetch of `topic` by the embedded broker, for `duration`
+    /// (absent: until the run ends).
+    TopicLatency,
+}
+
+impl FaultKind {
+    /// The name written in scenarios and results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BrokerStall => "broker_stall",
+            Self::ConnectionsDrop => "connections_drop",
+            Self::TopicLatency => "topic_latency",
+        }
+    }
+}
+
+/// A fault: at `at` into the load (warm-up included), one of [`FaultKind`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    pub kind: FaultKind,
+    #[serde(deserialize_with = "duration")]
+    pub at: Duration,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub duration: Option<Duration>,
+    /// `topic_latency`: which topic's fetches.
+    pub topic: Option<String>,
+    /// `topic_latency`: how much each fetch is delayed.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub latency: Option<Duration>,
+}
+
+impl FaultSection {
+    /// The broker fault hook this entry uses.
+    #[cfg(feature = "embedded")]
+    pub fn broker_fault(&self) -> pipeline::embedded::Fault {
+        use pipeline::embedded::Fault;
+        match self.kind {
+            FaultKind::BrokerStall => Fault::Stall(self.duration.unwrap_or_default()),
+            FaultKind::ConnectionsDrop => Fault::DropConnections,
+            FaultKind::TopicLatency => Fault::FetchLatency {
+                topic: self.topic.clone().unwrap_or_default(),
+                latency: self.latency.unwrap_or_default(),
+                lasts: self.duration,
+            },
         }
     }
 }
@@ -1028,6 +1088,7 @@ impl Scenario {
             bad("pipeline", None, "window", "must be longer than zero".into());
         }
         self.validate_pipeline(&mut bad);
+        self.validate_faults(&mut bad);
         self.validate_clients(&mut bad);
         validate_objectives(&self.sla, &mut bad);
         problems
@@ -1035,6 +1096,66 @@ impl Scenario {
 }
 
 impl Scenario {
+    fn validate_faults(&self, bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
+        let topics = || pipeline::topics::ALL.iter().chain(&pipeline::topics::COMPACTED);
+        for (i, f) in self.faults.iter().enumerate() {
+            let kind = f.kind.name();
+            if f.at >= self.load.warmup + self.load.duration {
+                bad("faults", Some(i), "at", format!("{:?} is after the load ends", f.at));
+            }
+            if self.broker.bootstrap.is_some() {
+                bad(
+                    "faults",
+                    Some(i),
+                    "kind",
+                    format!(
+                        "`{kind}` uses the embedded broker's fault hooks; against `tailgate broker`, give that \
+                         process its --stall, --drop-connections or --fetch-latency flags"
+                    ),
+                );
+            }
+            match f.kind {
+                FaultKind::BrokerStall if f.duration.is_none_or(|d| d.is_zero()) => {
+                    bad("faults", Some(i), "duration", format!("`{kind}` needs a duration longer than zero"));
+                }
+                FaultKind::TopicLatency => {
+                    match &f.topic {
+                        None => bad("faults", Some(i), "topic", format!("`{kind}` needs the topic to slow down")),
+                        Some(t) if !topics().any(|k| k == t) => {
+                            let names: Vec<&str> = topics().copied().collect();
+                            bad(
+                                "faults",
+                                Some(i),
+                                "topic",
+                                format!("`{t}` is not a topic of the run; one of {}", names.join(", ")),
+                            );
+                        }
+                        Some(_) => {}
+                    }
+                    if f.latency.is_none_or(|d| d.is_zero()) {
+                        bad("faults", Some(i), "latency", format!("`{kind}` needs a latency longer than zero"));
+                    }
+                    if f.duration.is_some_and(|d| d.is_zero()) {
+                        bad("faults", Some(i), "duration", "must be longer than zero (or absent: to the end)".into());
+                    }
+                }
+                _ => {}
+            }
+            let takes: &[&str] = match f.kind {
+                FaultKind::BrokerStall => &["duration"],
+                FaultKind::ConnectionsDrop => &[],
+                FaultKind::TopicLatency => &["duration", "topic", "latency"],
+            };
+            for (key, given) in
+                [("duration", f.duration.is_some()), ("topic", f.topic.is_some()), ("latency", f.latency.is_some())]
+            {
+                if given && !takes.contains(&key) {
+                    bad("faults", Some(i), key, format!("`{kind}` takes no {key}"));
+                }
+            }
+        }
+    }
+
     fn validate_pipeline(&self, bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
         let c = &self.connector;
         match (&c.source, &c.postgres) {

@@ -149,6 +149,62 @@ async fn a_sweep_runs_each_profile_on_its_own_broker_into_one_directory() {
     assert!(out.join("report.html").is_file());
 }
 
+/// The broker's fault hooks, scheduled as scenario data, show in the run's figures: the
+/// faults in `result.json` and the summary, what the broker did in `broker.faults`, and the
+/// added latency in the hop that reads the slowed topic. Nothing is lost across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_broker_faults_show_in_the_run_and_lose_nothing() {
+    let text = format!(
+        r#"{}
+[[faults]]
+kind = "topic_latency"
+at = "0s"
+topic = "story.beats"
+latency = "40ms"
+
+[[faults]]
+kind = "broker_stall"
+at = "2s"
+duration = "300ms"
+"#,
+        SCENARIO.replace("e2e-test", "faults-test")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let out = dir.path().join("run");
+    let outcome = run(RunOptions { scenario, out: Some(out.clone()), ..RunOptions::default() }).await.unwrap();
+    assert_eq!(outcome.runs[0].failure, None);
+    let r = &outcome.runs[0].result;
+    let c = r.counts;
+    assert_eq!((c.sent, c.delivered, c.lost, c.dead_lettered), (800, 800, 0, 0), "{c:?}");
+
+    let kinds: Vec<&str> = r.faults.iter().map(|f| f.kind.as_str()).collect();
+    assert_eq!(kinds, ["topic_latency", "broker_stall"]);
+    assert!(r.faults[1].began_at_s >= 2.0, "{:?}", r.faults[1]);
+    assert_eq!(r.faults[1].duration_s, Some(0.3));
+    assert_eq!(r.faults[0].topic.as_deref(), Some("story.beats"));
+    let effects = r.broker.faults.expect("the broker's fault counts");
+    assert!(effects.delayed_fetches > 0 && effects.stalled_responses > 0, "{effects:?}");
+    assert_eq!(effects.dropped_connections, 0);
+    // Every fetch of story.beats is answered 40 ms after it was read, so no beat reaches
+    // the stream job sooner.
+    let hop = r.hops.iter().find(|h| h.name == "agent->streamjob").unwrap();
+    assert!(hop.stats.min_ms >= 40.0, "{:?}", hop.stats);
+
+    reports::report(std::slice::from_ref(&out), &out, None).unwrap();
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains(
+            "faults applied: topic_latency at 0.0s (every fetch of story.beats delayed 40ms); broker_stall at 2."
+        ),
+        "{summary}"
+    );
+    assert!(r.render(&out).contains("fault     broker_stall at 2."));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("faults applied: topic_latency"), "the report names the faults");
+}
+
 fn assert_hlog(path: &Path) {
     assert_hlog_at_least(path, 2);
 }

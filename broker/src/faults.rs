@@ -103,3 +103,116 @@ impl Faults {
         Some(d)
     }
 }
+
+/// One use of a fault hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Hold every response back for this long.
+    Stall(Duration),
+    /// Close every client connection.
+    DropConnections,
+    /// Add `latency` to every fetch of `topic`, for `lasts` (`None`: from then on).
+    FetchLatency { topic: String, latency: Duration, lasts: Option<Duration> },
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stall(d) => write!(f, "every response held back for {d:?}"),
+            Self::DropConnections => write!(f, "every client connection dropped"),
+            Self::FetchLatency { topic, latency, lasts: None } => {
+                write!(f, "every fetch of {topic} delayed {latency:?}")
+            }
+            Self::FetchLatency { topic, latency, lasts: Some(l) } => {
+                write!(f, "every fetch of {topic} delayed {latency:?} for {l:?}")
+            }
+        }
+    }
+}
+
+/// Faults to apply, each at a time after the plan starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.faults.is_empty()
+    }
+
+    /// Applies every fault at its time after `start`, telling `began` as each takes effect
+    /// (with how long after `start` it did), and lifts each added fetch latency when its
+    /// time is up. Returns when nothing is left to do.
+    pub async fn run(&self, faults: &Faults, start: Instant, mut began: impl FnMut(Duration, &Fault)) {
+        enum Step<'a> {
+            Begin(&'a Fault),
+            Lift(&'a str),
+        }
+        let mut steps: Vec<(Duration, Step<'_>)> = Vec::new();
+        for (at, fault) in &self.faults {
+            steps.push((*at, Step::Begin(fault)));
+            if let Fault::FetchLatency { topic, lasts: Some(l), .. } = fault {
+                steps.push((*at + *l, Step::Lift(topic)));
+            }
+        }
+        steps.sort_by_key(|(at, _)| *at); // stable: a fault begins before one at the same time is lifted
+        for (at, step) in steps {
+            tokio::time::sleep_until(start + at).await;
+            match step {
+                Step::Begin(fault) => {
+                    match fault {
+                        Fault::Stall(d) => faults.stall(*d),
+                        Fault::DropConnections => faults.drop_connections(),
+                        Fault::FetchLatency { topic, latency, .. } => faults.set_fetch_latency(topic, *latency),
+                    }
+                    began(start.elapsed(), fault);
+                }
+                Step::Lift(topic) => faults.set_fetch_latency(topic, Duration::ZERO),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plan_applies_each_fault_at_its_time_and_lifts_added_latency() {
+        let faults = Faults::default();
+        let plan = Plan {
+            faults: vec![
+                (Duration::from_secs(5), Fault::DropConnections),
+                (
+                    Duration::from_secs(1),
+                    Fault::FetchLatency {
+                        topic: "t".into(),
+                        latency: Duration::from_millis(20),
+                        lasts: Some(Duration::from_secs(2)),
+                    },
+                ),
+                (Duration::from_secs(2), Fault::Stall(Duration::from_secs(1))),
+            ],
+        };
+        let start = Instant::now();
+        let mut drops = faults.drop_signal();
+        let mut seen = Vec::new();
+        let run = plan.run(&faults, start, |at, f| seen.push((at, f.clone())));
+        let check = async {
+            tokio::time::sleep_until(start + Duration::from_millis(1500)).await;
+            assert_eq!(faults.fetch_delay(["t"].into_iter()), Some(Duration::from_millis(20)));
+            assert_eq!(faults.fetch_delay(["u"].into_iter()), None);
+            tokio::time::sleep_until(start + Duration::from_millis(3500)).await;
+            assert_eq!(faults.fetch_delay(["t"].into_iter()), None, "lifted after its 2 s");
+            assert_eq!(*drops.borrow_and_update(), 0);
+        };
+        tokio::join!(run, check);
+        assert!(drops.has_changed().unwrap(), "the drop was signalled");
+        let at: Vec<u64> = seen.iter().map(|(at, _)| at.as_secs()).collect();
+        assert_eq!(at, [1, 2, 5]);
+        assert_eq!(seen[1].1, Fault::Stall(Duration::from_secs(1)));
+        assert_eq!(faults.counts().delayed_fetches, 1);
+        assert_eq!(seen[0].1.to_string(), "every fetch of t delayed 20ms for 2s");
+    }
+}

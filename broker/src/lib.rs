@@ -134,7 +134,7 @@ pub(crate) struct Shared {
     producers: Mutex<HashMap<i64, i16>>,
     next_producer: AtomicI64,
     offsets_log: Mutex<Option<std::fs::File>>,
-    faults: Faults,
+    faults: Arc<Faults>,
     stats: Stats,
 }
 
@@ -315,7 +315,7 @@ impl Broker {
             producers: Mutex::new(HashMap::new()),
             next_producer: AtomicI64::new(1000),
             offsets_log: Mutex::new(None),
-            faults: Faults::default(),
+            faults: Arc::default(),
             stats: Stats::default(),
             config,
         };
@@ -377,7 +377,7 @@ impl Broker {
     }
 
     /// The fault switches.
-    pub fn faults(&self) -> &Faults {
+    pub fn faults(&self) -> &Arc<Faults> {
         &self.shared.faults
     }
 

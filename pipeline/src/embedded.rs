@@ -3,7 +3,7 @@
 
 use crate::{Error, Result};
 
-pub use broker::faults::FaultCounts;
+pub use broker::faults::{Fault, FaultCounts, Plan};
 pub use broker::{Config, KIND, VERSION};
 
 /// A running embedded broker; stopped when dropped.

@@ -264,6 +264,11 @@ impl Report {
                 b.kind, b.version, b.storage, p.result.machine.os, p.result.machine.arch, p.result.machine.cpus
             );
         }
+        for p in &self.profiles {
+            if let Some(f) = faults_applied(&p.result) {
+                let _ = writeln!(m, "\n{}: {f}", p.name);
+            }
+        }
         m
     }
 
@@ -417,6 +422,9 @@ impl Report {
                     ))
                     .collect::<String>()
             );
+            if let Some(f) = faults_applied(r) {
+                let _ = writeln!(h, "<p><b>{}</b>: {}</p>", esc(&p.name), esc(&f));
+            }
         }
         if let Some(p) = self.profiles.first() {
             let m = &p.result.machine;
@@ -495,3 +503,19 @@ h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid 
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ddd;padding:.25em .5em}th{background:#f5f5f5}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}td.pass{color:#1e6b34}td.fail{color:#9b1c1c;font-weight:600}\
 figure{margin:0}figure svg{max-width:100%;height:auto}footer{margin-top:2em;font-size:.85em;color:#555}code{font-size:.9em}";
+
+/// The faults a run applied and what the broker did, in one sentence; `None` without any.
+fn faults_applied(r: &crate::result::RunResult) -> Option<String> {
+    if r.faults.is_empty() {
+        return None;
+    }
+    let list: Vec<String> =
+        r.faults.iter().map(|f| format!("{} at {:.1}s ({})", f.kind, f.began_at_s, f.what)).collect();
+    let effects = r.broker.faults.map_or(String::new(), |e| {
+        format!(
+            " The broker held back {} responses, delayed {} fetches and dropped {} connections.",
+            e.stalled_responses, e.delayed_fetches, e.dropped_connections
+        )
+    });
+    Some(format!("faults applied: {}.{effects}", list.join("; ")))
+}

@@ -36,6 +36,40 @@ pub struct BrokerInfo {
     /// `consumer`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stages: BTreeMap<String, StageClients>,
+    /// How often the embedded broker's fault hooks took effect, when the run used them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultEffects>,
+}
+
+/// How often the broker's fault hooks took effect over a run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FaultEffects {
+    /// Responses held back by a stall.
+    pub stalled_responses: u64,
+    /// Fetch responses delayed by a topic's added latency.
+    pub delayed_fetches: u64,
+    /// Client connections closed.
+    pub dropped_connections: u64,
+}
+
+/// A fault the run applied (`[[faults]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FaultRecord {
+    /// `broker_stall`, `connections_drop` or `topic_latency`.
+    pub kind: String,
+    /// When the scenario asked for it, seconds after the load started (warm-up included).
+    pub at_s: f64,
+    /// When it took effect, on the same clock.
+    pub began_at_s: f64,
+    /// How long it lasted, where it has a length (absent for a latency: to the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// What it did, in words.
+    pub what: String,
 }
 
 /// One stage's own client settings.
@@ -176,6 +210,9 @@ pub struct RunResult {
     /// Span export, when it was on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<TelemetryInfo>,
+    /// The faults the run applied, in the order they took effect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultRecord>,
 }
 
 /// Where the run's spans went and how many made it.
@@ -376,6 +413,16 @@ impl RunResult {
         let b = &self.broker;
         let _ = writeln!(s, "tailgate run `{}` (profile {}), run {:x}", self.scenario, self.profile, self.run_id);
         let _ = writeln!(s, "broker    {} {} at {} (storage: {})", b.kind, b.version, b.bootstrap, b.storage);
+        for f in &self.faults {
+            let _ = writeln!(s, "fault     {} at {:.1}s: {}", f.kind, f.began_at_s, f.what);
+        }
+        if let Some(e) = &b.faults {
+            let _ = writeln!(
+                s,
+                "          the broker held back {} responses, delayed {} fetches, dropped {} connections",
+                e.stalled_responses, e.delayed_fetches, e.dropped_connections
+            );
+        }
         // A setting the run left unset is the client library's own default.
         let setting = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "default".into());
         let _ = writeln!(
@@ -583,6 +630,7 @@ mod tests {
                 partitions: 1,
                 topic: BTreeMap::new(),
                 stages: BTreeMap::new(),
+                faults: None,
             },
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_s: 1.0,
@@ -599,6 +647,7 @@ mod tests {
             machine: Machine::this(),
             pipeline: None,
             telemetry: None,
+            faults: Vec::new(),
         }
     }
 

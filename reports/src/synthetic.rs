@@ -112,6 +112,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
             partitions: 1,
             topic: Default::default(),
             stages: Default::default(),
+            faults: None,
         },
         started_at: "2027-01-15T08:00:00Z".into(),
         duration_s: spec.seconds as f64,
@@ -132,6 +133,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
         machine: Machine::this(),
         pipeline: None,
         telemetry: None,
+        faults: Vec::new(),
     };
     result.evaluate(&spec.objectives);
     std::fs::write(
