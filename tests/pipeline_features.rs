@@ -136,7 +136,7 @@ sessions = "all"
     assert_eq!(c.sent, 600);
     assert_eq!(c.dead_lettered, 12, "{c:?}");
     // Not `reordered`: players post concurrently, so two actions of one session in flight
-    // at once may reach the gateway in either order (docs/known.md), more so on a busy box.
+    // at once may reach the gateway in either order (docs/measured.md), more so on a busy box.
     assert_eq!((c.delivered, c.lost), (588, 0), "{c:?}");
     assert!(r.pipeline.unwrap().source.starts_with("http POST http://127.0.0.1:"));
     assert_eq!(r.hops.iter().find(|h| h.name == "source->connector").unwrap().stats.count, 392);

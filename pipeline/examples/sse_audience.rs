@@ -9,7 +9,7 @@
 //!     cargo run --release -p tailgate-pipeline --example sse_audience -- http://127.0.0.1:8080 1000 40 [GATEWAY_PID]
 //!
 //! Start it just before `tailgate run`, with the scenario's `[stages] gateway` URL; see
-//! `docs/known.md` for a measured run.
+//! `docs/measured.md` for a measured run.
 
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -113,7 +113,7 @@ pub async fn prepare(url: &str, slot: &str, fresh: bool) -> Result<()> {
 /// The load generator's side: inserts one row per story action, each its own transaction,
 /// with the server's default durability. (With `synchronous_commit = off` commits return
 /// before the WAL is flushed, and logical decoding only streams flushed WAL: the capture
-/// then waits for the WAL writer, about `wal_writer_delay` = 200 ms; see docs/known.md.)
+/// then waits for the WAL writer, about `wal_writer_delay` = 200 ms; see docs/measured.md.)
 #[derive(Debug)]
 pub struct PgWriter {
     client: tokio_postgres::Client,
