@@ -632,7 +632,7 @@ fn import_omb(workload: &std::path::Path, out: Option<&std::path::Path>) -> u8 {
 }
 
 fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: Vec<String>) -> u8 {
-    let groups = if groups.is_empty() { pipeline::tap::stage_groups() } else { groups };
+    let groups = if groups.is_empty() { pipeline::topology::stage_groups() } else { groups };
     if !crate::scenario::valid_bootstrap(bootstrap) {
         eprintln!("error: --bootstrap `{bootstrap}` is not host:port[,host:port...]");
         return EXIT_BAD_INPUT;

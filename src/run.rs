@@ -547,7 +547,7 @@ async fn run_profile(
         "group-lags",
         pipeline::metrics::follow_group_lags(
             kafka.clone(),
-            pipeline::tap::stage_groups(),
+            pipeline::topology::stage_groups(),
             Arc::clone(&metrics),
             Duration::from_secs(5),
             cancel.clone(),
@@ -974,17 +974,14 @@ pub(crate) fn start_tracer(scenario: &Scenario) -> Result<Option<Arc<telemetry::
     else {
         return Ok(None);
     };
-    let shape = |stage: &str, consumes: Option<&str>, produces: Option<&str>| telemetry::StageShape {
-        stage: stage.to_owned(),
-        consumes: consumes.map(|t| (t.to_owned(), stage::group_of(stage))),
-        produces: produces.map(str::to_owned),
-    };
-    let shapes = vec![
-        shape(connector::NAME, None, Some(topics::ACTIONS)),
-        shape(agent::NAME, Some(topics::ACTIONS), Some(topics::BEATS)),
-        shape(pipeline::streamjob::NAME, Some(topics::BEATS), Some(topics::UPDATES)),
-        shape(gateway::NAME, Some(topics::UPDATES), None),
-    ];
+    let shapes = pipeline::topology::PIPELINE
+        .iter()
+        .map(|s| telemetry::StageShape {
+            stage: s.name.to_owned(),
+            consumes: s.input.zip(s.group()).map(|(t, g)| (t.to_owned(), g)),
+            produces: s.output.map(str::to_owned),
+        })
+        .collect();
     eprintln!(
         "tracing: OTLP {} to {}, {:.0}% of events",
         config.protocol.name(),

@@ -132,7 +132,7 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
         tasks.spawn(tagged("metrics", pipeline::metrics::serve(listener, Arc::clone(&metrics), cancel.clone())));
     }
     let (ready_tx, mut ready) = watch::channel(false);
-    let mut described = format!("group {}", pipeline::stage::group_of(name));
+    let mut described = format!("group {}", pipeline::topology::group_of(name));
     match opts.stage {
         StageName::Connector => {
             let ((source, what), cache_at) = connector.ok_or_else(|| bad("the connector's settings"))?;
@@ -233,8 +233,8 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
         }
     }
     let group = match opts.stage {
-        StageName::Connector => pipeline::stage::group_of(pipeline::cache::SINK),
-        _ => pipeline::stage::group_of(name),
+        StageName::Connector => pipeline::topology::group_of(pipeline::cache::SINK),
+        _ => pipeline::topology::group_of(name),
     };
     let lags = pipeline::metrics::follow_group_lags(
         kafka.clone(),

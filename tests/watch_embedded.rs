@@ -51,7 +51,7 @@ async fn watch_taps_a_running_pipeline_without_touching_it() {
     tap.await.unwrap().unwrap();
 
     // The stages' groups have committed everything; the tap's group committed nothing.
-    let mut groups = pipeline::tap::stage_groups();
+    let mut groups = pipeline::topology::stage_groups();
     groups.push("tailgate-no-such-group".into());
     let lags = pipeline::tap::group_lags(&kafka, &groups, std::time::Duration::from_secs(10)).await.unwrap();
     assert_eq!(

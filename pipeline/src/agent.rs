@@ -24,8 +24,8 @@ use crate::cache::EdgeCache;
 use crate::event::{Beat, StoryEvent, session_key};
 use crate::kafka::KafkaSettings;
 use crate::stage::{
-    Ack, Carried, DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, group_of,
-    next_message, open_consumer, open_producer, send_with_retry, spawn_acker,
+    Ack, Carried, DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, next_message,
+    open_consumer, open_producer, send_with_retry, spawn_acker,
 };
 use crate::{Error, Result, topics};
 use model::{Model, ModelConfig};
@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The stage's name.
-pub const NAME: &str = "agent";
+pub const NAME: &str = crate::topology::AGENT;
 
 /// How the agent behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,7 +207,7 @@ pub async fn run(
             config: config.clone(),
             converter: kafka.converter,
             spans: kafka.spans.clone(),
-            group: group_of(NAME),
+            group: crate::topology::group_of(NAME),
             counters: Arc::clone(&counters),
             stats: Arc::clone(&stats),
         };

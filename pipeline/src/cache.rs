@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// The sink's name (its consumer group is `tailgate-context-sink`).
-pub const SINK: &str = "context-sink";
+pub const SINK: &str = crate::topology::CONTEXT_SINK;
 
 /// Where the edge cache lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

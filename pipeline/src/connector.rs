@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// The stage's name.
-pub const NAME: &str = "connector";
+pub const NAME: &str = crate::topology::CONNECTOR;
 
 /// The source table.
 pub const SCHEMA: &str = "

@@ -31,8 +31,8 @@ use crate::connector::Ingress;
 use crate::event::StoryEvent;
 use crate::kafka::KafkaSettings;
 use crate::stage::{
-    DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, group_of, next_message,
-    open_consumer, open_producer, spawn_acker,
+    DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, next_message, open_consumer,
+    open_producer, spawn_acker,
 };
 use crate::{Error, Result, topics};
 use axum::Router;
@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The stage's name.
-pub const NAME: &str = "gateway";
+pub const NAME: &str = crate::topology::GATEWAY;
 
 /// One update ready to push: its session (for per-session streams) and its SSE data.
 #[derive(Debug, Clone)]
@@ -478,7 +478,7 @@ pub async fn consume(
     let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::UPDATES, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
     let mut seen = Seen::default();
-    let group = group_of(NAME);
+    let group = crate::topology::group_of(NAME);
     let result = loop {
         let msg = match next_message(&consumer, &cancel, NAME, topics::UPDATES).await {
             Ok(Some(m)) => m,

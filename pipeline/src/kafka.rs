@@ -262,7 +262,7 @@ impl KafkaSettings {
         // fetch for its whole max wait (librdkafka's default is 500 ms): a bounded read asks
         // for an answer at once instead.
         let consumer: BaseConsumer = self
-            .consumer_config("read-back", "tailgate-read-back")
+            .consumer_config(crate::topology::READ_BACK, &crate::topology::group_of(crate::topology::READ_BACK))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")

@@ -33,46 +33,13 @@ pub mod postgres;
 pub mod stage;
 pub mod streamjob;
 pub mod tap;
+pub mod topology;
 pub mod transforms;
 
 pub use event::StoryEvent;
 pub use kafka::KafkaSettings;
 
-/// Topic names: the contract between the stages.
-pub mod topics {
-    /// Connector output: one record per story action, keyed by session id.
-    pub const ACTIONS: &str = "story.actions";
-    /// Agent output: one beat per action.
-    pub const BEATS: &str = "story.beats";
-    /// Stream job output: enriched beats for the gateway.
-    pub const UPDATES: &str = "story.updates";
-    /// Dead letters from every stage, with the reason in a header.
-    pub const DLQ: &str = "story.dlq";
-    /// Character and world context per session (compacted), kept in the edge cache.
-    pub const CONTEXT: &str = "story.context";
-    /// Every change of the agent's session state (compacted), to rebuild it from.
-    pub const AGENT_CHANGELOG: &str = "story.agent-changelog";
-    /// Source positions of the connector (compacted), as Kafka Connect keeps them.
-    pub const CONNECT_OFFSETS: &str = "tailgate.connect-offsets";
-    /// The stream job's rules (compacted, keyed by rule name), broadcast to every instance.
-    pub const RULES: &str = "story.rules";
-    /// Every decision the stream job makes (windows fired, late events, pattern matches).
-    pub const AUDIT: &str = "story.audit";
-    /// The stream job's pattern signals (e.g. `binge`).
-    pub const SIGNALS: &str = "story.signals";
-    /// Copies of the events that came after their windows had fired.
-    pub const LATE: &str = "story.late";
-    /// Every change of the stream job's per-session windows and pattern progress
-    /// (compacted, co-partitioned with its input), to rebuild them from.
-    pub const STREAMJOB_CHANGELOG: &str = "story.streamjob-changelog";
-    /// Every event and side-output topic a run needs, in pipeline order.
-    pub const ALL: [&str; 7] = [ACTIONS, BEATS, UPDATES, DLQ, AUDIT, SIGNALS, LATE];
-    /// The compacted topics: state and positions, last value per key wins.
-    pub const COMPACTED: [&str; 5] = [CONTEXT, AGENT_CHANGELOG, CONNECT_OFFSETS, RULES, STREAMJOB_CHANGELOG];
-}
-
-/// Stage names as they appear in stamps and reports, in pipeline order.
-pub const STAGES: [&str; 4] = [connector::NAME, agent::NAME, streamjob::NAME, gateway::NAME];
+pub use topology::{STAGES, topics};
 
 /// Errors of the pipeline.
 #[derive(Debug, thiserror::Error)]

@@ -137,7 +137,7 @@ pub fn open_consumer(
     ready: watch::Sender<bool>,
 ) -> Result<Arc<StageConsumer>> {
     let consumer: StageConsumer = kafka
-        .consumer_config(stage, &group_of(stage))
+        .consumer_config(stage, &crate::topology::group_of(stage))
         .create_with_context(ReadyContext::new(ready))
         .map_err(|e| Error::Config(format!("{stage} consumer: {e}")))?;
     consumer.subscribe(&[input]).map_err(kafka_err(format!("{stage} subscribe to {input}")))?;
@@ -169,11 +169,6 @@ pub fn decode<'m>(msg: &'m BorrowedMessage<'_>, converter: Converter) -> Result<
     let payload = msg.payload().ok_or("the message has no value")?;
     let event = converter.decode(payload)?;
     Ok((incoming, event))
-}
-
-/// The consumer group of `stage`.
-pub fn group_of(stage: &str) -> String {
-    format!("tailgate-{stage}")
 }
 
 /// This stage's span for one event: a child of the incoming trace context, named in the
@@ -527,7 +522,7 @@ pub async fn run<P: Processor>(
     let acker = spawn_acker(Arc::clone(&consumer), P::NAME, input, rx, cancel.clone());
     let mut stamps = Vec::with_capacity(512);
     let mut side = Vec::new();
-    let group: Arc<str> = group_of(P::NAME).into();
+    let group: Arc<str> = crate::topology::group_of(P::NAME).into();
     let enricher = processor.enricher();
     // Ordered enrichment: each event's emitter waits for its predecessor's.
     let mut previous: Option<oneshot::Receiver<()>> = None;

@@ -30,7 +30,7 @@
 
 use crate::event::{StoryEvent, Window};
 use crate::stage::{Meta, Processor, SideRecord};
-use crate::topics;
+use crate::{topics, topology};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The stage's name.
-pub const NAME: &str = "streamjob";
+pub const NAME: &str = crate::topology::STREAMJOB;
 
 /// A pattern to detect per session, as a scenario gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -702,7 +702,7 @@ pub async fn follow_rules(
     use rdkafka::message::Message;
     // Assigned, never subscribed: the group id is only librdkafka's requirement.
     let consumer: StreamConsumer = kafka
-        .consumer_config("streamjob-rules", "tailgate-streamjob-rules")
+        .consumer_config(topology::STREAMJOB_RULES, &topology::group_of(topology::STREAMJOB_RULES))
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| crate::Error::Config(format!("rules reader: {e}")))?;

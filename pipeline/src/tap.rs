@@ -53,11 +53,6 @@ pub async fn run(
     result
 }
 
-/// The consumer groups of the reference pipeline's stages, in pipeline order.
-pub fn stage_groups() -> Vec<String> {
-    crate::STAGES.iter().filter(|s| **s != crate::connector::NAME).map(|s| format!("tailgate-{s}")).collect()
-}
-
 /// How far each of `groups` is behind: the sum, over every partition it has committed
 /// offsets for, of the high watermark minus the committed offset. `None` for a group with
 /// no committed offsets. Reads offsets only: it neither joins nor commits to the groups.
