@@ -8,9 +8,10 @@ use crate::scenario::{Resolved, Scenario, valid_bootstrap};
 use dashboard::{Budget, Feed, FeedSender, Meta, Progress, Sample, StageLag};
 use loadgen::{Audience, Driver, Schedule, SystemClock, Tally};
 use pipeline::agent::{self, AgentConfig, AgentStats};
-use pipeline::cache::{CacheAt, EdgeCache, SinkCounters};
 use pipeline::connector::{self, ActionRow, ConnectorConfig, Source, SourceWriter};
+use pipeline::context_sink::SinkCounters;
 use pipeline::gateway::{self, GatewayState};
+use pipeline::io::cache::{CacheAt, EdgeCache};
 use pipeline::stage::{self, StageCounters};
 use pipeline::streamjob::{StreamJob, StreamJobStats};
 use pipeline::{KafkaSettings, topics};
@@ -469,9 +470,9 @@ async fn run_profile(
     let mut job_task = None;
     if let (None, Some(cache)) = (&external, &cache) {
         stages.spawn(tagged(
-            pipeline::cache::SINK,
-            pipeline::cache::run_sink(
-                stage_kafka(&kafka, profile, pipeline::cache::SINK),
+            pipeline::context_sink::SINK,
+            pipeline::context_sink::run_sink(
+                stage_kafka(&kafka, profile, pipeline::context_sink::SINK),
                 cache.clone(),
                 Arc::clone(&sink_counters),
                 sink_ready,
@@ -510,7 +511,8 @@ async fn run_profile(
                 .await
                 .map_err(|e| runtime(format!("cannot serve gRPC on {at} (gateway.grpc): {e}")))?;
             eprintln!("gateway gRPC: {} (tailgate.gateway.v1.Updates)", grpc.local_addr().map_err(runtime)?);
-            stages.spawn(tagged("gateway-grpc", pipeline::grpc::serve(grpc, gw_state.clone(), cancel.clone())));
+            stages
+                .spawn(tagged("gateway-grpc", pipeline::gateway::grpc::serve(grpc, gw_state.clone(), cancel.clone())));
         }
         stages.spawn(tagged("gateway-http", gateway::serve(listener, gw_state.clone(), cancel.clone())));
     }
@@ -555,7 +557,7 @@ async fn run_profile(
     ));
     if let Some(ext) = &external {
         // The connector process's sink keeps the edge cache; the agents count what they miss.
-        pipeline::cache::seed(&kafka, scenario.load.sessions).await.map_err(runtime)?;
+        pipeline::context_sink::seed(&kafka, scenario.load.sessions).await.map_err(runtime)?;
         stages.spawn(tagged("stage-metrics", ext.clone().follow(counters.clone(), cancel.clone())));
     } else {
         seed_context(&kafka, scenario.load.sessions, &sink_counters).await?;
@@ -1025,7 +1027,7 @@ const POISON_TRACEPARENT: &str = "poison: not a traceparent";
 /// Where the load generator writes story actions.
 enum Writer {
     Sqlite(SourceWriter),
-    Postgres(pipeline::postgres::PgWriter, tokio::runtime::Handle),
+    Postgres(pipeline::io::postgres::PgWriter, tokio::runtime::Handle),
     Http(loadgen::ingress::HttpIngress, tokio::runtime::Handle),
 }
 
@@ -1063,9 +1065,9 @@ async fn open_source(
         (SourceKind::Postgres, Some(url)) => {
             // A run's own connector starts on an empty table and a new slot; a connector
             // process keeps its slot, which the run must not drop under it.
-            pipeline::postgres::prepare(url, &c.slot, !external).await.map_err(runtime)?;
-            let writer = pipeline::postgres::PgWriter::open(url).await.map_err(runtime)?;
-            let name = format!("postgres {} slot {}", pipeline::postgres::redact(url), c.slot);
+            pipeline::io::postgres::prepare(url, &c.slot, !external).await.map_err(runtime)?;
+            let writer = pipeline::io::postgres::PgWriter::open(url).await.map_err(runtime)?;
+            let name = format!("postgres {} slot {}", pipeline::io::postgres::redact(url), c.slot);
             let source = Source::Postgres { url: url.clone(), slot: c.slot.clone() };
             Ok((source, Writer::Postgres(writer, tokio::runtime::Handle::current()), name, None))
         }
@@ -1171,7 +1173,7 @@ fn http_client() -> reqwest::Client {
 /// the edge cache, so the run starts with a warm cache.
 async fn seed_context(kafka: &KafkaSettings, sessions: u64, sink: &SinkCounters) -> Result<(), RunError> {
     let before = sink.applied.load(Ordering::Relaxed);
-    pipeline::cache::seed(kafka, sessions).await.map_err(runtime)?;
+    pipeline::context_sink::seed(kafka, sessions).await.map_err(runtime)?;
     let deadline = Instant::now() + READY_TIMEOUT;
     while sink.applied.load(Ordering::Relaxed) < before + sessions {
         if Instant::now() > deadline {

@@ -260,7 +260,7 @@ pub struct Connector {
     pub converter: pipeline::convert::Converter,
     /// Single message transforms, in order.
     #[serde(default)]
-    pub transforms: Vec<pipeline::transforms::TransformSpec>,
+    pub transforms: Vec<pipeline::connector::transforms::TransformSpec>,
 }
 
 impl Default for Connector {
@@ -752,7 +752,7 @@ pub struct GatewaySection {
     pub client_buffer: Option<usize>,
     /// `drop_oldest` (default: the client is told `lagged N`) or `disconnect`.
     #[serde(default)]
-    pub slow_client: pipeline::fanout::SlowClient,
+    pub slow_client: pipeline::gateway::fanout::SlowClient,
     /// Updates kept for long-poll clients (default 10000).
     pub retain: Option<usize>,
     /// Also serve the gRPC `Updates` stream here (`host:port`).
@@ -792,9 +792,9 @@ impl GatewaySection {
     }
 
     /// The clients' buffering.
-    pub fn fanout(&self) -> pipeline::fanout::FanoutConfig {
-        let d = pipeline::fanout::FanoutConfig::default();
-        pipeline::fanout::FanoutConfig {
+    pub fn fanout(&self) -> pipeline::gateway::fanout::FanoutConfig {
+        let d = pipeline::gateway::fanout::FanoutConfig::default();
+        pipeline::gateway::fanout::FanoutConfig {
             buffer: self.client_buffer.unwrap_or(d.buffer),
             policy: self.slow_client,
             retain: self.retain.unwrap_or(d.retain),
@@ -1170,7 +1170,7 @@ impl Scenario {
                     "connector",
                     None,
                     "postgres",
-                    format!("`{}` is not a postgres:// URL", pipeline::postgres::redact(url)),
+                    format!("`{}` is not a postgres:// URL", pipeline::io::postgres::redact(url)),
                 );
             }
             _ => {}
@@ -1369,26 +1369,26 @@ impl Scenario {
     /// Client settings librdkafka refuses, partitions out of range, unknown stages and
     /// profile names: each located where it is written.
     fn validate_clients(&self, bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
-        let mut check = |table: &str, settings: &BTreeMap<String, String>, kind: pipeline::kafka::Client| {
+        let mut check = |table: &str, settings: &BTreeMap<String, String>, kind: pipeline::io::kafka::Client| {
             for (k, v) in settings {
-                if let Err(e) = pipeline::kafka::check_setting(kind, k, v) {
+                if let Err(e) = pipeline::io::kafka::check_setting(kind, k, v) {
                     bad(table, None, k, e);
                 }
             }
         };
         let mut tables: Vec<(String, &BTreeMap<String, StageKafka>)> = vec![("kafka".into(), &self.kafka.stages)];
-        check("kafka.producer", &self.kafka.producer, pipeline::kafka::Client::Producer);
-        check("kafka.consumer", &self.kafka.consumer, pipeline::kafka::Client::Consumer);
+        check("kafka.producer", &self.kafka.producer, pipeline::io::kafka::Client::Producer);
+        check("kafka.consumer", &self.kafka.consumer, pipeline::io::kafka::Client::Consumer);
         for (name, p) in &self.profiles {
             let t = format!("profiles.{name}");
-            check(&format!("{t}.producer"), &p.producer, pipeline::kafka::Client::Producer);
-            check(&format!("{t}.consumer"), &p.consumer, pipeline::kafka::Client::Consumer);
+            check(&format!("{t}.producer"), &p.producer, pipeline::io::kafka::Client::Producer);
+            check(&format!("{t}.consumer"), &p.consumer, pipeline::io::kafka::Client::Consumer);
             tables.push((t, &p.stages));
         }
         for (t, stages) in tables {
             for (stage, k) in stages {
-                check(&format!("{t}.stages.{stage}.producer"), &k.producer, pipeline::kafka::Client::Producer);
-                check(&format!("{t}.stages.{stage}.consumer"), &k.consumer, pipeline::kafka::Client::Consumer);
+                check(&format!("{t}.stages.{stage}.producer"), &k.producer, pipeline::io::kafka::Client::Producer);
+                check(&format!("{t}.stages.{stage}.consumer"), &k.consumer, pipeline::io::kafka::Client::Consumer);
             }
         }
         for (name, p) in &self.profiles {

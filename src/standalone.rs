@@ -14,9 +14,10 @@
 
 use crate::run::{self, RunError, base_kafka, create_topics, describe_exit, stage_kafka, tagged};
 use crate::scenario::{Scenario, SourceKind};
-use pipeline::cache::{CacheAt, EdgeCache, SinkCounters};
 use pipeline::connector::{ConnectorConfig, Source};
+use pipeline::context_sink::SinkCounters;
 use pipeline::gateway::GatewayState;
+use pipeline::io::cache::{CacheAt, EdgeCache};
 use pipeline::stage::StageCounters;
 use pipeline::{KafkaSettings, agent, connector, gateway, streamjob, topics};
 use std::path::PathBuf;
@@ -138,22 +139,22 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             let ((source, what), cache_at) = connector.ok_or_else(|| bad("the connector's settings"))?;
             if let Source::Postgres { url, slot } = &source {
                 // The table, publication and slot, made when missing; kept when present.
-                pipeline::postgres::prepare(url, slot, false).await.map_err(runtime)?;
+                pipeline::io::postgres::prepare(url, slot, false).await.map_err(runtime)?;
             }
             let cache = EdgeCache::open(&cache_at).await.map_err(runtime)?;
             let mut cfg = ConnectorConfig::new(source);
             cfg.tasks = scenario.connector.tasks;
             cfg.transforms = scenario.connector.transforms.clone();
             described = format!("source {what}, edge cache {}", cache_at.describe());
-            let sink_kafka = stage_kafka(&kafka, profile, pipeline::cache::SINK);
-            let sink = pipeline::cache::run_sink(
+            let sink_kafka = stage_kafka(&kafka, profile, pipeline::context_sink::SINK);
+            let sink = pipeline::context_sink::run_sink(
                 sink_kafka,
                 cache,
                 Arc::new(SinkCounters::default()),
                 ready_tx,
                 cancel.clone(),
             );
-            tasks.spawn(tagged(pipeline::cache::SINK, sink));
+            tasks.spawn(tagged(pipeline::context_sink::SINK, sink));
             tasks.spawn(tagged(
                 connector::NAME,
                 connector::run(kafka.clone(), cfg, Arc::clone(&counters), cancel.clone()),
@@ -227,13 +228,14 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
                     .map_err(|e| runtime(format!("cannot listen on {at}: {e}; try another --grpc address")))?;
                 let addr = grpc.local_addr().map_err(runtime)?;
                 described = format!("{described} and gRPC {addr}");
-                tasks.spawn(tagged("gateway-grpc", pipeline::grpc::serve(grpc, state.clone(), cancel.clone())));
+                tasks
+                    .spawn(tagged("gateway-grpc", pipeline::gateway::grpc::serve(grpc, state.clone(), cancel.clone())));
             }
             tasks.spawn(tagged("gateway-http", gateway::serve(listener, state, cancel.clone())));
         }
     }
     let group = match opts.stage {
-        StageName::Connector => pipeline::topology::group_of(pipeline::cache::SINK),
+        StageName::Connector => pipeline::topology::group_of(pipeline::context_sink::SINK),
         _ => pipeline::topology::group_of(name),
     };
     let lags = pipeline::metrics::follow_group_lags(
@@ -320,7 +322,7 @@ fn connector_source(scenario: &Scenario, opts: &StageOptions) -> Result<(Source,
     match c.source {
         SourceKind::Postgres => {
             let url = c.postgres.clone().ok_or_else(|| bad("connector.postgres is missing"))?;
-            let what = format!("postgres {} slot {}", pipeline::postgres::redact(&url), c.slot);
+            let what = format!("postgres {} slot {}", pipeline::io::postgres::redact(&url), c.slot);
             Ok((Source::Postgres { url, slot: c.slot.clone() }, what))
         }
         SourceKind::Sqlite => {

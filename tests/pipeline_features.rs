@@ -182,7 +182,7 @@ timeout = "5s"
     assert!(e.database.starts_with("PostgreSQL postgres://tailgate:***@"), "{e:?}");
     assert_eq!((e.events, e.db_hits + e.cache_hits, e.timeouts, e.errors, e.missing), (1200, 1200, 0, 0, 0), "{e:?}");
     assert!(e.db_hits >= 16 && e.peak_in_flight <= e.max_in_flight, "{e:?}");
-    let db = pipeline::postgres::connect(&pg).await.unwrap();
+    let db = pipeline::io::postgres::connect(&pg).await.unwrap();
     db.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
 }
 

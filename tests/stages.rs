@@ -110,7 +110,7 @@ async fn stages_as_separate_processes_on_postgres_and_redis() {
         "[connector]\nsource = \"postgres\"\npostgres = \"{pg}\"\nslot = \"{slot}\"\n[edge_cache]\nurl = \"{redis}\"\n"
     );
     tokio::task::block_in_place(|| topology(&dir, &stores));
-    let db = pipeline::postgres::connect(&pg).await.unwrap();
+    let db = pipeline::io::postgres::connect(&pg).await.unwrap();
     db.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
 }
 

@@ -7,10 +7,10 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use pipeline::agent::compose;
 use pipeline::agent::state::{SessionState, Store, state_key};
+use pipeline::connector::transforms::{Chain, Record, TransformSpec};
 use pipeline::convert::Converter;
 use pipeline::event::{Beat, StoryEvent};
-use pipeline::postgres::Decoder;
-use pipeline::transforms::{Chain, Record, TransformSpec};
+use pipeline::io::postgres::Decoder;
 use std::hint::black_box;
 
 fn event() -> StoryEvent {

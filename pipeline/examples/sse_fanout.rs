@@ -11,7 +11,7 @@
 //! (clients, updates per second, seconds, each client's buffer, update size in bytes). No Kafka here: the updates are pushed straight
 //! into the gateway, so the figures are the fan-out's and the HTTP server's alone.
 
-use pipeline::fanout::FanoutConfig;
+use pipeline::gateway::fanout::FanoutConfig;
 use pipeline::gateway::{GatewayState, Pushed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

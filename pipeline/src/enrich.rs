@@ -52,7 +52,7 @@ impl EnrichAt {
     pub fn describe(&self) -> String {
         match self {
             Self::Sqlite(p) => format!("SQLite {}", p.display()),
-            Self::Postgres(url) => format!("PostgreSQL {}", crate::postgres::redact(url)),
+            Self::Postgres(url) => format!("PostgreSQL {}", crate::io::postgres::redact(url)),
         }
     }
 
@@ -205,7 +205,7 @@ impl Enricher {
             EnrichAt::Postgres(url) => {
                 let mut conns = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let client = crate::postgres::connect(url).await?;
+                    let client = crate::io::postgres::connect(url).await?;
                     let stmt = client
                         .prepare(&query)
                         .await
@@ -429,7 +429,7 @@ pub async fn seed(at: &EnrichAt, sessions: u64) -> Result<()> {
             .map_err(|e| enrich_err(at, e))
         }
         EnrichAt::Postgres(url) => {
-            let client = crate::postgres::connect(url).await?;
+            let client = crate::io::postgres::connect(url).await?;
             let create =
                 format!("CREATE TABLE IF NOT EXISTS {TABLE} (session BIGINT PRIMARY KEY, profile TEXT NOT NULL)");
             client.batch_execute(&create).await.map_err(|e| enrich_err(at, e))?;

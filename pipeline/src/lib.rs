@@ -1,43 +1,45 @@
 //! tailgate's reference pipeline: the four stages of a low-latency story service, each a
-//! real Kafka client (librdkafka) that stamps every event on its way through.
+//! real Kafka client (librdkafka) that stamps every event on its way through. One folder
+//! per stage:
 //!
-//! - [`connector`]: change capture from the `story_actions` table (SQLite) to `story.actions`;
-//! - [`agent`]: per-session state, prompt construction and a (simulated) model call, to `story.beats`;
+//! - [`connector`]: change capture from the `story_actions` table ([`table`]: SQLite,
+//!   PostgreSQL or HTTP) through single message transforms to `story.actions`;
+//! - [`agent`]: per-session state, prompt construction and a (simulated) model call, to
+//!   `story.beats`;
 //! - [`streamjob`]: event-time windows and patterns per session, to `story.updates`, with
 //!   side outputs for audit, signals and late events, state in a changelog, and async
-//!   enrichment from a database ([`enrich`]);
+//!   enrichment from a database ([`enrich`], at the crate root while the shared runtime
+//!   still drives it);
 //! - [`gateway`]: `story.updates` to HTTP clients over Server-Sent Events, WebSocket and
-//!   long-poll ([`longpoll`]), and to gRPC clients ([`grpc`]), through a bounded queue per
-//!   client ([`fanout`]).
+//!   long-poll, and to gRPC clients, through a bounded queue per client;
+//! - [`context_sink`]: the edge cache kept from `story.context`.
 //!
-//! [`stage`] is the runtime the Kafka-to-Kafka stages share (consume, stamp, produce, store
-//! offsets only once the output is acknowledged, dead-letter what cannot be processed);
-//! [`kafka`] builds clients and topics; [`embedded`] starts an in-process broker; [`tap`]
-//! reads any pipeline's stamps for `tailgate watch`.
+//! [`topology`] is the one table of stages, topics and groups. [`stage`] is the runtime the
+//! Kafka-to-Kafka stages share (consume, stamp, produce, store offsets only once the output
+//! is acknowledged, dead-letter what cannot be processed). [`io`] holds what the stages talk
+//! to (Kafka clients and admin, PostgreSQL, the edge cache) and imports no stage;
+//! [`embedded`] starts the in-process broker; [`tap`] reads any pipeline's stamps for
+//! `tailgate watch`.
 
 pub mod agent;
-pub mod cache;
 pub mod connector;
+pub mod context_sink;
 pub mod convert;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod enrich;
 pub mod event;
-pub mod fanout;
 pub mod gateway;
-pub mod grpc;
-pub mod kafka;
-pub mod longpoll;
+pub mod io;
 pub mod metrics;
-pub mod postgres;
 pub mod stage;
 pub mod streamjob;
+pub mod table;
 pub mod tap;
 pub mod topology;
-pub mod transforms;
 
 pub use event::StoryEvent;
-pub use kafka::KafkaSettings;
+pub use io::kafka::KafkaSettings;
 
 pub use topology::{STAGES, topics};
 

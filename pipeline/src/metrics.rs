@@ -150,8 +150,30 @@ pub struct Metrics {
     /// Which deliveries become exemplars: `None`, none (no traces are exported); else
     /// sampled ones, and those at least this slow end to end (traced by the tail rule).
     exemplars_from_ns: Option<u64>,
-    /// The gateway's fan-out, when this process serves clients.
-    fanout: std::sync::OnceLock<Arc<crate::fanout::Fanout>>,
+    /// The gateway's client figures, when this process serves clients.
+    clients: std::sync::OnceLock<ClientSource>,
+}
+
+/// The gateway's client figures at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientFigures {
+    /// Streaming clients connected.
+    pub connected: u64,
+    /// Updates dropped from slow clients' queues.
+    pub dropped: u64,
+    /// Clients cut off for falling a whole buffer behind.
+    pub disconnected: u64,
+    /// Times the gateway's consumer paused because every client's queue was full.
+    pub pauses: u64,
+}
+
+/// Where the gateway's client figures are read from at each scrape.
+pub struct ClientSource(pub Box<dyn Fn() -> ClientFigures + Send + Sync>);
+
+impl std::fmt::Debug for ClientSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSource")
+    }
 }
 
 impl Metrics {
@@ -182,7 +204,7 @@ impl Metrics {
             lost: AtomicU64::new(0),
             group_lags: std::sync::Mutex::default(),
             exemplars_from_ns: None,
-            fanout: std::sync::OnceLock::new(),
+            clients: std::sync::OnceLock::new(),
         }
     }
 
@@ -318,32 +340,31 @@ impl Metrics {
         for (group, n) in self.group_lags.lock().map(|l| l.clone()).unwrap_or_default() {
             let _ = writeln!(out, "{lag}{{group=\"{group}\"}} {n}");
         }
-        if let Some(f) = self.fanout.get() {
+        if let Some(read) = self.clients.get() {
+            let f = (read.0)();
             let _ = writeln!(
                 out,
                 "# HELP tailgate_gateway_clients Streaming clients connected to the gateway.\n\
                  # TYPE tailgate_gateway_clients gauge\ntailgate_gateway_clients {}",
-                f.subscribers()
+                f.connected
             );
-            let st = &f.stats;
-            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
             counter(
                 &mut out,
                 "tailgate_gateway_dropped_total",
                 "Updates dropped from slow clients' queues.",
-                n(&st.dropped),
+                f.dropped,
             );
             counter(
                 &mut out,
                 "tailgate_gateway_disconnected_total",
                 "Clients cut off for falling a whole buffer behind.",
-                n(&st.disconnected),
+                f.disconnected,
             );
             counter(
                 &mut out,
                 "tailgate_gateway_pauses_total",
                 "Times the gateway's consumer paused because every client's queue was full.",
-                n(&st.pauses),
+                f.pauses,
             );
         }
         if format == Format::OpenMetrics {
@@ -352,9 +373,9 @@ impl Metrics {
         out
     }
 
-    /// Also renders the gateway's client figures from `fanout`.
-    pub fn watch_fanout(&self, fanout: Arc<crate::fanout::Fanout>) {
-        let _ = self.fanout.set(fanout);
+    /// Also renders the gateway's client figures, read from `source` at each scrape.
+    pub fn watch_clients(&self, source: ClientSource) {
+        let _ = self.clients.set(source);
     }
 }
 

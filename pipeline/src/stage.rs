@@ -6,7 +6,7 @@
 use crate::convert::Converter;
 use crate::enrich::ResultOrder;
 use crate::event::StoryEvent;
-use crate::kafka::KafkaSettings;
+use crate::io::kafka::KafkaSettings;
 use crate::{Error, Result, kafka_err, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE, INTENDED, STAMPS, TRACEPARENT};
 use probes::spans::{Consumed, SpanRecord, Spans};

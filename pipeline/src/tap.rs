@@ -2,7 +2,7 @@
 //! protocol headers of every message and reports (intended, stamps, received) samples.
 //! It produces nothing and commits nothing, so the pipeline's own groups are untouched.
 
-use crate::kafka::KafkaSettings;
+use crate::io::kafka::KafkaSettings;
 use crate::stage::{ReadyContext, StageConsumer, close_consumer, next_message};
 use crate::{Error, Result, kafka_err};
 use probes::Incoming;

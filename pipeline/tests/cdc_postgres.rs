@@ -51,7 +51,7 @@ fn read_run(kafka: &KafkaSettings, run: u64, want: usize) -> Vec<u64> {
 
 async fn insert_rows(url: &str, run: u64, ids: std::ops::Range<u64>, one_transaction: bool) {
     let tp = TraceContext::new_root().to_string();
-    let db = pipeline::postgres::connect(url).await.unwrap();
+    let db = pipeline::io::postgres::connect(url).await.unwrap();
     if one_transaction {
         db.batch_execute("BEGIN").await.unwrap();
     }
@@ -78,7 +78,7 @@ async fn rows_arrive_in_commit_order_without_loss_or_repeat_across_a_restart() {
     kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.unwrap();
     let run = probes::now_ns() >> 8;
     let slot = format!("tg_test_{}", run % 1_000_000_007);
-    pipeline::postgres::prepare(&url, &slot, true).await.unwrap();
+    pipeline::io::postgres::prepare(&url, &slot, true).await.unwrap();
 
     let start = |cancel: CancellationToken| {
         let source = Source::Postgres { url: url.clone(), slot: slot.clone() };
@@ -113,13 +113,14 @@ async fn rows_arrive_in_commit_order_without_loss_or_repeat_across_a_restart() {
     assert_eq!(ids.len(), 800, "every row exactly once (got {})", ids.len());
     assert_eq!(ids, (0..800).collect::<Vec<_>>(), "in commit order");
 
-    let db = pipeline::postgres::connect(&url).await.unwrap();
+    let db = pipeline::io::postgres::connect(&url).await.unwrap();
     db.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_server_without_logical_decoding_or_a_wrong_address_is_a_clear_error() {
-    let e = pipeline::postgres::prepare("postgres://tailgate:x@127.0.0.1:9/tailgate", "s", false).await.unwrap_err();
+    let e =
+        pipeline::io::postgres::prepare("postgres://tailgate:x@127.0.0.1:9/tailgate", "s", false).await.unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("postgres://tailgate:***@127.0.0.1:9/tailgate"), "{msg}");
     assert!(msg.contains("Check the address"), "{msg}");

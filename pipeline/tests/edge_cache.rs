@@ -6,8 +6,9 @@
 
 mod common;
 
-use pipeline::cache::{self, CacheAt, EdgeCache, SinkCounters};
+use pipeline::context_sink::{self, SinkCounters};
 use pipeline::embedded::EmbeddedBroker;
+use pipeline::io::cache::{CacheAt, EdgeCache};
 use pipeline::{KafkaSettings, topics};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
@@ -25,8 +26,13 @@ async fn sink_keeps(at: CacheAt, base: u64) {
     let counters = Arc::new(SinkCounters::default());
     let (ready, _) = watch::channel(false);
     let cancel = CancellationToken::new();
-    let sink =
-        tokio::spawn(cache::run_sink(kafka.clone(), cache.clone(), Arc::clone(&counters), ready, cancel.clone()));
+    let sink = tokio::spawn(context_sink::run_sink(
+        kafka.clone(),
+        cache.clone(),
+        Arc::clone(&counters),
+        ready,
+        cancel.clone(),
+    ));
 
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
     let key = |s: u64| (base + s).to_be_bytes();

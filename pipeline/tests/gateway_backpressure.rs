@@ -9,8 +9,8 @@
 mod beats;
 
 use pipeline::embedded::EmbeddedBroker;
-use pipeline::fanout::{FanoutConfig, Item, SlowClient};
 use pipeline::gateway::GatewayState;
+use pipeline::gateway::fanout::{FanoutConfig, Item, SlowClient};
 use pipeline::stage::StageCounters;
 use pipeline::{KafkaSettings, topics};
 use rdkafka::producer::FutureProducer;

@@ -10,7 +10,7 @@
 //! adopted only if it is ahead of the one in memory (`actions` only grows), so reading a
 //! record twice, or one's own records, is harmless. The time it took is reported.
 
-use crate::kafka::KafkaSettings;
+use crate::io::kafka::KafkaSettings;
 use crate::{Error, Result, topics};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};

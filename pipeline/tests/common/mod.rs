@@ -24,7 +24,7 @@ fn skip_or_fail(what: &str, url: &str, why: &str) -> Option<String> {
 /// The PostgreSQL URL to test against, or `None` (after saying why) to skip.
 pub async fn postgres() -> Option<String> {
     let url = std::env::var("TAILGATE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
-    match pipeline::postgres::connect(&url).await {
+    match pipeline::io::postgres::connect(&url).await {
         Ok(_) => Some(url),
         Err(e) => skip_or_fail("PostgreSQL", &url, &e.to_string()),
     }
@@ -33,7 +33,7 @@ pub async fn postgres() -> Option<String> {
 /// The Redis URL to test against, or `None` (after saying why) to skip.
 pub async fn redis() -> Option<String> {
     let url = std::env::var("TAILGATE_TEST_REDIS").unwrap_or_else(|_| DEFAULT_REDIS.into());
-    match pipeline::cache::EdgeCache::open(&pipeline::cache::CacheAt::Redis(url.clone())).await {
+    match pipeline::io::cache::EdgeCache::open(&pipeline::io::cache::CacheAt::Redis(url.clone())).await {
         Ok(_) => Some(url),
         Err(e) => skip_or_fail("Redis", &url, &e.to_string()),
     }

@@ -2,7 +2,7 @@
 //! clients over Server-Sent Events, per session (`GET /sessions/{id}/events`) or all of
 //! them (`GET /events`), or over WebSocket (`GET /sessions/{id}/ws`, `GET /ws`), as text
 //! messages of the same JSON, or by HTTP long-poll with a cursor (`GET /sessions/{id}/poll`,
-//! `GET /poll`, see [`crate::longpoll`]). `GET /healthz` answers while the process runs; `GET /readyz` only
+//! `GET /poll`, see [`crate::gateway::longpoll`]). `GET /healthz` answers while the process runs; `GET /readyz` only
 //! once the consumer has partitions.
 //!
 //! With an ingress attached ([`GatewayState::with_ingress`]), `POST /sessions/{id}/actions`
@@ -15,7 +15,7 @@
 //! Redelivered updates (at-least-once upstream) are recognised by event id ([`Seen`]) and
 //! counted as duplicates; no client gets one twice.
 //!
-//! Each client has a bounded queue ([`crate::fanout`]): a client that falls a whole
+//! Each client has a bounded queue ([`crate::gateway::fanout`]): a client that falls a whole
 //! buffer behind loses its oldest updates and is sent an SSE comment `lagged N` in their
 //! place (or, with the `disconnect` policy, is cut off with the reason); when every
 //! client's queue is full the consumer pauses its partitions instead, and resumes once a
@@ -27,9 +27,13 @@
 //! `WWW-Authenticate: Bearer`), a token for other sessions `403`. `/healthz`, `/readyz` and
 //! `/metrics` stay open for the platform's probes and scrapers.
 
+pub mod fanout;
+pub mod grpc;
+pub mod longpoll;
+
 use crate::connector::Ingress;
 use crate::event::StoryEvent;
-use crate::kafka::KafkaSettings;
+use crate::io::kafka::KafkaSettings;
 use crate::stage::{
     DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, next_message, open_consumer,
     open_producer, spawn_acker,
@@ -65,8 +69,8 @@ pub struct Pushed {
 /// What the HTTP handlers share with the consumer.
 #[derive(Debug, Clone)]
 pub struct GatewayState {
-    fanout: Arc<crate::fanout::Fanout>,
-    backlog: Arc<crate::longpoll::Backlog>,
+    fanout: Arc<crate::gateway::fanout::Fanout>,
+    backlog: Arc<crate::gateway::longpoll::Backlog>,
     shutdown: CancellationToken,
     ready: watch::Receiver<bool>,
     ingress: Option<mpsc::Sender<Ingress>>,
@@ -158,22 +162,22 @@ pub const INGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 impl GatewayState {
     /// State whose readiness follows `ready`; open streams end at `shutdown`.
     pub fn new(ready: watch::Receiver<bool>, shutdown: CancellationToken) -> Self {
-        Self::with_fanout(ready, shutdown, crate::fanout::FanoutConfig::default())
+        Self::with_fanout(ready, shutdown, crate::gateway::fanout::FanoutConfig::default())
     }
 
     /// [`GatewayState::new`] with its clients' buffering chosen.
     pub fn with_fanout(
         ready: watch::Receiver<bool>,
         shutdown: CancellationToken,
-        config: crate::fanout::FanoutConfig,
+        config: crate::gateway::fanout::FanoutConfig,
     ) -> Self {
-        let fanout = Arc::new(crate::fanout::Fanout::new(config, shutdown.clone()));
-        let backlog = Arc::new(crate::longpoll::Backlog::new(config.retain));
+        let fanout = Arc::new(crate::gateway::fanout::Fanout::new(config, shutdown.clone()));
+        let backlog = Arc::new(crate::gateway::longpoll::Backlog::new(config.retain));
         Self { fanout, backlog, shutdown, ready, ingress: None, metrics: None, auth: None }
     }
 
     /// What the fan-out has done (drops, disconnects, pauses).
-    pub fn fanout_stats(&self) -> &crate::fanout::FanoutStats {
+    pub fn fanout_stats(&self) -> &crate::gateway::fanout::FanoutStats {
         &self.fanout.stats
     }
 
@@ -194,7 +198,16 @@ impl GatewayState {
     /// Serves `GET /metrics` from `metrics`.
     #[must_use]
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        metrics.watch_fanout(Arc::clone(&self.fanout));
+        let fanout = Arc::clone(&self.fanout);
+        metrics.watch_clients(crate::metrics::ClientSource(Box::new(move || {
+            let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            crate::metrics::ClientFigures {
+                connected: fanout.subscribers() as u64,
+                dropped: n(&fanout.stats.dropped),
+                disconnected: n(&fanout.stats.disconnected),
+                pauses: n(&fanout.stats.pauses),
+            }
+        })));
         self.metrics = Some(metrics);
         self
     }
@@ -207,7 +220,7 @@ impl GatewayState {
 
     /// A client of one session's updates (all of them when `None`), as a stream handler
     /// has.
-    pub fn subscribe(&self, session: Option<u64>) -> crate::fanout::Subscription {
+    pub fn subscribe(&self, session: Option<u64>) -> crate::gateway::fanout::Subscription {
         self.fanout.subscribe(session)
     }
 
@@ -307,7 +320,7 @@ type EventStream =
     Sse<axum::response::sse::KeepAliveStream<futures::stream::BoxStream<'static, Result<Event, Infallible>>>>;
 
 fn stream(s: &GatewayState, session: Option<u64>) -> EventStream {
-    use crate::fanout::Item;
+    use crate::gateway::fanout::Item;
     let updates = s
         .fanout
         .subscribe(session)
@@ -357,8 +370,8 @@ async fn long_poll(s: &GatewayState, session: Option<u64>, q: PollQuery) -> axum
     let wait = q
         .wait
         .filter(|w| w.is_finite() && *w >= 0.0)
-        .map_or(crate::longpoll::DEFAULT_WAIT, std::time::Duration::from_secs_f64);
-    let max = q.max.unwrap_or(crate::longpoll::MAX_PAGE).clamp(1, crate::longpoll::MAX_PAGE);
+        .map_or(crate::gateway::longpoll::DEFAULT_WAIT, std::time::Duration::from_secs_f64);
+    let max = q.max.unwrap_or(crate::gateway::longpoll::MAX_PAGE).clamp(1, crate::gateway::longpoll::MAX_PAGE);
     let page = s.backlog.poll(q.cursor, session, max, wait, &s.shutdown).await;
     ([(axum::http::header::CONTENT_TYPE, "application/json")], page.to_json()).into_response()
 }
@@ -413,7 +426,7 @@ async fn session_ws(
 /// a gap as `{"lagged":N}`, and a cut-off as a close frame with the reason; ends when the
 /// client closes.
 async fn websocket(mut socket: axum::extract::ws::WebSocket, s: GatewayState, session: Option<u64>) {
-    use crate::fanout::Item;
+    use crate::gateway::fanout::Item;
     use axum::extract::ws::{CloseFrame, Message};
     let mut sub = s.subscribe(session);
     loop {
@@ -711,7 +724,7 @@ mod tests {
     #[test]
     fn metrics_show_the_gateways_clients_and_what_slow_ones_lost() {
         let (_ready, ready_rx) = watch::channel(true);
-        let config = crate::fanout::FanoutConfig { buffer: 1, ..Default::default() };
+        let config = crate::gateway::fanout::FanoutConfig { buffer: 1, ..Default::default() };
         let metrics = Arc::new(crate::metrics::Metrics::new("source", Vec::new(), "client", Arc::default()));
         let state =
             GatewayState::with_fanout(ready_rx, CancellationToken::new(), config).with_metrics(Arc::clone(&metrics));

@@ -8,7 +8,7 @@
 //!   last recorded position. SQLite serializes writers and `seq` is assigned inside the
 //!   writing transaction, so rows become visible in `seq` order.
 //! - `postgres`: logical decoding of `story_actions` through a replication slot
-//!   ([`crate::postgres`]), in commit order. The position is the last fully delivered
+//!   ([`crate::io::postgres`]), in commit order. The position is the last fully delivered
 //!   transaction's end LSN plus how many rows of the next were delivered, so a restart
 //!   mid-transaction neither loses nor repeats a row; the slot is told the same position.
 //!
@@ -17,13 +17,15 @@
 //! in source order. A row that cannot be read or transformed goes to the dead-letter
 //! topic with the reason; a row a filter drops is counted as filtered.
 
+pub mod transforms;
+
 use crate::convert::Converter;
 use crate::event::{StoryEvent, session_key};
-use crate::kafka::KafkaSettings;
+use crate::io::kafka::KafkaSettings;
 use crate::stage::{
     Ack, DeadLetters, MAX_IN_FLIGHT, StageCounters, StageSpan, open_producer, outgoing_headers, send_with_retry,
 };
-use crate::transforms::{Chain, Record, TransformSpec};
+pub use crate::table::{ACTION_COLUMNS, ActionRow, CapturedRow, SCHEMA};
 use crate::{Error, Result, topics};
 use probes::{Incoming, Stamp, TraceContext};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -38,22 +40,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use transforms::{Chain, Record, TransformSpec};
 
 /// The stage's name.
 pub const NAME: &str = crate::topology::CONNECTOR;
-
-/// The source table.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS story_actions (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    run         INTEGER NOT NULL,
-    event_id    INTEGER NOT NULL,
-    session     INTEGER NOT NULL,
-    intended_ns INTEGER NOT NULL,
-    traceparent TEXT    NOT NULL,
-    action      TEXT    NOT NULL
-);
-";
 
 fn open(path: &Path) -> Result<Connection> {
     let err = |source| Error::Source { path: path.display().to_string(), source };
@@ -64,27 +54,9 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// One story action as the players write it (borrowing their text) and as the connector
-/// captures it (owning it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionRow<'a> {
-    pub run: u64,
-    pub event_id: u64,
-    pub session: u64,
-    pub intended_ns: u64,
-    pub traceparent: Cow<'a, str>,
-    pub action: Cow<'a, str>,
-}
-
-/// The source table's columns a writer fills, in the order writers bind them.
-pub const ACTION_COLUMNS: &str = "run, event_id, session, intended_ns, traceparent, action";
-
 static SQLITE_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("INSERT INTO story_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
 });
-
-/// A captured row, owned.
-pub type CapturedRow = ActionRow<'static>;
 
 /// Writes story actions into the source table (what the load generator's players use).
 #[derive(Debug)]
@@ -551,7 +523,7 @@ async fn capture_postgres(
     confirmed: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    use crate::postgres::{Change, Decoder, Replication, Streamed, TABLE};
+    use crate::io::postgres::{Change, Decoder, Replication, Streamed, TABLE};
     let (from, skip_txn, skip_rows) = match resume {
         Position::Postgres { lsn, txn, rows } => (lsn, txn, rows),
         _ => (0, 0, 0),

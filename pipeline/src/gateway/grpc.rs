@@ -117,7 +117,7 @@ impl tonic::server::ServerStreamingService<SubscribeRequest> for Subscribe {
     type Future = BoxFuture<tonic::Response<Updates>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<SubscribeRequest>) -> Self::Future {
-        use crate::fanout::Item;
+        use crate::gateway::fanout::Item;
         let state = self.0.clone();
         Box::pin(async move {
             let token = request.metadata().get("authorization").and_then(|v| v.to_str().ok());

@@ -20,9 +20,9 @@
 pub mod model;
 pub mod state;
 
-use crate::cache::EdgeCache;
 use crate::event::{Beat, StoryEvent, session_key};
-use crate::kafka::KafkaSettings;
+use crate::io::cache::EdgeCache;
+use crate::io::kafka::KafkaSettings;
 use crate::stage::{
     Ack, Carried, DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, next_message,
     open_consumer, open_producer, send_with_retry, spawn_acker,

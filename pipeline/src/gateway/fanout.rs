@@ -43,7 +43,7 @@ pub struct FanoutConfig {
     /// Updates a client may have queued.
     pub buffer: usize,
     pub policy: SlowClient,
-    /// Updates kept for long-poll clients (see [`crate::longpoll`]).
+    /// Updates kept for long-poll clients (see [`crate::gateway::longpoll`]).
     pub retain: usize,
 }
 

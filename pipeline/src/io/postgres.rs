@@ -13,7 +13,7 @@
 //! [`Change::Commit`] carries the LSN just past the commit record, which is where a restart
 //! resumes (the server skips transactions that committed before it).
 
-use crate::connector::{ACTION_COLUMNS, ActionRow};
+use crate::table::{ACTION_COLUMNS, ActionRow};
 use crate::{Error, Result};
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};

@@ -1,0 +1,106 @@
+//! The context sink: keeps the edge cache ([`crate::io::cache`]) from the compacted topic
+//! `story.context`, as a Connect sink connector would, and seeds that topic for a run.
+//!
+//! The sink consumes `story.context` from its beginning, writes each record's value under
+//! its session (a tombstone deletes it), and commits the offset only once the write is done,
+//! so a restarted sink re-applies at most what it had not committed: writes are idempotent.
+
+use crate::io::cache::EdgeCache;
+use crate::io::kafka::KafkaSettings;
+use crate::stage::{close_consumer, next_message, open_consumer};
+use crate::{Error, Result, topics};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The sink's name (its consumer group is `tailgate-context-sink`).
+pub const SINK: &str = crate::topology::CONTEXT_SINK;
+
+/// The context record of a session, as the run seeds `story.context` with it.
+pub fn seed_context(session: u64) -> String {
+    const CHARACTERS: [&str; 6] = [
+        "a wary smuggler",
+        "a retired knight",
+        "an apprentice cartographer",
+        "a tide witch",
+        "a clockwork scout",
+        "a disgraced herald",
+    ];
+    const WORLDS: [&str; 4] =
+        ["a drowned city of bells", "a desert of glass dunes", "a forest that remembers", "an orbital monastery"];
+    let c = CHARACTERS[(session % CHARACTERS.len() as u64) as usize];
+    let w = WORLDS[(session / CHARACTERS.len() as u64 % WORLDS.len() as u64) as usize];
+    serde_json::json!({ "character": c, "world": w }).to_string()
+}
+
+/// Writes [`seed_context`] for sessions `0..sessions` to `story.context`.
+pub async fn seed(kafka: &KafkaSettings, sessions: u64) -> Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        kafka.producer_config("context-seed").create().map_err(|e| Error::Config(e.to_string()))?;
+    for s in 0..sessions {
+        let (key, value) = (crate::event::session_key(s), seed_context(s));
+        let record = FutureRecord::<[u8], str>::to(topics::CONTEXT).key(&key[..]).payload(&value);
+        producer
+            .send(record, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| Error::Kafka { context: format!("seed {}", topics::CONTEXT), source: e })?;
+    }
+    Ok(())
+}
+
+/// Live figures of the sink.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Records written to the cache (tombstones included).
+    pub applied: AtomicU64,
+    /// Records that could not be read (no key, or a key that is not a session).
+    pub skipped: AtomicU64,
+}
+
+/// Keeps `cache` from `story.context` until `cancel`.
+pub async fn run_sink(
+    kafka: KafkaSettings,
+    cache: EdgeCache,
+    counters: Arc<SinkCounters>,
+    ready: watch::Sender<bool>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let consumer = open_consumer(&kafka, SINK, topics::CONTEXT, ready)?;
+    let result = loop {
+        let msg = match next_message(&consumer, &cancel, SINK, topics::CONTEXT).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let session = msg.key().and_then(|k| <[u8; 8]>::try_from(k).ok()).map(u64::from_be_bytes);
+        let value = msg.payload().map(String::from_utf8_lossy);
+        match session {
+            Some(s) => {
+                if let Err(e) = cache.put(s, value.as_deref()).await {
+                    break Err(e);
+                }
+                counters.applied.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // The write is done: the offset may be committed.
+        let _ = consumer.store_offset(topics::CONTEXT, msg.partition(), msg.offset());
+    };
+    close_consumer(consumer).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_session_gets_a_character_and_a_world() {
+        let v: serde_json::Value = serde_json::from_str(&super::seed_context(7)).unwrap();
+        assert!(v["character"].is_string() && v["world"].is_string());
+    }
+}
