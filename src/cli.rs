@@ -1,10 +1,6 @@
 //! The command line: `tailgate run` (optionally with the live dashboard), `watch`,
-//! `validate`, `report`, `check`, `export omb`, `import omb`, `broker`, `stage`, and the
-//! exit codes.
-//!
-//! Exit codes: 0 ran (or checked) and the SLA passed; 1 an SLA objective or a regression
-//! failed; 2 bad input (scenario, SLA or workload file, flags, result directories);
-//! 3 runtime failure (broker unreachable, a stage crashed, a file could not be written).
+//! `validate`, `report`, `check`, `export omb`, `import omb`, `broker` and `stage`, each
+//! ending in one of the [`crate::exit`] codes.
 
 use crate::run::{self, RunError, RunOptions};
 use crate::scenario::Scenario;
@@ -15,14 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// Exit code: ran and every SLA objective passed.
-pub const EXIT_PASS: u8 = 0;
-/// Exit code: ran and an SLA objective failed.
-pub const EXIT_SLA_FAILED: u8 = 1;
-/// Exit code: bad input (scenario file, flags).
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code: runtime failure (broker unreachable, a stage crashed).
-pub const EXIT_RUNTIME: u8 = 3;
+pub use crate::exit::{EXIT_BAD_INPUT, EXIT_PASS, EXIT_RUNTIME, EXIT_SLA_FAILED};
 
 #[derive(Debug, Parser)]
 #[command(name = "tailgate", version, about = "Measure, watch and gate the latency of Kafka-centric event pipelines")]
@@ -151,7 +140,7 @@ enum Command {
     Stage {
         /// Which stage.
         #[arg(value_enum)]
-        stage: crate::standalone::StageName,
+        stage: crate::stage_process::StageName,
         /// The scenario file whose settings the stage takes.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -260,8 +249,16 @@ pub fn main() -> ExitCode {
             broker(&listen, data, &BrokerFaults { stall, drop_connections, fetch_latency })
         }
         Command::Stage { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile } => {
-            let opts =
-                crate::standalone::StageOptions { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile };
+            let opts = crate::stage_process::StageOptions {
+                stage,
+                config,
+                bootstrap,
+                listen,
+                metrics,
+                grpc,
+                state_dir,
+                profile,
+            };
             stage_process(opts)
         }
     })
@@ -321,7 +318,7 @@ fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults)
             return EXIT_BAD_INPUT;
         }
     };
-    let rt = match runtime() {
+    let rt = match tokio_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -368,12 +365,12 @@ fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults)
 }
 
 /// `tailgate stage`: one stage until SIGINT or SIGTERM.
-fn stage_process(opts: crate::standalone::StageOptions) -> u8 {
-    let rt = match runtime() {
+fn stage_process(opts: crate::stage_process::StageOptions) -> u8 {
+    let rt = match tokio_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(crate::standalone::serve(opts)) {
+    match rt.block_on(crate::stage_process::serve(opts)) {
         Ok(()) => EXIT_PASS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -382,7 +379,7 @@ fn stage_process(opts: crate::standalone::StageOptions) -> u8 {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, u8> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
         eprintln!("error: cannot start the async runtime: {e}");
         EXIT_RUNTIME
@@ -418,7 +415,7 @@ fn run_with_dashboard(mut opts: RunOptions, after: &After) -> u8 {
     };
     opts.feed = Some(tx.clone());
     opts.stop = Some(quit);
-    let (code, report) = match runtime() {
+    let (code, report) = match tokio_runtime() {
         Ok(rt) => {
             let outcome = rt.block_on(run::run(opts));
             rt.shutdown_timeout(Duration::from_secs(2));
@@ -637,7 +634,7 @@ fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: Vec<String>
         eprintln!("error: --bootstrap `{bootstrap}` is not host:port[,host:port...]");
         return EXIT_BAD_INPUT;
     }
-    let rt = match runtime() {
+    let rt = match tokio_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

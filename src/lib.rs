@@ -3,13 +3,13 @@
 //! This crate is the `tailgate` command: [`scenario`] reads scenario files (and their
 //! tuning profiles), [`run`] runs one through the reference pipeline, [`result`] (from the
 //! `reports` crate) is what a run writes and how its SLA is judged, [`omb`] imports
-//! OpenMessaging Benchmark workloads, [`standalone`] runs one stage as a process of its own
-//! (`tailgate stage`), and [`cli`] maps all of it onto commands and exit
-//! codes.
+//! OpenMessaging Benchmark workloads, [`stage_process`] runs one stage as a process of its
+//! own (`tailgate stage`), and [`cli`] maps all of it onto commands and the [`exit`] codes.
 
 pub mod cli;
+pub mod exit;
 pub mod omb;
 pub use reports::result;
 pub mod run;
 pub mod scenario;
-pub mod standalone;
+pub mod stage_process;

@@ -65,13 +65,14 @@ impl RunError {
     /// The documented exit code.
     pub const fn exit_code(&self) -> u8 {
         match self {
-            Self::BadInput(_) => 2,
-            Self::Runtime(_) => 3,
+            Self::BadInput(_) => crate::exit::EXIT_BAD_INPUT,
+            Self::Runtime(_) => crate::exit::EXIT_RUNTIME,
         }
     }
 }
 
-fn runtime(e: impl std::fmt::Display) -> RunError {
+/// A runtime failure (exit 3) that says `e`.
+pub(crate) fn failed(e: impl std::fmt::Display) -> RunError {
     RunError::Runtime(e.to_string())
 }
 
@@ -212,7 +213,7 @@ async fn start_broker(scenario: &Scenario, profile: &Resolved, kafka: &mut Kafka
     #[cfg(feature = "embedded")]
     {
         use pipeline::embedded::{EmbeddedBroker, KIND, VERSION};
-        let broker = EmbeddedBroker::start().await.map_err(runtime)?;
+        let broker = EmbeddedBroker::start().await.map_err(failed)?;
         kafka.bootstrap = broker.bootstrap().to_owned();
         let info = info(KIND, VERSION, broker.bootstrap(), &format!("{} (in-process)", broker.storage()));
         Ok(Broker { embedded: Some(broker), info })
@@ -288,7 +289,7 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
         }
     }
     if sweep {
-        write_sweep_file(&dir, &scenario, &runs).map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
+        write_sweep_file(&dir, &scenario, &runs).map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
     }
     Ok(Outcome { dir, sweep, runs })
 }
@@ -332,10 +333,10 @@ pub(crate) fn stage_kafka(base: &KafkaSettings, profile: &Resolved, stage: &str)
 /// compacted ones compacted).
 pub(crate) async fn create_topics(kafka: &KafkaSettings, profile: &Resolved) -> Result<(), RunError> {
     let topic_settings: Vec<(&str, &str)> = profile.topic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    kafka.ensure_topics(&topics::ALL, &topic_settings).await.map_err(runtime)?;
+    kafka.ensure_topics(&topics::ALL, &topic_settings).await.map_err(failed)?;
     let mut compacted = topic_settings.clone();
     compacted.push(("cleanup.policy", "compact"));
-    kafka.ensure_topics(&topics::COMPACTED, &compacted).await.map_err(runtime)
+    kafka.ensure_topics(&topics::COMPACTED, &compacted).await.map_err(failed)
 }
 
 /// Runs one profile of a scenario to its end and writes its run directory.
@@ -348,16 +349,16 @@ async fn run_profile(
     let started = std::time::SystemTime::now();
     let mut kafka = base_kafka(profile);
     let broker = start_broker(scenario, profile, &mut kafka).await?;
-    kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(runtime)?;
+    kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(failed)?;
     create_topics(&kafka, profile).await?;
     kafka.converter = scenario.connector.converter;
     let tracer = start_tracer(scenario)?;
     kafka.spans = tracer.clone().map(|t| t as Arc<dyn probes::spans::SpanSink>);
-    std::fs::create_dir_all(dir).map_err(|e| runtime(format!("cannot create run directory {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create run directory {}: {e}", dir.display())))?;
 
     let run_id = random_u64() >> 12;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(runtime)?;
-    let gateway_addr = listener.local_addr().map_err(runtime)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
+    let gateway_addr = listener.local_addr().map_err(failed)?;
     let external = scenario.stages.external.then(|| ExternalStages::new(&scenario.stages));
     let (source, mut writer, source_name, ingress) =
         open_source(scenario, dir, gateway_addr, external.is_some()).await?;
@@ -397,7 +398,7 @@ async fn run_profile(
     if let Some(addr) = &scenario.telemetry.metrics {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| runtime(format!("cannot serve /metrics on {addr} (telemetry.metrics): {e}")))?;
+            .map_err(|e| failed(format!("cannot serve /metrics on {addr} (telemetry.metrics): {e}")))?;
         eprintln!("metrics: http://{addr}/metrics");
         stages.spawn(tagged("metrics", pipeline::metrics::serve(listener, Arc::clone(&metrics), cancel.clone())));
     }
@@ -406,11 +407,11 @@ async fn run_profile(
         history: p.history,
         concurrency: scenario.agent.concurrency,
         prefetch: scenario.agent.prefetch,
-        model: scenario.agent.model(p.model_latency).map_err(|(f, why)| runtime(format!("agent.model.{f}: {why}")))?,
+        model: scenario.agent.model(p.model_latency).map_err(|(f, why)| failed(format!("agent.model.{f}: {why}")))?,
         state_dir: dir.join("agent-state"),
         run: Some(run_id),
     };
-    let cache = if external.is_none() { Some(EdgeCache::open(&cache_at).await.map_err(runtime)?) } else { None };
+    let cache = if external.is_none() { Some(EdgeCache::open(&cache_at).await.map_err(failed)?) } else { None };
     let agent_kafka = stage_kafka(&kafka, profile, agent::NAME);
     let spawn_agent = |stages: &mut JoinSet<_>, ready| {
         stages.spawn(tagged(
@@ -432,9 +433,9 @@ async fn run_profile(
     let enrich = match &scenario.streamjob.enrich {
         Some(section) => {
             let config = section.config(section.at(&dir.join("profiles.sqlite")));
-            pipeline::enrich::seed(&config.at, scenario.load.sessions).await.map_err(runtime)?;
+            pipeline::enrich::seed(&config.at, scenario.load.sessions).await.map_err(failed)?;
             let enricher = if external.is_none() {
-                Some(pipeline::enrich::Enricher::open(&config).await.map_err(runtime)?)
+                Some(pipeline::enrich::Enricher::open(&config).await.map_err(failed)?)
             } else {
                 None
             };
@@ -509,8 +510,8 @@ async fn run_profile(
         if let Some(at) = &scenario.gateway.grpc {
             let grpc = tokio::net::TcpListener::bind(at)
                 .await
-                .map_err(|e| runtime(format!("cannot serve gRPC on {at} (gateway.grpc): {e}")))?;
-            eprintln!("gateway gRPC: {} (tailgate.gateway.v1.Updates)", grpc.local_addr().map_err(runtime)?);
+                .map_err(|e| failed(format!("cannot serve gRPC on {at} (gateway.grpc): {e}")))?;
+            eprintln!("gateway gRPC: {} (tailgate.gateway.v1.Updates)", grpc.local_addr().map_err(failed)?);
             stages
                 .spawn(tagged("gateway-grpc", pipeline::gateway::grpc::serve(grpc, gw_state.clone(), cancel.clone())));
         }
@@ -533,15 +534,15 @@ async fn run_profile(
     tokio::select! {
         r = tokio::time::timeout(READY_TIMEOUT, ready) => match r {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(runtime("a stage stopped before it was ready")),
-            Err(_) => return Err(runtime(match &external {
+            Ok(Err(_)) => return Err(failed("a stage stopped before it was ready")),
+            Err(_) => return Err(failed(match &external {
                 Some(ext) => format!("the gateway at {} was not ready within {READY_TIMEOUT:?}: are the `tailgate stage` processes up on {}?", ext.gateway, kafka.bootstrap),
                 None => format!("the stages' consumer groups got no partitions within {READY_TIMEOUT:?} from {}", kafka.bootstrap),
             })),
         },
         Some(done) = stages.join_next() => {
             let why = describe_exit(done);
-            return Err(runtime(format!("a stage failed on start: {why}")));
+            return Err(failed(format!("a stage failed on start: {why}")));
         }
     }
 
@@ -557,7 +558,7 @@ async fn run_profile(
     ));
     if let Some(ext) = &external {
         // The connector process's sink keeps the edge cache; the agents count what they miss.
-        pipeline::context_sink::seed(&kafka, scenario.load.sessions).await.map_err(runtime)?;
+        pipeline::context_sink::seed(&kafka, scenario.load.sessions).await.map_err(failed)?;
         stages.spawn(tagged("stage-metrics", ext.clone().follow(counters.clone(), cancel.clone())));
     } else {
         seed_context(&kafka, scenario.load.sessions, &sink_counters).await?;
@@ -570,7 +571,7 @@ async fn run_profile(
     if !scenario.streamjob.rules.is_empty() {
         let mut changes = scenario.streamjob.rules.clone();
         changes.sort_by_key(|r| r.at);
-        let publisher = pipeline::streamjob::RulePublisher::new(&kafka).map_err(runtime)?;
+        let publisher = pipeline::streamjob::RulePublisher::new(&kafka).map_err(failed)?;
         let cancel = cancel.clone();
         stages.spawn(tagged("rule-changes", async move {
             for r in changes {
@@ -597,10 +598,10 @@ async fn run_profile(
     }
     let otlp_metrics = match &tracer {
         Some(t) => {
-            // The exporter is built on a runtime of its own, which cannot start inside this one.
+            // The exporter is built on a Tokio runtime of its own, which cannot start inside this one.
             let (config, m) = (t.config().clone(), Arc::clone(&metrics));
             let started = tokio::task::spawn_blocking(move || start_metrics_export(&config, m)).await;
-            Some(Arc::new(started.map_err(runtime)??))
+            Some(Arc::new(started.map_err(failed)??))
         }
         None => None,
     };
@@ -622,7 +623,7 @@ async fn run_profile(
     let audience = Audience { url: format!("{gateway_url}/events"), tally, token: scenario.gateway.run_token() }
         .start(audience_cancel.clone())
         .await
-        .map_err(runtime)?;
+        .map_err(failed)?;
     while external.is_none() && gw_state.subscribers() == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -670,7 +671,7 @@ async fn run_profile(
                 });
                 let _ = done_tx.send(report);
             })
-            .map_err(runtime)?;
+            .map_err(failed)?;
     }
 
     // Watch the run: progress, failures, Ctrl-C.
@@ -704,7 +705,7 @@ async fn run_profile(
                 }
             },
 
-            r = &mut done_rx => break r.map_err(|_| runtime("the load generator thread died"))?,
+            r = &mut done_rx => break r.map_err(|_| failed("the load generator thread died"))?,
             _ = tick.tick() => {
                 ticks += 1;
                 let sent = sent_live.load(Ordering::Relaxed);
@@ -758,7 +759,7 @@ async fn run_profile(
             },
         }
     };
-    let report = report.map_err(|e| runtime(format!("the source refused an event: {e}")))?;
+    let report = report.map_err(|e| failed(format!("the source refused an event: {e}")))?;
     interrupted |= report.stopped_early && failure.is_none();
 
     // Drain: wait for what is in flight, up to the scenario's limit. Actions the HTTP
@@ -809,8 +810,8 @@ async fn run_profile(
         failure.get_or_insert_with(|| "the stages did not stop within 20s".into());
     }
     audience_cancel.cancel();
-    let mut tally = audience.await.map_err(runtime)?.map_err(runtime)?;
-    let audit = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(runtime)?;
+    let mut tally = audience.await.map_err(failed)?.map_err(failed)?;
+    let audit = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(failed)?;
     let mut broker_info = broker.info.clone();
     #[cfg(feature = "embedded")]
     if let Some(b) = broker.embedded.as_ref().filter(|_| !scenario.faults.is_empty()) {
@@ -964,15 +965,15 @@ async fn run_profile(
         );
     }
     write_run_dir(dir, &result, &mut tally, report.schedule_lag)
-        .map_err(|e| runtime(format!("writing {}: {e}", dir.display())))?;
+        .map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
 }
 
 /// Starts span export when the scenario or the `OTEL_*` environment names a collector.
 pub(crate) fn start_tracer(scenario: &Scenario) -> Result<Option<Arc<telemetry::Tracer>>, RunError> {
     let requested =
-        scenario.telemetry.requested(&scenario.sla).map_err(|(f, why)| runtime(format!("telemetry.{f}: {why}")))?;
-    let Some(config) = telemetry::TelemetryConfig::resolve(&requested, |k| std::env::var(k).ok()).map_err(runtime)?
+        scenario.telemetry.requested(&scenario.sla).map_err(|(f, why)| failed(format!("telemetry.{f}: {why}")))?;
+    let Some(config) = telemetry::TelemetryConfig::resolve(&requested, |k| std::env::var(k).ok()).map_err(failed)?
     else {
         return Ok(None);
     };
@@ -990,7 +991,7 @@ pub(crate) fn start_tracer(scenario: &Scenario) -> Result<Option<Arc<telemetry::
         config.endpoint,
         config.sample_ratio * 100.0
     );
-    telemetry::Tracer::start(config, shapes).map(Some).map_err(runtime)
+    telemetry::Tracer::start(config, shapes).map(Some).map_err(failed)
 }
 
 /// Exports the run's metrics over OTLP to the collector spans go to, every 5 s and at the end.
@@ -999,7 +1000,7 @@ fn start_metrics_export(
     metrics: Arc<pipeline::metrics::Metrics>,
 ) -> Result<telemetry::metrics::MetricsExport, RunError> {
     let counts = Arc::new(move || metrics.snapshot());
-    telemetry::metrics::MetricsExport::start(config, Duration::from_secs(5), SOURCE, SINK, counts).map_err(runtime)
+    telemetry::metrics::MetricsExport::start(config, Duration::from_secs(5), SOURCE, SINK, counts).map_err(failed)
 }
 
 /// Exports what is left (waiting at most 10 s for the collector) and reports the counts.
@@ -1065,8 +1066,8 @@ async fn open_source(
         (SourceKind::Postgres, Some(url)) => {
             // A run's own connector starts on an empty table and a new slot; a connector
             // process keeps its slot, which the run must not drop under it.
-            pipeline::io::postgres::prepare(url, &c.slot, !external).await.map_err(runtime)?;
-            let writer = pipeline::io::postgres::PgWriter::open(url).await.map_err(runtime)?;
+            pipeline::io::postgres::prepare(url, &c.slot, !external).await.map_err(failed)?;
+            let writer = pipeline::io::postgres::PgWriter::open(url).await.map_err(failed)?;
             let name = format!("postgres {} slot {}", pipeline::io::postgres::redact(url), c.slot);
             let source = Source::Postgres { url: url.clone(), slot: c.slot.clone() };
             Ok((source, Writer::Postgres(writer, tokio::runtime::Handle::current()), name, None))
@@ -1080,7 +1081,7 @@ async fn open_source(
         }
         _ => {
             let db = c.sqlite.clone().unwrap_or_else(|| dir.join("source.sqlite"));
-            let writer = SourceWriter::open(&db).map_err(runtime)?;
+            let writer = SourceWriter::open(&db).map_err(failed)?;
             let mut source = Source::sqlite(&db);
             if let Source::Sqlite { poll_interval, .. } = &mut source {
                 *poll_interval = scenario.pipeline.poll_interval;
@@ -1173,11 +1174,11 @@ fn http_client() -> reqwest::Client {
 /// the edge cache, so the run starts with a warm cache.
 async fn seed_context(kafka: &KafkaSettings, sessions: u64, sink: &SinkCounters) -> Result<(), RunError> {
     let before = sink.applied.load(Ordering::Relaxed);
-    pipeline::context_sink::seed(kafka, sessions).await.map_err(runtime)?;
+    pipeline::context_sink::seed(kafka, sessions).await.map_err(failed)?;
     let deadline = Instant::now() + READY_TIMEOUT;
     while sink.applied.load(Ordering::Relaxed) < before + sessions {
         if Instant::now() > deadline {
-            return Err(runtime(format!(
+            return Err(failed(format!(
                 "the edge cache sink did not apply {sessions} contexts within {READY_TIMEOUT:?}"
             )));
         }

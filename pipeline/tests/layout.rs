@@ -27,7 +27,8 @@ fn named(code: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
             None => vec![rest],
         };
         for n in names {
-            let word = |s: &str| s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("").to_owned();
+            let word =
+                |s: &str| s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("").to_owned();
             let first = word(n);
             let full = match n.strip_prefix(&format!("{first}::")) {
                 Some(after) if first == "io" => format!("io::{}", word(after)),

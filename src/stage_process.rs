@@ -12,7 +12,7 @@
 //! so running more of them spreads the partitions. The connector reads one source and so
 //! runs once; it scales with `[connector] tasks`.
 
-use crate::run::{self, RunError, base_kafka, create_topics, describe_exit, stage_kafka, tagged};
+use crate::run::{self, RunError, base_kafka, create_topics, describe_exit, failed, stage_kafka, tagged};
 use crate::scenario::{Scenario, SourceKind};
 use pipeline::connector::{ConnectorConfig, Source};
 use pipeline::context_sink::SinkCounters;
@@ -80,10 +80,6 @@ fn bad(e: impl std::fmt::Display) -> RunError {
     RunError::BadInput(e.to_string())
 }
 
-fn runtime(e: impl std::fmt::Display) -> RunError {
-    RunError::Runtime(e.to_string())
-}
-
 /// Runs the stage until SIGINT or SIGTERM (`Ok`) or until it fails.
 pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
     let name = opts.stage.as_str();
@@ -128,7 +124,7 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
     if let Some(addr) = opts.metrics.as_ref().or(scenario.telemetry.metrics.as_ref()) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| runtime(format!("cannot serve /metrics on {addr}: {e}; try another --metrics address")))?;
+            .map_err(|e| failed(format!("cannot serve /metrics on {addr}: {e}; try another --metrics address")))?;
         eprintln!("stage {name}: metrics at http://{addr}/metrics");
         tasks.spawn(tagged("metrics", pipeline::metrics::serve(listener, Arc::clone(&metrics), cancel.clone())));
     }
@@ -139,9 +135,9 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             let ((source, what), cache_at) = connector.ok_or_else(|| bad("the connector's settings"))?;
             if let Source::Postgres { url, slot } = &source {
                 // The table, publication and slot, made when missing; kept when present.
-                pipeline::io::postgres::prepare(url, slot, false).await.map_err(runtime)?;
+                pipeline::io::postgres::prepare(url, slot, false).await.map_err(failed)?;
             }
-            let cache = EdgeCache::open(&cache_at).await.map_err(runtime)?;
+            let cache = EdgeCache::open(&cache_at).await.map_err(failed)?;
             let mut cfg = ConnectorConfig::new(source);
             cfg.tasks = scenario.connector.tasks;
             cfg.transforms = scenario.connector.transforms.clone();
@@ -162,7 +158,7 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
         }
         StageName::Agent => {
             let cache = match &scenario.edge_cache.url {
-                Some(url) => Some(EdgeCache::open(&CacheAt::parse(url)).await.map_err(runtime)?),
+                Some(url) => Some(EdgeCache::open(&CacheAt::parse(url)).await.map_err(failed)?),
                 None => None,
             };
             let config = agent::AgentConfig {
@@ -189,9 +185,9 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             if let Some(section) = &scenario.streamjob.enrich {
                 let config = section.config(section.at(&opts.state_dir.join("profiles.sqlite")));
                 if config.query.is_none() {
-                    pipeline::enrich::prepare(&config.at).await.map_err(runtime)?;
+                    pipeline::enrich::prepare(&config.at).await.map_err(failed)?;
                 }
-                let enricher = pipeline::enrich::Enricher::open(&config).await.map_err(runtime)?;
+                let enricher = pipeline::enrich::Enricher::open(&config).await.map_err(failed)?;
                 described = format!("{described}, enriching from {}", config.at.describe());
                 job = job.with_enricher(enricher);
             }
@@ -209,8 +205,8 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
         StageName::Gateway => {
             let listener = tokio::net::TcpListener::bind(&opts.listen)
                 .await
-                .map_err(|e| runtime(format!("cannot listen on {}: {e}; try another --listen address", opts.listen)))?;
-            let addr = listener.local_addr().map_err(runtime)?;
+                .map_err(|e| failed(format!("cannot listen on {}: {e}; try another --listen address", opts.listen)))?;
+            let addr = listener.local_addr().map_err(failed)?;
             let mut state = GatewayState::with_fanout(ready.clone(), cancel.clone(), scenario.gateway.fanout())
                 .with_metrics(Arc::clone(&metrics));
             if let Some(auth) = scenario.gateway.auth() {
@@ -225,8 +221,8 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             if let Some(at) = opts.grpc.as_ref().or(scenario.gateway.grpc.as_ref()) {
                 let grpc = tokio::net::TcpListener::bind(at)
                     .await
-                    .map_err(|e| runtime(format!("cannot listen on {at}: {e}; try another --grpc address")))?;
-                let addr = grpc.local_addr().map_err(runtime)?;
+                    .map_err(|e| failed(format!("cannot listen on {at}: {e}; try another --grpc address")))?;
+                let addr = grpc.local_addr().map_err(failed)?;
                 described = format!("{described} and gRPC {addr}");
                 tasks
                     .spawn(tagged("gateway-grpc", pipeline::gateway::grpc::serve(grpc, state.clone(), cancel.clone())));
@@ -307,7 +303,7 @@ async fn wait_for_broker(kafka: &KafkaSettings, name: &str) -> Result<(), RunErr
     loop {
         match kafka.check_reachable(run::CONNECT_TIMEOUT.min(Duration::from_secs(5))).await {
             Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => return Err(runtime(e)),
+            Err(e) if Instant::now() >= deadline => return Err(failed(e)),
             Err(_) => {
                 eprintln!("stage {name}: waiting for a broker at {}", kafka.bootstrap);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -377,5 +373,5 @@ async fn report_restores(stats: Arc<agent::AgentStats>, cancel: CancellationToke
 }
 
 fn terminate_signal() -> Result<tokio::signal::unix::Signal, RunError> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(runtime)
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(failed)
 }
