@@ -852,7 +852,7 @@ impl TelemetrySection {
     /// `sla`.
     pub fn requested(&self, sla: &[Objective]) -> Result<telemetry::Requested, (&'static str, String)> {
         let protocol = match &self.protocol {
-            Some(p) => Some(telemetry::Protocol::parse(p).map_err(|e| ("protocol", e))?),
+            Some(p) => Some(telemetry::Protocol::parse(p).map_err(|e| ("protocol", e.to_string()))?),
             None => None,
         };
         if let Some(r) = self.sample_ratio

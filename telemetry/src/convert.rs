@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 /// Builds the OTLP exporter (inside the export thread's runtime: the gRPC channel needs
 /// one). The channel connects lazily, so a collector that is down is not an error here.
-pub(crate) fn exporter(config: &TelemetryConfig) -> Result<SpanExporter, String> {
+pub(crate) fn exporter(config: &TelemetryConfig) -> crate::Result<SpanExporter> {
     let built = match config.protocol {
         Protocol::Grpc => SpanExporter::builder()
             .with_tonic()
@@ -28,16 +28,20 @@ pub(crate) fn exporter(config: &TelemetryConfig) -> Result<SpanExporter, String>
             .with_timeout(config.timeout)
             .build(),
     };
-    let mut exporter =
-        built.map_err(|e| format!("OTLP exporter for {} ({}): {e}", config.endpoint, config.protocol.name()))?;
+    let mut exporter = built.map_err(|source| crate::Error::Exporter {
+        signal: "span",
+        endpoint: config.endpoint.clone(),
+        protocol: config.protocol.name(),
+        source,
+    })?;
     exporter.set_resource(&Resource::builder().with_service_name(config.service_name.clone()).build());
     Ok(exporter)
 }
 
 /// The async HTTP client the OTLP/HTTP exporters use (the blocking one would stall the
 /// export thread's runtime).
-pub(crate) fn http_client(config: &TelemetryConfig) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder().timeout(config.timeout).build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+pub(crate) fn http_client(config: &TelemetryConfig) -> crate::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(config.timeout).build()?)
 }
 
 pub(crate) fn scope() -> InstrumentationScope {

@@ -12,6 +12,8 @@
 //! stamps it carries ([`Tracer::delivered`]).
 
 mod convert;
+mod error;
+pub use error::{Error, Result};
 pub mod metrics;
 
 use probes::spans::{Consumed, SpanKind, SpanRecord, SpanSink};
@@ -32,11 +34,11 @@ pub enum Protocol {
 
 impl Protocol {
     /// Reads the `OTEL_EXPORTER_OTLP_PROTOCOL` spelling (`grpc`, `http/protobuf`).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self> {
         match s {
             "grpc" => Ok(Self::Grpc),
             "http/protobuf" => Ok(Self::HttpProtobuf),
-            other => Err(format!("`{other}` is not an OTLP protocol tailgate speaks (grpc, http/protobuf)")),
+            other => Err(Error::UnknownProtocol(other.to_owned())),
         }
     }
 
@@ -86,10 +88,12 @@ pub struct Requested {
 impl TelemetryConfig {
     /// The scenario's settings over the `OTEL_*` variables `env` gives. `None` (export off)
     /// when neither names an endpoint.
-    pub fn resolve(req: &Requested, env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+    pub fn resolve(req: &Requested, env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         let protocol = match (req.protocol, env(ENV_PROTOCOL)) {
             (Some(p), _) => p,
-            (None, Some(p)) => Protocol::parse(&p).map_err(|e| format!("{ENV_PROTOCOL}: {e}"))?,
+            (None, Some(p)) => {
+                Protocol::parse(&p).map_err(|e| Error::InVariable { var: ENV_PROTOCOL, source: Box::new(e) })?
+            }
             (None, None) => Protocol::Grpc,
         };
         let endpoint = match (&req.endpoint, env(ENV_TRACES_ENDPOINT), env(ENV_ENDPOINT)) {
@@ -100,11 +104,11 @@ impl TelemetryConfig {
         };
         let sample_ratio = match (req.sample_ratio, env(ENV_SAMPLER_ARG)) {
             (Some(r), _) => r,
-            (None, Some(r)) => r.parse().map_err(|_| format!("{ENV_SAMPLER_ARG}: `{r}` is not a number"))?,
+            (None, Some(r)) => r.parse().map_err(|_| Error::NotANumber { var: ENV_SAMPLER_ARG, value: r.clone() })?,
             (None, None) => 1.0,
         };
         if !(0.0..=1.0).contains(&sample_ratio) {
-            return Err(format!("the sample ratio must be between 0 and 1, not {sample_ratio}"));
+            return Err(Error::SampleRatio(sample_ratio));
         }
         Ok(Some(Self {
             endpoint,
@@ -198,7 +202,7 @@ impl Tracer {
     /// Builds the exporter and starts the export thread. Fails only on a configuration the
     /// exporter refuses (a malformed endpoint); an unreachable collector shows as failed
     /// exports, not here.
-    pub fn start(config: TelemetryConfig, shapes: Vec<StageShape>) -> Result<Arc<Self>, String> {
+    pub fn start(config: TelemetryConfig, shapes: Vec<StageShape>) -> Result<Arc<Self>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue);
         let counters = Arc::new(Counters::default());
         let (built_tx, built_rx) = std::sync::mpsc::channel();
@@ -207,12 +211,12 @@ impl Tracer {
             std::thread::Builder::new()
                 .name("tailgate-otlp".into())
                 .spawn(move || export_thread(&config, &rx, &counters, &built_tx))
-                .map_err(|e| format!("cannot start the export thread: {e}"))?
+                .map_err(|source| Error::Start { what: "export thread", source })?
         };
         match built_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("the export thread stopped while starting".into()),
+            Err(_) => return Err(Error::ThreadStopped),
         }
         Ok(Arc::new(Self {
             tx,
@@ -374,12 +378,12 @@ fn export_thread(
     config: &TelemetryConfig,
     rx: &Receiver<Msg>,
     counters: &Counters,
-    built: &std::sync::mpsc::Sender<Result<(), String>>,
+    built: &std::sync::mpsc::Sender<Result<()>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            let _ = built.send(Err(format!("cannot start the export runtime: {e}")));
+            let _ = built.send(Err(Error::Start { what: "export runtime", source: e }));
             return;
         }
     };
@@ -465,7 +469,7 @@ mod tests {
 
     #[test]
     fn off_unless_an_endpoint_is_named() {
-        assert_eq!(TelemetryConfig::resolve(&Requested::default(), env(&[])), Ok(None));
+        assert_eq!(TelemetryConfig::resolve(&Requested::default(), env(&[])).unwrap(), None);
         let c =
             TelemetryConfig::resolve(&Requested::default(), env(&[(ENV_ENDPOINT, "http://c:4317")])).unwrap().unwrap();
         assert_eq!((c.endpoint.as_str(), c.protocol, c.sample_ratio), ("http://c:4317", Protocol::Grpc, 1.0));
@@ -486,10 +490,10 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let e = env(&[(ENV_ENDPOINT, "http://c:4317"), (ENV_PROTOCOL, "http/json")]);
-        let err = TelemetryConfig::resolve(&Requested::default(), e).unwrap_err();
+        let err = TelemetryConfig::resolve(&Requested::default(), e).unwrap_err().to_string();
         assert!(err.starts_with(ENV_PROTOCOL), "{err}");
         let req = Requested { endpoint: Some("http://c:4317".into()), sample_ratio: Some(2.0), ..Requested::default() };
-        assert!(TelemetryConfig::resolve(&req, env(&[])).unwrap_err().contains("between 0 and 1"));
+        assert!(TelemetryConfig::resolve(&req, env(&[])).unwrap_err().to_string().contains("between 0 and 1"));
     }
 
     #[test]

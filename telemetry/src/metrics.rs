@@ -87,11 +87,11 @@ impl MetricsExport {
         source: &str,
         sink: &str,
         counts: CountsFn,
-    ) -> Result<Self, String> {
+    ) -> crate::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the metrics export runtime: {e}"))?;
+            .map_err(|source| crate::Error::Start { what: "metrics export runtime", source })?;
         let exporter = runtime.block_on(async { build(config) })?;
         let failed = Arc::new(AtomicU64::new(0));
         let exporter = OnOwnRuntime { runtime: Some(runtime), exporter, failed: Arc::clone(&failed) };
@@ -186,7 +186,7 @@ impl MetricsExport {
     }
 }
 
-fn build(config: &TelemetryConfig) -> Result<MetricExporter, String> {
+fn build(config: &TelemetryConfig) -> crate::Result<MetricExporter> {
     let built = match config.protocol {
         Protocol::Grpc => MetricExporter::builder()
             .with_tonic()
@@ -201,7 +201,12 @@ fn build(config: &TelemetryConfig) -> Result<MetricExporter, String> {
             .with_timeout(config.timeout)
             .build(),
     };
-    built.map_err(|e| format!("OTLP metric exporter for {} ({}): {e}", config.endpoint, config.protocol.name()))
+    built.map_err(|source| crate::Error::Exporter {
+        signal: "metric",
+        endpoint: config.endpoint.clone(),
+        protocol: config.protocol.name(),
+        source,
+    })
 }
 
 /// The metrics URL beside a traces URL (`.../v1/traces` becomes `.../v1/metrics`).
