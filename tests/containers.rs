@@ -3,11 +3,10 @@
 //!
 //! These tests need a Docker engine (`DOCKER_HOST`, or `/var/run/docker.sock`). Without
 //! one they say on the test output, past the test harness's capture, that they were
-//! skipped and why, and pass; with `TAILGATE_REQUIRE_DOCKER=1` they fail instead.
+//! skipped and why, and pass; with `TAILGATE_REQUIRE=docker` (or `all`) they fail instead.
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
 use tailgate::run::{RunOptions, run};
 use testcontainers_modules::kafka::apache;
 use testcontainers_modules::postgres::Postgres;
@@ -30,9 +29,7 @@ fn no_engine() -> Option<String> {
 /// `true` when the test may go on; otherwise says why it is skipped (or fails if required).
 fn engine_or_skip(test: &str) -> bool {
     let Some(why) = no_engine() else { return true };
-    assert!(std::env::var("TAILGATE_REQUIRE_DOCKER").as_deref() != Ok("1"), "{test}: {why}");
-    // Straight to the process's stderr, so `cargo test` shows it for a passing test too.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    testkit::missing::<()>(test, "docker", &why);
     false
 }
 

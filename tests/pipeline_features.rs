@@ -9,9 +9,6 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
-#[path = "../pipeline/tests/common/mod.rs"]
-mod common;
-
 mod support;
 
 use support::run_text;
@@ -144,7 +141,12 @@ sessions = "all"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_from_postgres_with_context_in_redis() {
-    let (Some(pg), Some(redis)) = (common::postgres().await, common::redis().await) else { return };
+    let (Some(pg), Some(redis)) = (
+        testkit::postgres("capture_from_postgres_with_context_in_redis").await,
+        testkit::redis("capture_from_postgres_with_context_in_redis").await,
+    ) else {
+        return;
+    };
     let slot = format!("tg_run_{}", probes::now_ns() % 1_000_000_007);
     let r = run_text(&format!(
         r#"

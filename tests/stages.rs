@@ -6,9 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../pipeline/tests/common/mod.rs"]
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -103,7 +100,12 @@ fn stages_as_separate_processes_account_for_every_event_run_after_run() {
 /// connector process makes) and Redis (the edge cache the agents share), where those run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_as_separate_processes_on_postgres_and_redis() {
-    let (Some(pg), Some(redis)) = (common::postgres().await, common::redis().await) else { return };
+    let (Some(pg), Some(redis)) = (
+        testkit::postgres("stages_as_separate_processes_on_postgres_and_redis").await,
+        testkit::redis("stages_as_separate_processes_on_postgres_and_redis").await,
+    ) else {
+        return;
+    };
     let slot = format!("tg_stages_{}", probes::now_ns() % 1_000_000_007);
     let dir = tempfile::tempdir().unwrap();
     let stores = format!(

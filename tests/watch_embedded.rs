@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use dashboard::{DashState, Feed, Meta, Sample};
-use pipeline::embedded::EmbeddedBroker;
-use pipeline::{KafkaSettings, topics};
+use pipeline::topics;
 use probes::StampIter;
 use std::sync::{Arc, Mutex};
 use tailgate::run::{RunOptions, run};
@@ -15,9 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_taps_a_running_pipeline_without_touching_it() {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+    let (broker, kafka) = testkit::broker(3).await;
 
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let cancel = CancellationToken::new();

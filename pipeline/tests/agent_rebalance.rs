@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use pipeline::agent::{self, AgentConfig, AgentStats};
-use pipeline::embedded::EmbeddedBroker;
 use pipeline::event::session_key;
 use pipeline::stage::StageCounters;
 use pipeline::{KafkaSettings, StoryEvent, topics};
@@ -100,11 +99,7 @@ async fn beats(kafka: &KafkaSettings, want: usize) -> BTreeMap<u64, Vec<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_continue_their_state_when_partitions_move_between_instances() {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 4;
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
-    kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.unwrap();
+    let (_broker, kafka) = testkit::broker(4).await;
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
 

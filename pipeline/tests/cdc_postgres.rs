@@ -6,10 +6,7 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use pipeline::connector::{self, ACTION_COLUMNS, ConnectorConfig, Position, Source};
-use pipeline::embedded::EmbeddedBroker;
 use pipeline::stage::StageCounters;
 use pipeline::{KafkaSettings, StoryEvent, topics};
 use probes::TraceContext;
@@ -70,12 +67,11 @@ async fn insert_rows(url: &str, run: u64, ids: std::ops::Range<u64>, one_transac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_arrive_in_commit_order_without_loss_or_repeat_across_a_restart() {
-    let Some(url) = common::postgres().await else { return };
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 1;
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
-    kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.unwrap();
+    let Some(url) = testkit::postgres("rows_arrive_in_commit_order_without_loss_or_repeat_across_a_restart").await
+    else {
+        return;
+    };
+    let (_broker, kafka) = testkit::broker(1).await;
     let run = probes::now_ns() >> 8;
     let slot = format!("tg_test_{}", run % 1_000_000_007);
     pipeline::io::postgres::prepare(&url, &slot, true).await.unwrap();

@@ -4,12 +4,9 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use pipeline::context_sink::{self, SinkCounters};
-use pipeline::embedded::EmbeddedBroker;
 use pipeline::io::cache::{CacheAt, EdgeCache};
-use pipeline::{KafkaSettings, topics};
+use pipeline::topics;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,10 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 async fn sink_keeps(at: CacheAt, base: u64) {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 1;
-    kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.unwrap();
+    let (_broker, kafka) = testkit::broker(1).await;
     let cache = EdgeCache::open(&at).await.unwrap();
     let counters = Arc::new(SinkCounters::default());
     let (ready, _) = watch::channel(false);
@@ -58,7 +52,7 @@ async fn sink_keeps(at: CacheAt, base: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_keeps_redis_from_the_compacted_topic() {
-    let Some(url) = common::redis().await else { return };
+    let Some(url) = testkit::redis("the_sink_keeps_redis_from_the_compacted_topic").await else { return };
     // Sessions far from the ones runs use, unique to this test run.
     let base = (probes::now_ns() % 1_000_000) * 1_000 + (1 << 40);
     sink_keeps(CacheAt::Redis(url), base).await;

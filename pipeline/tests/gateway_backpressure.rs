@@ -8,11 +8,10 @@
 #[path = "common/beats.rs"]
 mod beats;
 
-use pipeline::embedded::EmbeddedBroker;
 use pipeline::gateway::GatewayState;
 use pipeline::gateway::fanout::{FanoutConfig, Item, SlowClient};
 use pipeline::stage::StageCounters;
-use pipeline::{KafkaSettings, topics};
+use pipeline::topics;
 use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,10 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_client_pauses_the_consumer_and_reading_resumes_it_without_loss() {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 1;
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+    let (_broker, kafka) = testkit::broker(1).await;
 
     let cancel = CancellationToken::new();
     let (ready_tx, mut ready_rx) = watch::channel(false);

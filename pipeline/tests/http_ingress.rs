@@ -7,10 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use pipeline::connector::{self, ConnectorConfig, Source};
-use pipeline::embedded::EmbeddedBroker;
 use pipeline::gateway::{self, GatewayState};
 use pipeline::stage::StageCounters;
-use pipeline::{KafkaSettings, StoryEvent, topics};
+use pipeline::{StoryEvent, topics};
 use probes::TraceContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -43,11 +42,7 @@ async fn serve(state: GatewayState, cancel: CancellationToken) -> std::net::Sock
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_actions_are_in_kafka_in_the_callers_trace() {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 1;
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
-    kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.unwrap();
+    let (_broker, kafka) = testkit::broker(1).await;
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(16);
     let conn = tokio::spawn(connector::run(

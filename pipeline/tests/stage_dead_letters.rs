@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use pipeline::agent::{self, AgentConfig, AgentStats};
-use pipeline::embedded::EmbeddedBroker;
 use pipeline::stage::StageCounters;
 use pipeline::{KafkaSettings, StoryEvent, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE, INTENDED, STAMPS, TRACEPARENT};
@@ -42,11 +41,7 @@ fn header<'a>(m: &'a OwnedMessage, key: &str) -> Option<&'a [u8]> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_events_are_stamped_and_poison_is_dead_lettered_with_its_reason() {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 1;
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
-    kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.unwrap();
+    let (_broker, kafka) = testkit::broker(1).await;
     let state = tempfile::tempdir().unwrap();
 
     let (ready_tx, mut ready_rx) = watch::channel(false);

@@ -9,7 +9,6 @@
 #[path = "common/beats.rs"]
 mod beats;
 
-use pipeline::embedded::EmbeddedBroker;
 use pipeline::enrich::{EnrichAt, EnrichConfig, Enricher, ResultOrder, TABLE, seed, seed_profile};
 use pipeline::streamjob::{StreamJob, StreamJobConfig};
 use pipeline::{KafkaSettings, StoryEvent, topics};
@@ -48,10 +47,7 @@ fn read_updates(kafka: &KafkaSettings) -> Vec<StoryEvent> {
 /// Runs the job over `EVENTS` beats (sessions in turn) and returns the updates in the
 /// order they were produced, with the enrichment's counters.
 async fn enrich_run(order: ResultOrder) -> (Vec<StoryEvent>, Arc<pipeline::enrich::EnrichStats>, u64) {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 1;
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+    let (_broker, kafka) = testkit::broker(1).await;
 
     let dir = tempfile::tempdir().unwrap();
     let at = EnrichAt::Sqlite(dir.path().join("profiles.sqlite"));

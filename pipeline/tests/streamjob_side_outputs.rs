@@ -9,7 +9,6 @@
 #[path = "common/beats.rs"]
 mod beats;
 
-use pipeline::embedded::EmbeddedBroker;
 use pipeline::streamjob::{Pattern, StreamJob, StreamJobConfig};
 use pipeline::{KafkaSettings, topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -42,10 +41,7 @@ fn read_values(kafka: &KafkaSettings, topic: &str, want: usize) -> Vec<serde_jso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_patterns_and_late_events_reach_their_side_outputs() {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 1;
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+    let (_broker, kafka) = testkit::broker(1).await;
 
     let binge = Pattern { name: "binge".into(), times: 3, within: Duration::from_secs(2), contains: None };
     let job = StreamJob::new(StreamJobConfig { patterns: vec![binge], ..StreamJobConfig::default() });
@@ -111,10 +107,7 @@ fn job_with_changelog() -> StreamJob {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_job_rebuilds_its_open_windows_from_the_changelog() {
-    let broker = EmbeddedBroker::start().await.unwrap();
-    let mut kafka = KafkaSettings::new(broker.bootstrap());
-    kafka.partitions = 1;
-    kafka.ensure_topics(&topics::ALL, &[]).await.unwrap();
+    let (_broker, kafka) = testkit::broker(1).await;
     kafka.ensure_topics(&[topics::STREAMJOB_CHANGELOG], &[("cleanup.policy", "compact")]).await.unwrap();
 
     // Two actions in window [20_000, 21_000), then the job stops with the window open.

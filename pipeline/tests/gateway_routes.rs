@@ -1,0 +1,67 @@
+//! The gateway's plain routes, served by `gateway::app()` without a socket or a broker:
+//! liveness, readiness that follows the consumer's partitions, `/metrics` only where a
+//! process has them, actions only where the HTTP source is on, and unknown or malformed
+//! requests refused with a status, never a crash.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pipeline::gateway::{GatewayState, app};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+async fn call(state: &GatewayState, req: Request<Body>) -> (StatusCode, String) {
+    let res = app(state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn health_is_always_ok_and_readiness_follows_the_partitions() {
+    let (ready, rx) = watch::channel(false);
+    let state = GatewayState::new(rx, CancellationToken::new());
+    assert_eq!(call(&state, get("/healthz")).await, (StatusCode::OK, "ok".into()));
+    assert_eq!(call(&state, get("/readyz")).await, (StatusCode::SERVICE_UNAVAILABLE, "waiting for partitions".into()));
+    ready.send_replace(true);
+    assert_eq!(call(&state, get("/readyz")).await, (StatusCode::OK, "ready".into()));
+}
+
+#[tokio::test]
+async fn what_this_process_does_not_serve_is_not_found() {
+    let (_ready, rx) = watch::channel(true);
+    let state = GatewayState::new(rx, CancellationToken::new());
+    assert_eq!(call(&state, get("/metrics")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&state, get("/no/such/route")).await.0, StatusCode::NOT_FOUND);
+    let action = Request::post("/sessions/7/actions")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"run":1,"id":1,"action":"look"}"#))
+        .unwrap();
+    let (status, body) = call(&state, action).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("no http source"), "{body}");
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_refused_with_a_client_error() {
+    let (_ready, rx) = watch::channel(true);
+    let state = GatewayState::new(rx, CancellationToken::new());
+    for (path, body) in [
+        ("/sessions/7/actions", "{not json"),
+        ("/sessions/7/actions", r#"{"run":1,"id":1,"action":"look","extra":1}"#),
+        ("/sessions/not-a-number/actions", r#"{"run":1,"id":1,"action":"look"}"#),
+    ] {
+        let req = Request::post(path).header("content-type", "application/json").body(Body::from(body)).unwrap();
+        let status = call(&state, req).await.0;
+        assert!(status.is_client_error(), "{path} {body}: {status}");
+    }
+    let poll = call(&state, get("/sessions/x/poll")).await.0;
+    assert!(poll.is_client_error(), "{poll}");
+}
