@@ -24,13 +24,23 @@
 //!   session's profile from a database without blocking the stream; the stage runtime
 //!   keeps up to the bound in flight and emits in order or as lookups complete.
 //!
+//! Here: the windows, the watermark and the stage's processing; [`rules`], `patterns`,
+//! `changelog` (the state's records) and `audit` (what each decision writes) beside it.
+//!
 //! State is per run and session, so one long-lived job serves run after run. The job is
 //! driven only by the events it is given ([`StreamJob::observe`]): tests set time
 //! explicitly and need no clock.
 
+mod audit;
+mod changelog;
+mod patterns;
+mod rules;
+
+pub use rules::{Rule, RuleApplied, RulePublisher, RuleSet, follow_rules};
+
 use crate::event::{StoryEvent, Window};
 use crate::stage::{Meta, Processor, SideRecord};
-use crate::{topics, topology};
+use crate::topics;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -94,65 +104,6 @@ pub struct StreamJobStats {
     pub restored: AtomicU64,
     /// Redelivered events the restored state already counted (passed on, not counted again).
     pub replayed: AtomicU64,
-}
-
-/// A rule as `story.rules` carries it (the value; the key is its name).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Rule {
-    pub name: String,
-    #[serde(default = "enabled")]
-    pub enabled: bool,
-    pub times: u32,
-    pub within_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contains: Option<String>,
-    /// When it was published, epoch ns (to measure how long it took to take effect).
-    pub published_ns: u64,
-}
-
-const fn enabled() -> bool {
-    true
-}
-
-impl Rule {
-    /// The rule for `pattern`, published now.
-    pub fn of(pattern: &Pattern, enabled: bool) -> Self {
-        Self {
-            name: pattern.name.clone(),
-            enabled,
-            times: pattern.times,
-            within_ms: pattern.within.as_millis() as u64,
-            contains: pattern.contains.clone(),
-            published_ns: probes::now_ns(),
-        }
-    }
-
-    fn pattern(&self) -> Pattern {
-        Pattern {
-            name: self.name.clone(),
-            times: self.times.max(2),
-            within: Duration::from_millis(self.within_ms),
-            contains: self.contains.clone(),
-        }
-    }
-}
-
-/// A rule change as it took effect in a job instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleApplied {
-    pub name: String,
-    pub enabled: bool,
-    pub published_ns: u64,
-    /// When the job first used it: before the next event it processed.
-    pub applied_ns: u64,
-}
-
-/// The rules an instance has read from `story.rules`, newest per name, with a version that
-/// grows with every change.
-#[derive(Debug, Clone, Default)]
-pub struct RuleSet {
-    pub version: u64,
-    pub rules: BTreeMap<String, Rule>,
 }
 
 /// A session of a run.
@@ -239,46 +190,6 @@ impl StreamJob {
         self
     }
 
-    /// Also takes its patterns from the broadcast `rules` (see [`follow_rules`]).
-    #[must_use]
-    pub fn with_rules(mut self, rules: tokio::sync::watch::Receiver<RuleSet>) -> Self {
-        self.rules = Some((rules, 0));
-        self
-    }
-
-    /// Applies broadcast rule changes not applied yet; records when each took effect.
-    pub fn apply_rules(&mut self, decisions: &mut Vec<Decision>) {
-        let Some((rx, applied)) = &mut self.rules else { return };
-        if rx.borrow().version == *applied {
-            return;
-        }
-        let set = rx.borrow_and_update().clone();
-        *applied = set.version;
-        let now = probes::now_ns();
-        let mut patterns: Vec<Pattern> =
-            self.configured.iter().filter(|p| !set.rules.contains_key(&p.name)).cloned().collect();
-        patterns.extend(set.rules.values().filter(|r| r.enabled).map(Rule::pattern));
-        if let Ok(mut log) = self.stats.rules.lock() {
-            for r in set.rules.values() {
-                if !log.iter().any(|a| a.name == r.name && a.published_ns == r.published_ns) {
-                    let applied = RuleApplied {
-                        name: r.name.clone(),
-                        enabled: r.enabled,
-                        published_ns: r.published_ns,
-                        applied_ns: now,
-                    };
-                    log.push(applied);
-                    decisions.push(Decision::RuleApplied { rule: r.clone(), applied_ns: now });
-                }
-            }
-        }
-        // Progress towards patterns whose definitions changed starts afresh.
-        if patterns != self.patterns {
-            self.progress.clear();
-            self.patterns = patterns;
-        }
-    }
-
     /// The watermark, ms since the epoch: no event with an earlier time is expected.
     pub fn watermark_ms(&self) -> u64 {
         self.max_event_ms.saturating_sub(self.out_of_order_ms)
@@ -354,247 +265,9 @@ impl StreamJob {
         }
     }
 
-    fn match_patterns(&mut self, key: Key, id: u64, action: &str, event_ms: u64, decisions: &mut Vec<Decision>) {
-        for (i, p) in self.patterns.iter().enumerate() {
-            if p.contains.as_deref().is_some_and(|c| !action.contains(c)) {
-                continue;
-            }
-            let within = p.within.as_millis() as u64;
-            let seen = self.progress.entry((key, i)).or_default();
-            // Out-of-order arrivals are kept in event-time order (usually the back).
-            let at = seen.partition_point(|&e| e <= (event_ms, id));
-            seen.insert(at, (event_ms, id));
-            while seen.back().zip(seen.front()).is_some_and(|(last, first)| last.0 - first.0 > within) {
-                seen.pop_front();
-            }
-            if seen.len() >= p.times as usize {
-                let matched: Vec<(u64, u64)> = seen.drain(..).collect();
-                if let Ok(mut s) = self.stats.signals.lock() {
-                    *s.entry(p.name.clone()).or_default() += 1;
-                }
-                decisions.push(Decision::Matched {
-                    key,
-                    pattern: p.name.clone(),
-                    ids: matched.iter().map(|m| m.1).collect(),
-                    first_ms: matched[0].0,
-                    last_ms: matched[matched.len() - 1].0,
-                });
-            }
-        }
-        // Progress older than every pattern's span can no longer match.
-        if self.progress.len() > 100_000 {
-            let horizon = self
-                .watermark_ms()
-                .saturating_sub(self.patterns.iter().map(|p| p.within.as_millis() as u64).max().unwrap_or(0));
-            self.progress.retain(|_, seen| seen.back().is_some_and(|last| last.0 >= horizon));
-        }
-    }
-
     /// Open windows across all sessions.
     pub fn open_windows(&self) -> usize {
         self.windows.values().map(BTreeMap::len).sum()
-    }
-
-    /// The changelog record of `key`: its open windows, pattern progress and the input
-    /// offset they include, or `None` (a tombstone) when it has none.
-    fn snapshot(&self, key: Key) -> Option<Vec<u8>> {
-        let windows: Vec<(u64, u64)> =
-            self.windows.get(&key).map(|w| w.iter().map(|(s, c)| (*s, *c)).collect()).unwrap_or_default();
-        let progress: BTreeMap<String, Vec<(u64, u64)>> = self
-            .patterns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                let seen = self.progress.get(&(key, i)).filter(|q| !q.is_empty())?;
-                Some((p.name.clone(), seen.iter().copied().collect()))
-            })
-            .collect();
-        if windows.is_empty() && progress.is_empty() {
-            return None;
-        }
-        let state = KeyState {
-            max_event_ms: self.max_event_ms,
-            windows,
-            progress,
-            offset: self.last_offset.get(&key).copied(),
-        };
-        serde_json::to_vec(&state).ok()
-    }
-
-    /// The changelog records of the sessions touched since the last call, each to the
-    /// partition its events come from (co-partitioned with the input); a session with
-    /// nothing left open gets a tombstone and is forgotten.
-    pub fn changelog_records(&mut self) -> Vec<SideRecord> {
-        let touched = std::mem::take(&mut self.touched);
-        touched
-            .into_iter()
-            .map(|key| {
-                let value = self.snapshot(key);
-                let partition = self.partition_of.get(&key).copied();
-                if value.is_none() {
-                    self.forget(key);
-                }
-                SideRecord {
-                    topic: topics::STREAMJOB_CHANGELOG,
-                    key: changelog_key(key).to_vec(),
-                    value: value.unwrap_or_default(),
-                    partition,
-                }
-            })
-            .collect()
-    }
-
-    /// Takes over `partitions` of the input: drops the sessions of partitions no longer
-    /// owned, and rebuilds those of newly owned ones from their changelog `records`
-    /// (partition, key, value; the last per key wins, an empty value is a tombstone). The
-    /// watermark moves up to the newest restored; each restored window gets its timer again.
-    /// Returns how many sessions were restored.
-    pub fn restore<'r>(
-        &mut self,
-        partitions: &[i32],
-        records: impl IntoIterator<Item = (i32, &'r [u8], &'r [u8])>,
-    ) -> usize {
-        let assigned: BTreeSet<i32> = partitions.iter().copied().collect();
-        let revoked: Vec<i32> = self.owned.difference(&assigned).copied().collect();
-        if !revoked.is_empty() {
-            let gone: Vec<Key> =
-                self.partition_of.iter().filter(|(_, p)| revoked.contains(p)).map(|(k, _)| *k).collect();
-            for key in gone {
-                self.forget(key);
-            }
-        }
-        let mut latest: HashMap<Key, (i32, &[u8])> = HashMap::new();
-        for (partition, key, value) in records {
-            if assigned.contains(&partition)
-                && !self.owned.contains(&partition)
-                && let Some(key) = parse_changelog_key(key)
-            {
-                latest.insert(key, (partition, value));
-            }
-        }
-        self.owned = assigned;
-        let mut restored = 0;
-        for (key, (partition, value)) in latest {
-            let Ok(state) = serde_json::from_slice::<KeyState>(value) else { continue }; // a tombstone
-            self.forget(key);
-            self.partition_of.insert(key, partition);
-            self.max_event_ms = self.max_event_ms.max(state.max_event_ms);
-            let open = self.windows.entry(key).or_default();
-            for (start, count) in state.windows {
-                open.insert(start, count);
-                self.timers.insert((start + self.window_ms, key, start));
-            }
-            for (i, p) in self.patterns.iter().enumerate() {
-                if let Some(seen) = state.progress.get(&p.name) {
-                    self.progress.insert((key, i), seen.iter().copied().collect());
-                }
-            }
-            if let Some(o) = state.offset {
-                self.restored_upto.insert(key, o);
-                self.last_offset.insert(key, o);
-            }
-            restored += 1;
-        }
-        self.stats.restored.fetch_add(restored as u64, Ordering::Relaxed);
-        restored
-    }
-
-    /// Drops everything kept for `key`.
-    fn forget(&mut self, key: Key) {
-        if let Some(open) = self.windows.remove(&key) {
-            for (start, _) in open {
-                self.timers.remove(&(start + self.window_ms, key, start));
-            }
-        }
-        self.progress.retain(|(k, _), _| *k != key);
-        self.partition_of.remove(&key);
-        self.restored_upto.remove(&key);
-        self.last_offset.remove(&key);
-    }
-}
-
-/// A session's state as its changelog record holds it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct KeyState {
-    /// The job's highest event time when written (the watermark is rebuilt from it).
-    max_event_ms: u64,
-    /// Open windows: (start, count).
-    windows: Vec<(u64, u64)>,
-    /// Per pattern name, the (event ms, id) of actions not yet in a match.
-    progress: BTreeMap<String, Vec<(u64, u64)>>,
-    /// The input offset of the last event of this session the state includes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    offset: Option<i64>,
-}
-
-/// The changelog key of a session: run then session, big-endian.
-fn changelog_key((run, session): Key) -> [u8; 16] {
-    let mut k = [0; 16];
-    k[..8].copy_from_slice(&run.to_be_bytes());
-    k[8..].copy_from_slice(&session.to_be_bytes());
-    k
-}
-
-fn parse_changelog_key(k: &[u8]) -> Option<Key> {
-    let (run, session) = k.split_first_chunk::<8>()?;
-    Some((u64::from_be_bytes(*run), u64::from_be_bytes(session.try_into().ok()?)))
-}
-
-impl Decision {
-    /// The side-output records of this decision: its audit record, and the signal or the
-    /// late event's copy.
-    pub fn records(&self) -> Vec<SideRecord> {
-        let (key, audit) = match self {
-            Self::Fired { key, start_ms, end_ms, count } => (
-                *key,
-                serde_json::json!({
-                    "run": key.0, "session": key.1, "decision": "window_fired",
-                    "start_ms": start_ms, "end_ms": end_ms, "count": count,
-                }),
-            ),
-            Self::Late { key, id, event_ms, watermark_ms } => (
-                *key,
-                serde_json::json!({
-                    "run": key.0, "session": key.1, "decision": "late", "id": id,
-                    "event_ms": event_ms, "watermark_ms": watermark_ms,
-                }),
-            ),
-            Self::Matched { key, pattern, ids, first_ms, last_ms } => (
-                *key,
-                serde_json::json!({
-                    "run": key.0, "session": key.1, "decision": "pattern", "pattern": pattern, "ids": ids,
-                    "first_ms": first_ms, "last_ms": last_ms,
-                }),
-            ),
-            Self::RuleApplied { rule, applied_ns } => {
-                let audit = serde_json::json!({
-                    "decision": "rule_applied", "rule": rule, "applied_ns": applied_ns,
-                    "delay_ms": applied_ns.saturating_sub(rule.published_ns) as f64 / 1e6,
-                });
-                let value = audit.to_string().into_bytes();
-                return vec![SideRecord {
-                    topic: topics::AUDIT,
-                    key: rule.name.clone().into_bytes(),
-                    value,
-                    partition: None,
-                }];
-            }
-        };
-        let k = crate::event::session_key(key.1).to_vec();
-        let audit = audit.to_string().into_bytes();
-        let mut out = vec![SideRecord { topic: topics::AUDIT, key: k.clone(), value: audit.clone(), partition: None }];
-        match self {
-            Self::Late { .. } => out.push(SideRecord { topic: topics::LATE, key: k, value: audit, partition: None }),
-            Self::Matched { pattern, last_ms, ids, .. } => {
-                let signal = serde_json::json!({
-                    "run": key.0, "session": key.1, "signal": pattern, "at_ms": last_ms, "ids": ids,
-                });
-                let value = signal.to_string().into_bytes();
-                out.push(SideRecord { topic: topics::SIGNALS, key: k, value, partition: None });
-            }
-            Self::Fired { .. } | Self::RuleApplied { .. } => {}
-        }
-        out
     }
 }
 
@@ -657,91 +330,9 @@ impl Processor for StreamJob {
     }
 }
 
-/// Publishes rules to `story.rules` (keyed by name) with one producer kept warm: a fresh
-/// producer's first record waits about 500 ms for its producer id and metadata, which would
-/// be counted as the rule's delay.
-#[derive(Clone)]
-pub struct RulePublisher(rdkafka::producer::FutureProducer);
-
-impl std::fmt::Debug for RulePublisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RulePublisher")
-    }
-}
-
-impl RulePublisher {
-    /// Creates the producer (it connects and gets its producer id in the background).
-    pub fn new(kafka: &crate::KafkaSettings) -> crate::Result<Self> {
-        let producer =
-            kafka.producer_config("rules-publisher").create().map_err(|e| crate::Error::Config(e.to_string()))?;
-        Ok(Self(producer))
-    }
-
-    /// Publishes `rule` and waits for the broker's ack.
-    pub async fn publish(&self, rule: &Rule) -> crate::Result<()> {
-        use rdkafka::producer::FutureRecord;
-        let value = serde_json::to_vec(rule).map_err(|e| crate::Error::Stage { stage: NAME, reason: e.to_string() })?;
-        let record = FutureRecord::<str, [u8]>::to(topics::RULES).key(&rule.name).payload(&value);
-        self.0
-            .send(record, Duration::from_secs(10))
-            .await
-            .map(drop)
-            .map_err(|(e, _)| crate::Error::Kafka { context: format!("publish to {}", topics::RULES), source: e })
-    }
-}
-
-/// Reads `story.rules` from its beginning and keeps `rules` up to date until `cancel`: the
-/// broadcast side of the stream job. Each instance reads every partition itself (no
-/// consumer group), as Flink's broadcast state gives every parallel instance every rule.
-pub async fn follow_rules(
-    kafka: crate::KafkaSettings,
-    rules: tokio::sync::watch::Sender<RuleSet>,
-    cancel: tokio_util::sync::CancellationToken,
-) -> crate::Result<()> {
-    use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::message::Message;
-    // Assigned, never subscribed: the group id is only librdkafka's requirement.
-    let consumer: StreamConsumer = kafka
-        .consumer_config(topology::STREAMJOB_RULES, &topology::group_of(topology::STREAMJOB_RULES))
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| crate::Error::Config(format!("rules reader: {e}")))?;
-    let partitions = kafka.high_watermarks(topics::RULES).await?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in partitions.keys() {
-        tpl.add_partition_offset(topics::RULES, *p, rdkafka::Offset::Beginning)
-            .map_err(crate::kafka_err("rules assignment"))?;
-    }
-    consumer.assign(&tpl).map_err(crate::kafka_err("rules assignment"))?;
-    loop {
-        let msg = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            m = consumer.recv() => m.map_err(crate::kafka_err(format!("reading {}", topics::RULES)))?,
-        };
-        let Some(name) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else { continue };
-        let rule = match msg.payload() {
-            // A tombstone removes the rule; the removal takes effect like any change.
-            None => Some(Rule {
-                name: name.clone(),
-                enabled: false,
-                times: 2,
-                within_ms: 0,
-                contains: None,
-                published_ns: msg.timestamp().to_millis().map_or(0, |ms| ms as u64 * 1_000_000),
-            }),
-            Some(v) => serde_json::from_slice::<Rule>(v).ok(),
-        };
-        if let Some(rule) = rule {
-            rules.send_modify(|set| {
-                set.version += 1;
-                set.rules.insert(name, rule);
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::changelog::{KeyState, changelog_key};
     use super::*;
 
     const S: Key = (1, 1);
