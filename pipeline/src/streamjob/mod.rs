@@ -24,7 +24,7 @@
 //!   session's profile from a database without blocking the stream; the stage runtime
 //!   keeps up to the bound in flight and emits in order or as lookups complete.
 //!
-//! Here: the windows, the watermark and the stage's processing; [`rules`], `patterns`,
+//! Here: the windows, the watermark and the stage's processing; `rules`, `patterns`,
 //! `changelog` (the state's records) and `audit` (what each decision writes) beside it.
 //!
 //! State is per run and session, so one long-lived job serves run after run. The job is
