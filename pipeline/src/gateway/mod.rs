@@ -27,9 +27,16 @@
 //! `WWW-Authenticate: Bearer`), a token for other sessions `403`. `/healthz`, `/readyz` and
 //! `/metrics` stay open for the platform's probes and scrapers.
 
+mod auth;
+mod dedupe;
 pub mod fanout;
 pub mod grpc;
 pub mod longpoll;
+mod routes;
+
+pub use auth::{Auth, Denied, Scope};
+pub use dedupe::{IdWindow, Seen};
+pub use routes::{ActionBody, PollQuery, app, serve};
 
 use crate::connector::Ingress;
 use crate::event::StoryEvent;
@@ -38,21 +45,13 @@ use crate::stage::{
     DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, next_message, open_consumer,
     open_producer, spawn_acker,
 };
-use crate::{Error, Result, topics};
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
-use futures::StreamExt as _;
+use crate::{Result, topics};
 use probes::spans::Consumed;
 use probes::{Delivery, Stamp};
 use rdkafka::message::Message;
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -76,84 +75,6 @@ pub struct GatewayState {
     ingress: Option<mpsc::Sender<Ingress>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     auth: Option<Arc<Auth>>,
-}
-
-/// What a bearer token may read and write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Every session, and the firehose.
-    All,
-    /// These sessions only.
-    Sessions(std::collections::BTreeSet<u64>),
-}
-
-/// The gateway's bearer tokens and their scopes.
-#[derive(Debug, Clone, Default)]
-pub struct Auth {
-    tokens: Vec<(Vec<u8>, Scope)>,
-}
-
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
-    /// No bearer token, or one the gateway does not know (401).
-    Unauthenticated,
-    /// A known token for other sessions (403).
-    Forbidden,
-}
-
-impl Auth {
-    /// Tokens and their scopes.
-    pub fn new(tokens: impl IntoIterator<Item = (String, Scope)>) -> Self {
-        Self { tokens: tokens.into_iter().map(|(t, s)| (t.into_bytes(), s)).collect() }
-    }
-
-    /// Whether `authorization` (the header's value) may use `session` (the firehose when
-    /// `None`).
-    pub fn check(&self, authorization: Option<&str>, session: Option<u64>) -> Result<(), Denied> {
-        let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).ok_or(Denied::Unauthenticated)?;
-        // Every token is compared in full, so the time taken does not tell how much matched.
-        let scope = self
-            .tokens
-            .iter()
-            .filter(|(t, _)| {
-                t.len() == token.len() && t.iter().zip(token.bytes()).fold(0, |d, (a, b)| d | (a ^ b)) == 0
-            })
-            .map(|(_, s)| s)
-            .next_back()
-            .ok_or(Denied::Unauthenticated)?;
-        match (scope, session) {
-            (Scope::All, _) => Ok(()),
-            (Scope::Sessions(ids), Some(id)) if ids.contains(&id) => Ok(()),
-            _ => Err(Denied::Forbidden),
-        }
-    }
-}
-
-/// Whether the request's bearer token may use `session` (the firehose when `None`).
-fn authorize(s: &GatewayState, headers: &axum::http::HeaderMap, session: Option<u64>) -> Result<(), Denied> {
-    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    s.authorize(header, session)
-}
-
-impl GatewayState {
-    /// Whether `authorization` (a header's value) may use `session` (the firehose when
-    /// `None`); anything may when no tokens are configured.
-    pub fn authorize(&self, authorization: Option<&str>, session: Option<u64>) -> Result<(), Denied> {
-        self.auth.as_ref().map_or(Ok(()), |auth| auth.check(authorization, session))
-    }
-}
-
-/// The answer to a refused request.
-fn refusal(denied: Denied) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match denied {
-        Denied::Unauthenticated => {
-            (StatusCode::UNAUTHORIZED, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")], "a bearer token is needed")
-                .into_response()
-        }
-        Denied::Forbidden => (StatusCode::FORBIDDEN, "this token is not for that stream").into_response(),
-    }
 }
 
 /// Longest wait for Kafka's acknowledgement of an ingress request.
@@ -227,250 +148,6 @@ impl GatewayState {
     /// Clients currently subscribed.
     pub fn subscribers(&self) -> usize {
         self.fanout.subscribers()
-    }
-}
-
-/// The gateway's HTTP routes.
-pub fn app(state: GatewayState) -> Router {
-    Router::new()
-        .route("/events", get(firehose))
-        .route("/sessions/{id}/events", get(session_events))
-        .route("/ws", get(firehose_ws))
-        .route("/sessions/{id}/ws", get(session_ws))
-        .route("/poll", get(firehose_poll))
-        .route("/sessions/{id}/poll", get(session_poll))
-        .route("/sessions/{id}/actions", axum::routing::post(post_action))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn metrics(State(s): State<GatewayState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match s.metrics {
-        Some(m) => crate::metrics::handler(State(m), headers).await.into_response(),
-        None => (StatusCode::NOT_FOUND, "no metrics in this process").into_response(),
-    }
-}
-
-async fn readyz(State(s): State<GatewayState>) -> (StatusCode, &'static str) {
-    if *s.ready.borrow() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for partitions")
-    }
-}
-
-/// The body of `POST /sessions/{id}/actions`. `intended_ns` is when the player meant to
-/// act (the event time; default: now); the `traceparent` header continues the caller's trace.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionBody {
-    pub run: u64,
-    pub id: u64,
-    pub action: String,
-    pub intended_ns: Option<u64>,
-}
-
-async fn post_action(
-    State(s): State<GatewayState>,
-    Path(session): Path<u64>,
-    headers: axum::http::HeaderMap,
-    axum::Json(body): axum::Json<ActionBody>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let received_ns = probes::now_ns();
-    if let Err(denied) = authorize(&s, &headers, Some(session)) {
-        return refusal(denied);
-    }
-    let Some(ingress) = &s.ingress else {
-        return (StatusCode::NOT_FOUND, "this gateway takes no actions (no http source)").into_response();
-    };
-    let busy = |why: &'static str| {
-        (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "1")], why).into_response()
-    };
-    let traceparent = headers
-        .get(probes::headers::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| probes::TraceContext::new_root().to_string(), str::to_owned);
-    let row = crate::connector::ActionRow {
-        run: body.run,
-        event_id: body.id,
-        session,
-        intended_ns: body.intended_ns.unwrap_or(received_ns),
-        traceparent: traceparent.into(),
-        action: body.action.into(),
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    match ingress.try_send(Ingress { row, received_ns, reply }) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => return busy("the connector is busy"),
-        Err(mpsc::error::TrySendError::Closed(_)) => return busy("the connector is stopping"),
-    }
-    match tokio::time::timeout(INGRESS_TIMEOUT, answer).await {
-        Ok(Ok(Ok(()))) => StatusCode::ACCEPTED.into_response(),
-        Ok(Ok(Err(reason))) => (StatusCode::BAD_GATEWAY, reason).into_response(),
-        Ok(Err(_)) => busy("the connector stopped before Kafka answered"),
-        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "Kafka did not acknowledge in time").into_response(),
-    }
-}
-
-type EventStream =
-    Sse<axum::response::sse::KeepAliveStream<futures::stream::BoxStream<'static, Result<Event, Infallible>>>>;
-
-fn stream(s: &GatewayState, session: Option<u64>) -> EventStream {
-    use crate::gateway::fanout::Item;
-    let updates = s
-        .fanout
-        .subscribe(session)
-        .into_stream()
-        .map(|item| {
-            Ok(match item {
-                Item::Update(data) => Event::default().data(&*data),
-                Item::Lagged(n) => Event::default().comment(format!("lagged {n}")),
-                Item::Disconnected(why) => Event::default().comment(why),
-            })
-        })
-        .boxed();
-    Sse::new(updates).keep_alive(KeepAlive::default())
-}
-
-async fn firehose(State(s): State<GatewayState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match authorize(&s, &headers, None) {
-        Ok(()) => stream(&s, None).into_response(),
-        Err(denied) => refusal(denied),
-    }
-}
-
-async fn session_events(
-    State(s): State<GatewayState>,
-    Path(id): Path<u64>,
-    headers: axum::http::HeaderMap,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match authorize(&s, &headers, Some(id)) {
-        Ok(()) => stream(&s, Some(id)).into_response(),
-        Err(denied) => refusal(denied),
-    }
-}
-
-/// The query of a long-poll: `cursor` (absent: from now), `wait` in seconds, `max` updates.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PollQuery {
-    pub cursor: Option<u64>,
-    pub wait: Option<f64>,
-    pub max: Option<usize>,
-}
-
-async fn long_poll(s: &GatewayState, session: Option<u64>, q: PollQuery) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let wait = q
-        .wait
-        .filter(|w| w.is_finite() && *w >= 0.0)
-        .map_or(crate::gateway::longpoll::DEFAULT_WAIT, std::time::Duration::from_secs_f64);
-    let max = q.max.unwrap_or(crate::gateway::longpoll::MAX_PAGE).clamp(1, crate::gateway::longpoll::MAX_PAGE);
-    let page = s.backlog.poll(q.cursor, session, max, wait, &s.shutdown).await;
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], page.to_json()).into_response()
-}
-
-async fn firehose_poll(
-    State(s): State<GatewayState>,
-    headers: axum::http::HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<PollQuery>,
-) -> axum::response::Response {
-    match authorize(&s, &headers, None) {
-        Ok(()) => long_poll(&s, None, q).await,
-        Err(denied) => refusal(denied),
-    }
-}
-
-async fn session_poll(
-    State(s): State<GatewayState>,
-    Path(id): Path<u64>,
-    headers: axum::http::HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<PollQuery>,
-) -> axum::response::Response {
-    match authorize(&s, &headers, Some(id)) {
-        Ok(()) => long_poll(&s, Some(id), q).await,
-        Err(denied) => refusal(denied),
-    }
-}
-
-async fn firehose_ws(
-    State(s): State<GatewayState>,
-    headers: axum::http::HeaderMap,
-    ws: axum::extract::ws::WebSocketUpgrade,
-) -> axum::response::Response {
-    match authorize(&s, &headers, None) {
-        Ok(()) => ws.on_upgrade(move |socket| websocket(socket, s, None)),
-        Err(denied) => refusal(denied),
-    }
-}
-
-async fn session_ws(
-    State(s): State<GatewayState>,
-    Path(id): Path<u64>,
-    headers: axum::http::HeaderMap,
-    ws: axum::extract::ws::WebSocketUpgrade,
-) -> axum::response::Response {
-    match authorize(&s, &headers, Some(id)) {
-        Ok(()) => ws.on_upgrade(move |socket| websocket(socket, s, Some(id))),
-        Err(denied) => refusal(denied),
-    }
-}
-
-/// Sends one client's updates as WebSocket text messages (the same JSON as the SSE data),
-/// a gap as `{"lagged":N}`, and a cut-off as a close frame with the reason; ends when the
-/// client closes.
-async fn websocket(mut socket: axum::extract::ws::WebSocket, s: GatewayState, session: Option<u64>) {
-    use crate::gateway::fanout::Item;
-    use axum::extract::ws::{CloseFrame, Message};
-    let mut sub = s.subscribe(session);
-    loop {
-        let item = tokio::select! {
-            item = sub.next() => item,
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => continue, // clients have nothing to say here
-            },
-        };
-        let message = match item {
-            Some(Item::Update(data)) => Message::Text((&*data).into()),
-            Some(Item::Lagged(n)) => Message::Text(format!("{{\"lagged\":{n}}}").into()),
-            Some(Item::Disconnected(why)) => {
-                Message::Close(Some(CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: why.into() }))
-            }
-            None => Message::Close(None),
-        };
-        let closing = matches!(message, Message::Close(_));
-        if socket.send(message).await.is_err() || closing {
-            return;
-        }
-    }
-}
-
-/// Serves the routes on `listener` until `cancel`; then each open stream is sent what was
-/// queued for it and ends, and the server finishes in-flight responses, for at most
-/// [`DRAIN_TIMEOUT`].
-pub async fn serve(listener: TcpListener, state: GatewayState, cancel: CancellationToken) -> Result<()> {
-    use axum::serve::ListenerExt;
-    // Updates are small writes: without TCP_NODELAY, Nagle's algorithm holds each one until
-    // the client's delayed ACK (up to 40 ms) arrives.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
-    // Streams are drained on shutdown, but a client that stops reading would hold the
-    // server forever: after DRAIN_TIMEOUT the connections still open are closed.
-    tokio::select! {
-        r = server => r.map_err(Error::from),
-        () = async {
-            cancel.cancelled().await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } => Ok(()),
     }
 }
 
@@ -558,54 +235,6 @@ async fn wait_for_room(consumer: &crate::stage::StageConsumer, state: &GatewaySt
     stats.paused_ns.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
-/// The event ids pushed, per run: a window of the last [`Seen::WINDOW`] ids as a ring of
-/// bits, so memory is bounded (512 KiB per run) whatever the run's length. Event ids are
-/// unique within a run but need not arrive in order (HTTP ingress, several connector
-/// tasks), so this is exact within the window; an id older than the window is taken as a
-/// redelivery.
-#[derive(Debug, Default)]
-pub struct Seen(std::collections::HashMap<u64, IdWindow>);
-
-/// Ids `[end - WINDOW, end)` of one run, one bit each at `id % WINDOW`.
-#[derive(Debug)]
-pub struct IdWindow {
-    end: u64,
-    bits: Vec<u64>,
-}
-
-impl Seen {
-    /// Ids one run remembers.
-    pub const WINDOW: u64 = 1 << 22;
-
-    /// Records `event`; false when it was pushed before.
-    pub fn insert(&mut self, event: &StoryEvent) -> bool {
-        let w =
-            self.0.entry(event.run).or_insert_with(|| IdWindow { end: 0, bits: vec![0; (Self::WINDOW / 64) as usize] });
-        let id = event.id;
-        if id + Self::WINDOW < w.end {
-            return false; // older than the window: redelivered long after
-        }
-        if id >= w.end {
-            // Slide: the slots of ids leaving the window are reused, so clear them.
-            let from = w.end.max((id + 1).saturating_sub(Self::WINDOW));
-            if id + 1 - from >= Self::WINDOW {
-                w.bits.fill(0);
-            } else {
-                for old in from..=id {
-                    let slot = old % Self::WINDOW;
-                    w.bits[(slot / 64) as usize] &= !(1 << (slot % 64));
-                }
-            }
-            w.end = id + 1;
-        }
-        let slot = id % Self::WINDOW;
-        let (word, bit) = ((slot / 64) as usize, 1u64 << (slot % 64));
-        let fresh = w.bits[word] & bit == 0;
-        w.bits[word] |= bit;
-        fresh
-    }
-}
-
 fn render(event: &StoryEvent, traceparent: &str, intended_ns: u64, stamps: &[u8]) -> Pushed {
     let delivery = Delivery {
         run: event.run,
@@ -624,6 +253,7 @@ fn render(event: &StoryEvent, traceparent: &str, intended_ns: u64, stamps: &[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
 
     fn pushed(session: u64, n: u64) -> Pushed {
         let event =

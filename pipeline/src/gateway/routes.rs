@@ -1,0 +1,262 @@
+//! The gateway's HTTP routes: Server-Sent Events, WebSocket and long-poll streams (the
+//! firehose and per session), the action ingress, health, readiness and `/metrics`, and
+//! the server that drains its clients on shutdown.
+
+use super::auth::{authorize, refusal};
+use super::{DRAIN_TIMEOUT, GatewayState, INGRESS_TIMEOUT};
+use crate::connector::Ingress;
+use crate::{Error, Result};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures::StreamExt as _;
+use std::convert::Infallible;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The gateway's HTTP routes.
+pub fn app(state: GatewayState) -> Router {
+    Router::new()
+        .route("/events", get(firehose))
+        .route("/sessions/{id}/events", get(session_events))
+        .route("/ws", get(firehose_ws))
+        .route("/sessions/{id}/ws", get(session_ws))
+        .route("/poll", get(firehose_poll))
+        .route("/sessions/{id}/poll", get(session_poll))
+        .route("/sessions/{id}/actions", axum::routing::post(post_action))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<GatewayState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match s.metrics {
+        Some(m) => crate::metrics::handler(State(m), headers).await.into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics in this process").into_response(),
+    }
+}
+
+async fn readyz(State(s): State<GatewayState>) -> (StatusCode, &'static str) {
+    if *s.ready.borrow() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for partitions")
+    }
+}
+
+/// The body of `POST /sessions/{id}/actions`. `intended_ns` is when the player meant to
+/// act (the event time; default: now); the `traceparent` header continues the caller's trace.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    pub run: u64,
+    pub id: u64,
+    pub action: String,
+    pub intended_ns: Option<u64>,
+}
+
+async fn post_action(
+    State(s): State<GatewayState>,
+    Path(session): Path<u64>,
+    headers: axum::http::HeaderMap,
+    axum::Json(body): axum::Json<ActionBody>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let received_ns = probes::now_ns();
+    if let Err(denied) = authorize(&s, &headers, Some(session)) {
+        return refusal(denied);
+    }
+    let Some(ingress) = &s.ingress else {
+        return (StatusCode::NOT_FOUND, "this gateway takes no actions (no http source)").into_response();
+    };
+    let busy = |why: &'static str| {
+        (StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, "1")], why).into_response()
+    };
+    let traceparent = headers
+        .get(probes::headers::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| probes::TraceContext::new_root().to_string(), str::to_owned);
+    let row = crate::connector::ActionRow {
+        run: body.run,
+        event_id: body.id,
+        session,
+        intended_ns: body.intended_ns.unwrap_or(received_ns),
+        traceparent: traceparent.into(),
+        action: body.action.into(),
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    match ingress.try_send(Ingress { row, received_ns, reply }) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => return busy("the connector is busy"),
+        Err(mpsc::error::TrySendError::Closed(_)) => return busy("the connector is stopping"),
+    }
+    match tokio::time::timeout(INGRESS_TIMEOUT, answer).await {
+        Ok(Ok(Ok(()))) => StatusCode::ACCEPTED.into_response(),
+        Ok(Ok(Err(reason))) => (StatusCode::BAD_GATEWAY, reason).into_response(),
+        Ok(Err(_)) => busy("the connector stopped before Kafka answered"),
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "Kafka did not acknowledge in time").into_response(),
+    }
+}
+
+type EventStream =
+    Sse<axum::response::sse::KeepAliveStream<futures::stream::BoxStream<'static, Result<Event, Infallible>>>>;
+
+fn stream(s: &GatewayState, session: Option<u64>) -> EventStream {
+    use crate::gateway::fanout::Item;
+    let updates = s
+        .fanout
+        .subscribe(session)
+        .into_stream()
+        .map(|item| {
+            Ok(match item {
+                Item::Update(data) => Event::default().data(&*data),
+                Item::Lagged(n) => Event::default().comment(format!("lagged {n}")),
+                Item::Disconnected(why) => Event::default().comment(why),
+            })
+        })
+        .boxed();
+    Sse::new(updates).keep_alive(KeepAlive::default())
+}
+
+async fn firehose(State(s): State<GatewayState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match authorize(&s, &headers, None) {
+        Ok(()) => stream(&s, None).into_response(),
+        Err(denied) => refusal(denied),
+    }
+}
+
+async fn session_events(
+    State(s): State<GatewayState>,
+    Path(id): Path<u64>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match authorize(&s, &headers, Some(id)) {
+        Ok(()) => stream(&s, Some(id)).into_response(),
+        Err(denied) => refusal(denied),
+    }
+}
+
+/// The query of a long-poll: `cursor` (absent: from now), `wait` in seconds, `max` updates.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollQuery {
+    pub cursor: Option<u64>,
+    pub wait: Option<f64>,
+    pub max: Option<usize>,
+}
+
+async fn long_poll(s: &GatewayState, session: Option<u64>, q: PollQuery) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let wait = q
+        .wait
+        .filter(|w| w.is_finite() && *w >= 0.0)
+        .map_or(crate::gateway::longpoll::DEFAULT_WAIT, std::time::Duration::from_secs_f64);
+    let max = q.max.unwrap_or(crate::gateway::longpoll::MAX_PAGE).clamp(1, crate::gateway::longpoll::MAX_PAGE);
+    let page = s.backlog.poll(q.cursor, session, max, wait, &s.shutdown).await;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], page.to_json()).into_response()
+}
+
+async fn firehose_poll(
+    State(s): State<GatewayState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<PollQuery>,
+) -> axum::response::Response {
+    match authorize(&s, &headers, None) {
+        Ok(()) => long_poll(&s, None, q).await,
+        Err(denied) => refusal(denied),
+    }
+}
+
+async fn session_poll(
+    State(s): State<GatewayState>,
+    Path(id): Path<u64>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<PollQuery>,
+) -> axum::response::Response {
+    match authorize(&s, &headers, Some(id)) {
+        Ok(()) => long_poll(&s, Some(id), q).await,
+        Err(denied) => refusal(denied),
+    }
+}
+
+async fn firehose_ws(
+    State(s): State<GatewayState>,
+    headers: axum::http::HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> axum::response::Response {
+    match authorize(&s, &headers, None) {
+        Ok(()) => ws.on_upgrade(move |socket| websocket(socket, s, None)),
+        Err(denied) => refusal(denied),
+    }
+}
+
+async fn session_ws(
+    State(s): State<GatewayState>,
+    Path(id): Path<u64>,
+    headers: axum::http::HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> axum::response::Response {
+    match authorize(&s, &headers, Some(id)) {
+        Ok(()) => ws.on_upgrade(move |socket| websocket(socket, s, Some(id))),
+        Err(denied) => refusal(denied),
+    }
+}
+
+/// Sends one client's updates as WebSocket text messages (the same JSON as the SSE data),
+/// a gap as `{"lagged":N}`, and a cut-off as a close frame with the reason; ends when the
+/// client closes.
+async fn websocket(mut socket: axum::extract::ws::WebSocket, s: GatewayState, session: Option<u64>) {
+    use crate::gateway::fanout::Item;
+    use axum::extract::ws::{CloseFrame, Message};
+    let mut sub = s.subscribe(session);
+    loop {
+        let item = tokio::select! {
+            item = sub.next() => item,
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue, // clients have nothing to say here
+            },
+        };
+        let message = match item {
+            Some(Item::Update(data)) => Message::Text((&*data).into()),
+            Some(Item::Lagged(n)) => Message::Text(format!("{{\"lagged\":{n}}}").into()),
+            Some(Item::Disconnected(why)) => {
+                Message::Close(Some(CloseFrame { code: axum::extract::ws::close_code::POLICY, reason: why.into() }))
+            }
+            None => Message::Close(None),
+        };
+        let closing = matches!(message, Message::Close(_));
+        if socket.send(message).await.is_err() || closing {
+            return;
+        }
+    }
+}
+
+/// Serves the routes on `listener` until `cancel`; then each open stream is sent what was
+/// queued for it and ends, and the server finishes in-flight responses, for at most
+/// [`DRAIN_TIMEOUT`].
+pub async fn serve(listener: TcpListener, state: GatewayState, cancel: CancellationToken) -> Result<()> {
+    use axum::serve::ListenerExt;
+    // Updates are small writes: without TCP_NODELAY, Nagle's algorithm holds each one until
+    // the client's delayed ACK (up to 40 ms) arrives.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
+    // Streams are drained on shutdown, but a client that stops reading would hold the
+    // server forever: after DRAIN_TIMEOUT the connections still open are closed.
+    tokio::select! {
+        r = server => r.map_err(Error::from),
+        () = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => Ok(()),
+    }
+}
