@@ -14,6 +14,7 @@ pub mod omb;
 pub mod render;
 pub mod result;
 pub mod runs;
+pub mod summary;
 pub mod synthetic;
 
 use std::path::{Path, PathBuf};
