@@ -243,11 +243,15 @@ pub fn main() -> ExitCode {
         }
         Command::Export { format: ExportFormat::Omb { dir, out } } => export_omb(&dir, out),
         Command::Import { format: ImportFormat::Omb { workload, out } } => import_omb(&workload, out.as_deref()),
-        Command::Watch { bootstrap, topics, sla_p99, groups } => watch(&bootstrap, topics, sla_p99, groups),
-        #[cfg(feature = "embedded")]
-        Command::Broker { listen, data, stall, drop_connections, fetch_latency } => {
-            broker(&listen, data, &BrokerFaults { stall, drop_connections, fetch_latency })
+        Command::Watch { bootstrap, topics, sla_p99, groups } => {
+            crate::watch::watch(&bootstrap, topics, sla_p99, groups)
         }
+        #[cfg(feature = "embedded")]
+        Command::Broker { listen, data, stall, drop_connections, fetch_latency } => crate::broker_command::broker(
+            &listen,
+            data,
+            &crate::broker_command::BrokerFaults { stall, drop_connections, fetch_latency },
+        ),
         Command::Stage { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile } => {
             let opts = crate::stage_process::StageOptions {
                 stage,
@@ -261,106 +265,6 @@ pub fn main() -> ExitCode {
             };
             stage_process(opts)
         }
-    })
-}
-
-/// `tailgate broker`'s fault flags, as given.
-#[cfg(feature = "embedded")]
-struct BrokerFaults {
-    stall: Vec<String>,
-    drop_connections: Vec<String>,
-    fetch_latency: Vec<String>,
-}
-
-#[cfg(feature = "embedded")]
-impl BrokerFaults {
-    /// The faults the flags ask for (a fetch latency from the start on); names the flag
-    /// that is off.
-    fn parse(&self) -> Result<pipeline::embedded::Plan, String> {
-        use pipeline::embedded::Fault;
-        let dur = |flag: &str, v: &str| {
-            humantime::parse_duration(v.trim()).map_err(|e| format!("--{flag} {v:?}: {e} (e.g. 10s, 250ms)"))
-        };
-        let mut plan = pipeline::embedded::Plan::default();
-        for v in &self.stall {
-            let (at, for_) = v.split_once('+').ok_or_else(|| format!("--stall {v:?}: expected AT+FOR, e.g. 10s+2s"))?;
-            plan.faults.push((dur("stall", at)?, Fault::Stall(dur("stall", for_)?)));
-        }
-        for v in &self.drop_connections {
-            plan.faults.push((dur("drop-connections", v)?, Fault::DropConnections));
-        }
-        for v in &self.fetch_latency {
-            let (topic, d) = v
-                .split_once('=')
-                .ok_or_else(|| format!("--fetch-latency {v:?}: expected TOPIC=LATENCY, e.g. story.beats=20ms"))?;
-            let latency = dur("fetch-latency", d)?;
-            plan.faults.push((
-                std::time::Duration::ZERO,
-                Fault::FetchLatency { topic: topic.trim().to_owned(), latency, lasts: None },
-            ));
-        }
-        Ok(plan)
-    }
-}
-
-/// `tailgate broker`: serves the embedded broker until Ctrl-C.
-#[cfg(feature = "embedded")]
-fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults) -> u8 {
-    use pipeline::embedded::{Config, EmbeddedBroker, KIND, VERSION};
-    if !crate::scenario::valid_bootstrap(listen) || listen.contains(',') {
-        eprintln!("error: --listen `{listen}` is not host:port");
-        return EXIT_BAD_INPUT;
-    }
-    let plan = match faults.parse() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let rt = match tokio_runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async {
-        let config = Config { listen: listen.to_owned(), data, log_to_stderr: true, ..Config::default() };
-        let broker = match EmbeddedBroker::start_with(config).await {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("error: {e}; try another --listen address");
-                return EXIT_RUNTIME;
-            }
-        };
-        let storage = broker.storage();
-        let lasts = if storage == "memory" { "nothing outlives this process" } else { "kept across restarts" };
-        eprintln!("broker {KIND} {VERSION} ({storage}: {lasts}) at {}; Ctrl-C stops it", broker.bootstrap());
-        println!("{}", broker.bootstrap());
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: cannot wait for SIGTERM: {e}");
-                return EXIT_RUNTIME;
-            }
-        };
-        let faults = async {
-            let start = tokio::time::Instant::now();
-            plan.run(broker.broker().faults(), start, |_, fault| eprintln!("fault: {fault}")).await;
-            std::future::pending::<()>().await;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            () = faults => {}
-        }
-        let c = broker.broker().faults().counts();
-        if c != pipeline::embedded::FaultCounts::default() {
-            eprintln!(
-                "faults seen: {} responses stalled, {} connections dropped, {} fetches delayed",
-                c.stalled_responses, c.dropped_connections, c.delayed_fetches
-            );
-        }
-        eprintln!("broker stopped");
-        EXIT_PASS
     })
 }
 
@@ -379,14 +283,16 @@ fn stage_process(opts: crate::stage_process::StageOptions) -> u8 {
     }
 }
 
-fn tokio_runtime() -> Result<tokio::runtime::Runtime, u8> {
+/// A multi-threaded Tokio runtime for a command, or the exit code when none can start.
+pub(crate) fn tokio_runtime() -> Result<tokio::runtime::Runtime, u8> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
         eprintln!("error: cannot start the async runtime: {e}");
         EXIT_RUNTIME
     })
 }
 
-fn needs_terminal(what: &str) -> Option<u8> {
+/// `None` when stdout is a terminal; else says a dashboard needs one (exit 2).
+pub(crate) fn needs_terminal(what: &str) -> Option<u8> {
     use std::io::IsTerminal;
     if std::io::stdout().is_terminal() {
         None
@@ -626,97 +532,6 @@ fn import_omb(workload: &std::path::Path, out: Option<&std::path::Path>) -> u8 {
         None => print!("{}", imported.scenario),
     }
     EXIT_PASS
-}
-
-fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: Vec<String>) -> u8 {
-    let groups = if groups.is_empty() { pipeline::topology::stage_groups() } else { groups };
-    if !crate::scenario::valid_bootstrap(bootstrap) {
-        eprintln!("error: --bootstrap `{bootstrap}` is not host:port[,host:port...]");
-        return EXIT_BAD_INPUT;
-    }
-    let rt = match tokio_runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let kafka = pipeline::KafkaSettings::new(bootstrap);
-    if let Err(e) = rt.block_on(kafka.check_reachable(run::CONNECT_TIMEOUT)) {
-        eprintln!("error: {e}");
-        return EXIT_RUNTIME;
-    }
-    if let Some(code) = needs_terminal("watch") {
-        return code;
-    }
-    let (tx, rx) = dashboard::feed_channel();
-    let meta = dashboard::Meta {
-        title: format!("watching {}", topics.join(",")),
-        profile: "-".into(),
-        broker: format!("kafka @ {bootstrap}"),
-        started_ns: probes::now_ns(),
-        planned: None,
-        budgets: vec![dashboard::Budget { metric: "end_to_end.p99_ms".into(), max: sla_p99 }],
-        sink: pipeline::tap::NAME.into(),
-    };
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let tap = rt.spawn({
-        let (cancel, tx) = (cancel.clone(), tx.clone());
-        async move {
-            let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let lags = {
-                let (kafka, seen, tx, cancel) = (kafka.clone(), Arc::clone(&seen), tx.clone(), cancel.clone());
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
-                    while tokio::select! { () = cancel.cancelled() => false, _ = tick.tick() => true } {
-                        let lags = pipeline::tap::group_lags(&kafka, &groups, Duration::from_secs(5)).await;
-                        let lags = lags.unwrap_or_default().into_iter().filter_map(|(g, l)| {
-                            Some(dashboard::StageLag {
-                                stage: g.trim_start_matches("tailgate-").to_owned(),
-                                events: l?,
-                            })
-                        });
-                        tx.offer(dashboard::Feed::Progress(dashboard::Progress {
-                            delivered: seen.load(std::sync::atomic::Ordering::Relaxed),
-                            lags: lags.collect(),
-                            ..Default::default()
-                        }));
-                    }
-                })
-            };
-            let tapped = pipeline::tap::run(
-                &kafka,
-                &topics,
-                |intended_ns, stamps, received_ns| {
-                    seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tx.offer(dashboard::Feed::Sample(dashboard::Sample {
-                        intended_ns,
-                        received_ns,
-                        stamps: stamps.into(),
-                    }));
-                },
-                || {},
-                cancel,
-            )
-            .await;
-            let _ = lags.await;
-            tapped
-        }
-    });
-    drop(tx);
-    let quit = AtomicBool::new(false);
-    let ui = dashboard::run_app(meta, rx, &quit);
-    cancel.cancel();
-    let tapped = rt.block_on(tap);
-    rt.shutdown_timeout(Duration::from_secs(2));
-    match (ui, tapped) {
-        (Err(e), _) => {
-            eprintln!("error: the dashboard failed: {e}");
-            EXIT_RUNTIME
-        }
-        (_, Ok(Err(e))) => {
-            eprintln!("error: {e}");
-            EXIT_RUNTIME
-        }
-        _ => EXIT_PASS,
-    }
 }
 
 fn validate(files: &[PathBuf]) -> u8 {

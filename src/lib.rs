@@ -6,6 +6,8 @@
 //! OpenMessaging Benchmark workloads, [`stage_process`] runs one stage as a process of its
 //! own (`tailgate stage`), and [`cli`] maps all of it onto commands and the [`exit`] codes.
 
+#[cfg(feature = "embedded")]
+mod broker_command;
 pub mod cli;
 pub mod exit;
 pub mod omb;
@@ -13,3 +15,4 @@ pub use reports::result;
 pub mod run;
 pub mod scenario;
 pub mod stage_process;
+mod watch;

@@ -188,6 +188,27 @@ struct Broker {
     info: BrokerInfo,
 }
 
+impl Broker {
+    /// What `result.json` says of the broker, with what its fault hooks did when the run
+    /// scheduled faults.
+    fn figures(&self, faults_scheduled: bool) -> BrokerInfo {
+        let info = self.info.clone();
+        #[cfg(feature = "embedded")]
+        if let Some(b) = self.embedded.as_ref().filter(|_| faults_scheduled) {
+            let c = b.broker().faults().counts();
+            let faults = reports::result::FaultEffects {
+                stalled_responses: c.stalled_responses,
+                delayed_fetches: c.delayed_fetches,
+                dropped_connections: c.dropped_connections,
+            };
+            return BrokerInfo { faults: Some(faults), ..info };
+        }
+        #[cfg(not(feature = "embedded"))]
+        let _ = faults_scheduled;
+        info
+    }
+}
+
 async fn start_broker(scenario: &Scenario, profile: &Resolved, kafka: &mut KafkaSettings) -> Result<Broker, RunError> {
     let (producer, consumer) = (kafka.effective_producer(), kafka.effective_consumer());
     let info = |kind: &str, version: &str, bootstrap: &str, storage: &str| BrokerInfo {
@@ -812,16 +833,7 @@ async fn run_profile(
     audience_cancel.cancel();
     let mut tally = audience.await.map_err(failed)?.map_err(failed)?;
     let audit = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(failed)?;
-    let mut broker_info = broker.info.clone();
-    #[cfg(feature = "embedded")]
-    if let Some(b) = broker.embedded.as_ref().filter(|_| !scenario.faults.is_empty()) {
-        let c = b.broker().faults().counts();
-        broker_info.faults = Some(reports::result::FaultEffects {
-            stalled_responses: c.stalled_responses,
-            delayed_fetches: c.delayed_fetches,
-            dropped_connections: c.dropped_connections,
-        });
-    }
+    let broker_info = broker.figures(!scenario.faults.is_empty());
     drop(broker); // everything that talks to it is done
 
     let dead_lettered = audit.ids.iter().filter(|id| !tally.has(**id)).count() as u64;
