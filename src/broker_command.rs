@@ -82,7 +82,7 @@ pub(crate) fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &Br
         };
         let faults = async {
             let start = tokio::time::Instant::now();
-            plan.run(broker.broker().faults(), start, |_, fault| eprintln!("fault: {fault}")).await;
+            plan.run(broker.broker().faults(), start, |i, _| eprintln!("fault: {}", plan.faults[i].1)).await;
             std::future::pending::<()>().await;
         };
         tokio::select! {

@@ -152,9 +152,8 @@ fn apply_faults(
         let (hooks, cancel, list) = (Arc::clone(b.broker().faults()), cancel.clone(), Arc::clone(&applied));
         let start = tokio::time::Instant::now() + Duration::from_nanos(start_ns.saturating_sub(probes::now_ns()));
         stages.spawn(tagged("faults", async move {
-            let run = plan.run(&hooks, start, |began, fault| {
-                let Some(i) = plan.faults.iter().position(|(_, f)| std::ptr::eq(f, fault)) else { return };
-                let f = &sections[i];
+            let run = plan.run(&hooks, start, |i, began| {
+                let (f, fault) = (&sections[i], &plan.faults[i].1);
                 if say {
                     eprintln!("fault: {} at {:.1}s: {fault}", f.kind.name(), began.as_secs_f64());
                 }

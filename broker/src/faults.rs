@@ -142,16 +142,16 @@ impl Plan {
     }
 
     /// Applies every fault at its time after `start`, telling `began` as each takes effect
-    /// (with how long after `start` it did), and lifts each added fetch latency when its
-    /// time is up. Returns when nothing is left to do.
-    pub async fn run(&self, faults: &Faults, start: Instant, mut began: impl FnMut(Duration, &Fault)) {
+    /// (its index in [`Plan::faults`], and how long after `start` it did), and lifts each
+    /// added fetch latency when its time is up. Returns when nothing is left to do.
+    pub async fn run(&self, faults: &Faults, start: Instant, mut began: impl FnMut(usize, Duration)) {
         enum Step<'a> {
-            Begin(&'a Fault),
+            Begin(usize, &'a Fault),
             Lift(&'a str),
         }
         let mut steps: Vec<(Duration, Step<'_>)> = Vec::new();
-        for (at, fault) in &self.faults {
-            steps.push((*at, Step::Begin(fault)));
+        for (i, (at, fault)) in self.faults.iter().enumerate() {
+            steps.push((*at, Step::Begin(i, fault)));
             if let Fault::FetchLatency { topic, lasts: Some(l), .. } = fault {
                 steps.push((*at + *l, Step::Lift(topic)));
             }
@@ -160,13 +160,13 @@ impl Plan {
         for (at, step) in steps {
             tokio::time::sleep_until(start + at).await;
             match step {
-                Step::Begin(fault) => {
+                Step::Begin(i, fault) => {
                     match fault {
                         Fault::Stall(d) => faults.stall(*d),
                         Fault::DropConnections => faults.drop_connections(),
                         Fault::FetchLatency { topic, latency, .. } => faults.set_fetch_latency(topic, *latency),
                     }
-                    began(start.elapsed(), fault);
+                    began(i, start.elapsed());
                 }
                 Step::Lift(topic) => faults.set_fetch_latency(topic, Duration::ZERO),
             }
@@ -198,7 +198,7 @@ mod tests {
         let start = Instant::now();
         let mut drops = faults.drop_signal();
         let mut seen = Vec::new();
-        let run = plan.run(&faults, start, |at, f| seen.push((at, f.clone())));
+        let run = plan.run(&faults, start, |i, at| seen.push((at, plan.faults[i].1.clone())));
         let check = async {
             tokio::time::sleep_until(start + Duration::from_millis(1500)).await;
             assert_eq!(faults.fetch_delay(["t"].into_iter()), Some(Duration::from_millis(20)));
