@@ -137,7 +137,7 @@ pub fn open_consumer(
     ready: watch::Sender<bool>,
 ) -> Result<Arc<StageConsumer>> {
     let consumer: StageConsumer = kafka
-        .consumer_config(stage, &crate::topology::group_of(stage))
+        .own_consumer_config(stage)
         .create_with_context(ReadyContext::new(ready))
         .map_err(|e| Error::Config(format!("{stage} consumer: {e}")))?;
     consumer.subscribe(&[input]).map_err(kafka_err(format!("{stage} subscribe to {input}")))?;

@@ -83,6 +83,12 @@ impl KafkaSettings {
         c
     }
 
+    /// A consumer of the pipeline's own `name` (a stage or a helper), in its group
+    /// `tailgate-<name>` ([`crate::topology::group_of`]).
+    pub fn own_consumer_config(&self, name: &str) -> ClientConfig {
+        self.consumer_config(name, &crate::topology::group_of(name))
+    }
+
     /// The effective consumer settings for `group` (defaults, then the scenario's).
     pub fn consumer_config(&self, client_id: &str, group: &str) -> ClientConfig {
         let mut c = self.base(client_id);
@@ -262,7 +268,7 @@ impl KafkaSettings {
         // fetch for its whole max wait (librdkafka's default is 500 ms): a bounded read asks
         // for an answer at once instead.
         let consumer: BaseConsumer = self
-            .consumer_config(crate::topology::READ_BACK, &crate::topology::group_of(crate::topology::READ_BACK))
+            .own_consumer_config(crate::topology::READ_BACK)
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")

@@ -154,7 +154,7 @@ pub async fn follow_rules(
     use rdkafka::message::Message;
     // Assigned, never subscribed: the group id is only librdkafka's requirement.
     let consumer: StreamConsumer = kafka
-        .consumer_config(topology::STREAMJOB_RULES, &topology::group_of(topology::STREAMJOB_RULES))
+        .own_consumer_config(topology::STREAMJOB_RULES)
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| crate::Error::Config(format!("rules reader: {e}")))?;
