@@ -511,11 +511,6 @@ fn faults_applied(r: &crate::result::RunResult) -> Option<String> {
     }
     let list: Vec<String> =
         r.faults.iter().map(|f| format!("{} at {:.1}s ({})", f.kind, f.began_at_s, f.what)).collect();
-    let effects = r.broker.faults.map_or(String::new(), |e| {
-        format!(
-            " The broker held back {} responses, delayed {} fetches and dropped {} connections.",
-            e.stalled_responses, e.delayed_fetches, e.dropped_connections
-        )
-    });
+    let effects = r.broker.faults.map_or(String::new(), |e| format!(" The broker {}.", e.describe()));
     Some(format!("faults applied: {}.{effects}", list.join("; ")))
 }

@@ -51,6 +51,16 @@ pub struct FaultEffects {
     pub dropped_connections: u64,
 }
 
+impl FaultEffects {
+    /// What the hooks did, as the summary and the report say it.
+    pub fn describe(&self) -> String {
+        format!(
+            "held back {} responses, delayed {} fetches and dropped {} connections",
+            self.stalled_responses, self.delayed_fetches, self.dropped_connections
+        )
+    }
+}
+
 /// A fault the run applied (`[[faults]]`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FaultRecord {

@@ -32,11 +32,7 @@ impl RunResult {
             let _ = writeln!(s, "fault     {} at {:.1}s: {}", f.kind, f.began_at_s, f.what);
         }
         if let Some(e) = &b.faults {
-            let _ = writeln!(
-                s,
-                "          the broker held back {} responses, delayed {} fetches, dropped {} connections",
-                e.stalled_responses, e.delayed_fetches, e.dropped_connections
-            );
+            let _ = writeln!(s, "          the broker {}", e.describe());
         }
         // A setting the run left unset is the client library's own default.
         let setting = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "default".into());
