@@ -1097,7 +1097,7 @@ impl Scenario {
 
 impl Scenario {
     fn validate_faults(&self, bad: &mut impl FnMut(&str, Option<usize>, &str, String)) {
-        let topics = || pipeline::topics::ALL.iter().chain(&pipeline::topics::COMPACTED);
+        let topics = pipeline::topology::every_topic;
         for (i, f) in self.faults.iter().enumerate() {
             let kind = f.kind.name();
             if f.at >= self.load.warmup + self.load.duration {
@@ -1122,7 +1122,7 @@ impl Scenario {
                     match &f.topic {
                         None => bad("faults", Some(i), "topic", format!("`{kind}` needs the topic to slow down")),
                         Some(t) if !topics().any(|k| k == t) => {
-                            let names: Vec<&str> = topics().copied().collect();
+                            let names: Vec<&str> = topics().collect();
                             bad(
                                 "faults",
                                 Some(i),

@@ -36,6 +36,11 @@ pub mod topics {
     pub const COMPACTED: [&str; 5] = [CONTEXT, AGENT_CHANGELOG, CONNECT_OFFSETS, RULES, STREAMJOB_CHANGELOG];
 }
 
+/// Every topic a run creates, the compacted ones last.
+pub fn every_topic() -> impl Iterator<Item = &'static str> {
+    topics::ALL.into_iter().chain(topics::COMPACTED)
+}
+
 /// Stage names as they appear in stamps, reports and group names.
 pub const CONNECTOR: &str = "connector";
 pub const AGENT: &str = "agent";
