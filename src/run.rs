@@ -353,10 +353,7 @@ pub(crate) fn stage_kafka(base: &KafkaSettings, profile: &Resolved, stage: &str)
 /// compacted ones compacted).
 pub(crate) async fn create_topics(kafka: &KafkaSettings, profile: &Resolved) -> Result<(), RunError> {
     let topic_settings: Vec<(&str, &str)> = profile.topic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    kafka.ensure_topics(&topics::ALL, &topic_settings).await.map_err(failed)?;
-    let mut compacted = topic_settings.clone();
-    compacted.push(("cleanup.policy", "compact"));
-    kafka.ensure_topics(&topics::COMPACTED, &compacted).await.map_err(failed)
+    kafka.ensure_pipeline_topics(&topic_settings).await.map_err(failed)
 }
 
 /// Runs one profile of a scenario to its end and writes its run directory.

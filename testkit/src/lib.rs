@@ -43,7 +43,6 @@ pub fn needs<T, E: std::fmt::Display>(test: &str, what: &str, found: Result<T, E
 mod with_pipeline {
     use pipeline::KafkaSettings;
     use pipeline::embedded::EmbeddedBroker;
-    use pipeline::topics;
 
     /// The PostgreSQL the tests use unless `TAILGATE_TEST_POSTGRES` names another (the one
     /// `scripts/services` starts).
@@ -57,8 +56,7 @@ mod with_pipeline {
         let broker = EmbeddedBroker::start().await.expect("the embedded broker starts");
         let mut kafka = KafkaSettings::new(broker.bootstrap());
         kafka.partitions = partitions;
-        kafka.ensure_topics(&topics::ALL, &[]).await.expect("the pipeline's topics");
-        kafka.ensure_topics(&topics::COMPACTED, &[("cleanup.policy", "compact")]).await.expect("the compacted topics");
+        kafka.ensure_pipeline_topics(&[]).await.expect("the pipeline's topics");
         (broker, kafka)
     }
 

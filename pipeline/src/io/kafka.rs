@@ -141,6 +141,15 @@ impl KafkaSettings {
         .map_err(|e| Error::Embedded(e.to_string()))?
     }
 
+    /// Creates every topic of the pipeline that is missing, with `config` (the compacted
+    /// ones also with `cleanup.policy = compact`).
+    pub async fn ensure_pipeline_topics(&self, config: &[(&str, &str)]) -> Result<()> {
+        self.ensure_topics(&crate::topics::ALL, config).await?;
+        let mut compacted = config.to_vec();
+        compacted.push(("cleanup.policy", "compact"));
+        self.ensure_topics(&crate::topics::COMPACTED, &compacted).await
+    }
+
     /// Creates `topics` with [`Self::partitions`] partitions; topics that already exist are
     /// left as they are. Waits until the metadata shows every partition.
     pub async fn ensure_topics(&self, topics: &[&str], config: &[(&str, &str)]) -> Result<()> {
