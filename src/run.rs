@@ -7,7 +7,7 @@ use crate::scenario::SourceKind;
 use crate::scenario::{Resolved, Scenario, valid_bootstrap};
 use dashboard::{Budget, Feed, FeedSender, Meta, Progress, Sample, StageLag};
 use loadgen::{Audience, Driver, Schedule, SystemClock, Tally};
-use pipeline::agent::{self, AgentConfig, AgentStats};
+use pipeline::agent::{self, AgentStats};
 use pipeline::connector::{self, ActionRow, ConnectorConfig, Source, SourceWriter};
 use pipeline::context_sink::SinkCounters;
 use pipeline::gateway::{self, GatewayState};
@@ -218,8 +218,18 @@ async fn start_broker(scenario: &Scenario, profile: &Resolved, kafka: &mut Kafka
         producer: producer.clone(),
         consumer: consumer.clone(),
         partitions: profile.partitions,
-        topic: profile.topic.clone(),
-        stages: profile.stages.clone(),
+        topic: profile.clients.topic.clone(),
+        stages: profile
+            .clients
+            .stages
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    reports::result::StageClients { producer: v.producer.clone(), consumer: v.consumer.clone() },
+                )
+            })
+            .collect(),
         faults: None,
     };
     if let Some(b) = &scenario.broker.bootstrap {
@@ -332,28 +342,18 @@ fn write_sweep_file(dir: &Path, scenario: &Scenario, runs: &[ProfileRun]) -> std
 
 /// Client settings of `profile` for every stage.
 pub(crate) fn base_kafka(profile: &Resolved) -> KafkaSettings {
-    let mut kafka = KafkaSettings::new(String::new());
-    kafka.partitions = profile.partitions;
-    kafka.producer.clone_from(&profile.producer);
-    kafka.consumer.clone_from(&profile.consumer);
-    kafka
+    profile.clients.kafka("", profile.partitions)
 }
 
 /// Client settings of `profile` for `stage` (its own over everyone's).
 pub(crate) fn stage_kafka(base: &KafkaSettings, profile: &Resolved, stage: &str) -> KafkaSettings {
-    let mut k = base.clone();
-    if let Some(own) = profile.stages.get(stage) {
-        k.producer.extend(own.producer.clone());
-        k.consumer.extend(own.consumer.clone());
-    }
-    k
+    profile.clients.for_stage(base, stage)
 }
 
 /// Creates the pipeline's topics that are missing, with the profile's topic settings (the
 /// compacted ones compacted).
 pub(crate) async fn create_topics(kafka: &KafkaSettings, profile: &Resolved) -> Result<(), RunError> {
-    let topic_settings: Vec<(&str, &str)> = profile.topic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    kafka.ensure_pipeline_topics(&topic_settings).await.map_err(failed)
+    kafka.ensure_pipeline_topics(&profile.clients.topic_settings()).await.map_err(failed)
 }
 
 /// Runs one profile of a scenario to its end and writes its run directory.
@@ -419,15 +419,7 @@ async fn run_profile(
         eprintln!("metrics: http://{addr}/metrics");
         stages.spawn(tagged("metrics", pipeline::metrics::serve(listener, Arc::clone(&metrics), cancel.clone())));
     }
-    let p = &scenario.pipeline;
-    let agent_config = AgentConfig {
-        history: p.history,
-        concurrency: scenario.agent.concurrency,
-        prefetch: scenario.agent.prefetch,
-        model: scenario.agent.model(p.model_latency).map_err(|(f, why)| failed(format!("agent.model.{f}: {why}")))?,
-        state_dir: dir.join("agent-state"),
-        run: Some(run_id),
-    };
+    let agent_config = scenario.agent.config(dir.join("agent-state"), Some(run_id)).map_err(failed)?;
     let cache = if external.is_none() { Some(EdgeCache::open(&cache_at).await.map_err(failed)?) } else { None };
     let agent_kafka = stage_kafka(&kafka, profile, agent::NAME);
     let spawn_agent = |stages: &mut JoinSet<_>, ready| {
@@ -444,12 +436,12 @@ async fn run_profile(
             ),
         ))
     };
-    let job_config = scenario.streamjob_config();
+    let job_config = scenario.streamjob.config();
     let mut job_stats: Option<Arc<StreamJobStats>> = None;
     // Async enrichment: the run seeds a profile per session; an in-process job opens it.
     let enrich = match &scenario.streamjob.enrich {
         Some(section) => {
-            let config = section.config(section.at(&dir.join("profiles.sqlite")));
+            let config = section.config(&dir.join("profiles.sqlite"));
             pipeline::enrich::seed(&config.at, scenario.load.sessions).await.map_err(failed)?;
             let enricher = if external.is_none() {
                 Some(pipeline::enrich::Enricher::open(&config).await.map_err(failed)?)
@@ -1090,10 +1082,7 @@ async fn open_source(
         _ => {
             let db = c.sqlite.clone().unwrap_or_else(|| dir.join("source.sqlite"));
             let writer = SourceWriter::open(&db).map_err(failed)?;
-            let mut source = Source::sqlite(&db);
-            if let Source::Sqlite { poll_interval, .. } = &mut source {
-                *poll_interval = scenario.pipeline.poll_interval;
-            }
+            let source = c.sqlite_source(&db);
             Ok((source, Writer::Sqlite(writer), format!("sqlite {}", db.display()), None))
         }
     }

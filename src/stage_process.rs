@@ -3,7 +3,7 @@
 //! `tailgate run` with `[stages] external = true` drives the load and does the accounting.
 //!
 //! The stage reads the same scenario file a run does (its `[broker]`, `[connector]`,
-//! `[agent]`, `[pipeline]`, `[edge_cache]`, `[telemetry]` and client settings), creates the
+//! `[agent]`, `[streamjob]`, `[gateway]`, `[edge_cache]`, `[telemetry]` and client settings), creates the
 //! topics if they are missing, says `ready` on stderr once its consumer group has
 //! partitions, and runs until SIGINT or SIGTERM, after which it stops as a run's stages do:
 //! in-flight events are finished, offsets committed, the agent's store marked clean.
@@ -103,8 +103,7 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
         StageName::Connector => Some((connector_source(&scenario, &opts)?, edge_cache(&scenario, &opts)?)),
         _ => None,
     };
-    let p = &scenario.pipeline;
-    let model = scenario.agent.model(p.model_latency).map_err(|(f, why)| bad(format!("agent.model.{f}: {why}")))?;
+    let agent_config = scenario.agent.config(opts.state_dir.clone(), None).map_err(bad)?;
     kafka.bootstrap = bootstrap;
     kafka.converter = scenario.connector.converter;
     wait_for_broker(&kafka, name).await?;
@@ -161,14 +160,7 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
                 Some(url) => Some(EdgeCache::open(&CacheAt::parse(url)).await.map_err(failed)?),
                 None => None,
             };
-            let config = agent::AgentConfig {
-                history: p.history,
-                concurrency: scenario.agent.concurrency,
-                prefetch: scenario.agent.prefetch,
-                model,
-                state_dir: opts.state_dir.clone(),
-                run: None,
-            };
+            let config = agent_config;
             described = format!("{described}, state in {}", opts.state_dir.display());
             let stats = Arc::new(agent::AgentStats::default());
             let watched = Arc::clone(&stats);
@@ -181,9 +173,9 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
         StageName::Streamjob => {
             let (rules_tx, rules_rx) = watch::channel(streamjob::RuleSet::default());
             tasks.spawn(tagged("rules", streamjob::follow_rules(kafka.clone(), rules_tx, cancel.clone())));
-            let mut job = streamjob::StreamJob::new(scenario.streamjob_config()).with_rules(rules_rx);
+            let mut job = streamjob::StreamJob::new(scenario.streamjob.config()).with_rules(rules_rx);
             if let Some(section) = &scenario.streamjob.enrich {
-                let config = section.config(section.at(&opts.state_dir.join("profiles.sqlite")));
+                let config = section.config(&opts.state_dir.join("profiles.sqlite"));
                 if config.query.is_none() {
                     pipeline::enrich::prepare(&config.at).await.map_err(failed)?;
                 }
@@ -329,11 +321,7 @@ fn connector_source(scenario: &Scenario, opts: &StageOptions) -> Result<(Source,
                     opts.config.display()
                 ))
             })?;
-            let mut source = Source::sqlite(&db);
-            if let Source::Sqlite { poll_interval, .. } = &mut source {
-                *poll_interval = scenario.pipeline.poll_interval;
-            }
-            Ok((source, format!("sqlite {}", db.display())))
+            Ok((c.sqlite_source(&db), format!("sqlite {}", db.display())))
         }
         SourceKind::Http => Err(bad(format!(
             "{}: the http source is the gateway of an in-process run; a connector process reads sqlite or postgres",

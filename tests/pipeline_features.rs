@@ -252,9 +252,8 @@ duration = "3s"
 drain = "60s"
 [broker]
 partitions = 2
-[pipeline]
-window = "5s"
 [streamjob]
+window = "5s"
 restart_at = "2500ms"
 "#,
     )

@@ -143,7 +143,7 @@ payload_bytes = 32
 warmup = "0s"
 duration = "2s"
 drain = "60s"
-[pipeline]
+[agent]
 model_latency = "0ms"
 [telemetry]
 {telemetry}

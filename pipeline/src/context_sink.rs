@@ -52,6 +52,41 @@ pub async fn seed(kafka: &KafkaSettings, sessions: u64) -> Result<()> {
     Ok(())
 }
 
+/// `[edge_cache]`: where the agents' context lives.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeCacheSection {
+    /// `redis://host:port[/db]`, or the path of a SQLite file; absent: SQLite in the run
+    /// directory.
+    pub url: Option<String>,
+}
+
+impl EdgeCacheSection {
+    /// Where the cache is: the URL, or a SQLite file at `default`.
+    pub fn at(&self, default: &std::path::Path) -> crate::io::cache::CacheAt {
+        self.url
+            .as_deref()
+            .map_or_else(|| crate::io::cache::CacheAt::Sqlite(default.to_path_buf()), crate::io::cache::CacheAt::parse)
+    }
+
+    /// Every problem of the section.
+    pub fn validate(&self, p: &mut crate::config::Problems) {
+        if let Some(url) = &self.url
+            && url.contains("://")
+            && !url.starts_with("redis://")
+        {
+            p.bad(
+                "edge_cache",
+                None,
+                "url",
+                format!(
+                    "`{url}` is neither a redis:// URL nor a SQLite path (omit it for SQLite in the run directory)"
+                ),
+            );
+        }
+    }
+}
+
 /// Live figures of the sink.
 #[derive(Debug, Default)]
 pub struct SinkCounters {

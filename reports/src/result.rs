@@ -11,6 +11,41 @@ pub const SOURCE: &str = "source";
 /// Where events end, in hop names.
 pub const SINK: &str = "client";
 
+/// Statistics every latency metric has in `result.json`.
+pub const STATS: [&str; 8] = ["count", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"];
+/// Counters in `result.json`'s `counts`.
+pub const COUNTS: [&str; 7] = ["sent", "delivered", "dead_lettered", "filtered", "lost", "duplicates", "reordered"];
+/// Numbers at the top of `result.json`.
+pub const RATES: [&str; 4] = ["achieved_rate", "target_rate", "duration_s", "warmup_s"];
+/// Latency metrics besides the hops: `end_to_end.p99_ms`, `schedule_lag.max_ms`.
+pub const LATENCIES: [&str; 2] = ["end_to_end", "schedule_lag"];
+
+/// The hop names of a pipeline whose stages are `stages` (in path order): the transit into
+/// each stage, the stage itself, and the transit to the client.
+pub fn hop_names(stages: &[&str]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut prev = SOURCE;
+    for stage in stages {
+        names.push(probes::hops::transit_name(prev, stage));
+        names.push((*stage).to_owned());
+        prev = stage;
+    }
+    names.push(probes::hops::transit_name(prev, SINK));
+    names
+}
+
+/// Whether `metric` names a number in `result.json` of a pipeline with `stages`.
+pub fn known_metric(metric: &str, stages: &[&str]) -> bool {
+    let parts: Vec<&str> = metric.split('.').collect();
+    match parts.as_slice() {
+        [rate] => RATES.contains(rate),
+        ["counts", c] => COUNTS.contains(c),
+        [latency, s] => LATENCIES.contains(latency) && STATS.contains(s),
+        ["hops", hop, s] => STATS.contains(s) && hop_names(stages).iter().any(|h| h == hop),
+        _ => false,
+    }
+}
+
 /// Which broker produced the figures.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BrokerInfo {

@@ -17,6 +17,7 @@
 //!   the group) the agent reads those changelog partitions before processing further, so
 //!   a session that moves here continues from the state its last owner left.
 
+pub mod config;
 pub mod model;
 pub mod state;
 

@@ -17,6 +17,7 @@
 //! in source order. A row that cannot be read or transformed goes to the dead-letter
 //! topic with the reason; a row a filter drops is counted as filtered.
 
+pub mod config;
 mod source;
 pub mod transforms;
 

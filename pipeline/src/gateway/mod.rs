@@ -28,6 +28,7 @@
 //! `/metrics` stay open for the platform's probes and scrapers.
 
 mod auth;
+pub mod config;
 mod dedupe;
 pub mod fanout;
 pub mod grpc;

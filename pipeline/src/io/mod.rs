@@ -3,5 +3,6 @@
 //! here imports a stage.
 
 pub mod cache;
+pub mod clients;
 pub mod kafka;
 pub mod postgres;

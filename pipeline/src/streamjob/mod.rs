@@ -33,6 +33,7 @@
 
 mod audit;
 mod changelog;
+pub mod config;
 mod patterns;
 mod rules;
 

@@ -1,0 +1,429 @@
+//! Scenario files: what to run (load, broker, client settings, the stages' own sections)
+//! and the SLA to judge it by. TOML, strictly validated: unknown fields are refused,
+//! durations are human ("250ms", "30s"), and every problem is reported at once with file,
+//! line and field. Each stage declares, defaults and checks its own section
+//! (`pipeline::{connector,agent,streamjob,gateway}::config`); this module locates what they
+//! find.
+
+mod faults;
+mod problems;
+mod profiles;
+mod sections;
+mod sla;
+
+pub use faults::{FaultKind, FaultSection};
+pub use pipeline::agent::config::AgentSection;
+pub use pipeline::config::valid_bootstrap;
+pub use pipeline::connector::config::{ConnectorSection, SourceKind};
+pub use pipeline::context_sink::EdgeCacheSection;
+pub use pipeline::gateway::config::GatewaySection;
+pub use pipeline::io::clients::ClientSettings;
+pub use pipeline::streamjob::config::StreamJobSection;
+pub use problems::{Problem, ScenarioError};
+pub use profiles::{DEFAULT_PROFILE, Profile, Resolved};
+pub use sections::{StagesSection, TelemetrySection};
+pub use sla::{Objective, hop_names, known_metric, load_sla};
+
+use loadgen::{Arrival, KeyDist};
+use pipeline::config::{Around, NAME_RULE, Problems, duration, valid_name};
+use serde::{Deserialize, Deserializer};
+use std::path::Path;
+use std::time::Duration;
+
+/// One scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in run directory names (`[a-z0-9_.-]`).
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub load: Load,
+    #[serde(default)]
+    pub broker: Broker,
+    /// librdkafka and topic settings for every stage (`[kafka]`).
+    #[serde(default)]
+    pub kafka: ClientSettings,
+    #[serde(default)]
+    pub connector: ConnectorSection,
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub edge_cache: EdgeCacheSection,
+    #[serde(default)]
+    pub streamjob: StreamJobSection,
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub stages: StagesSection,
+    /// SLA objectives (`[[sla]]`).
+    #[serde(default)]
+    pub sla: Vec<Objective>,
+    /// Faults the run applies while the load goes (`[[faults]]`).
+    #[serde(default)]
+    pub faults: Vec<FaultSection>,
+    /// Tuning profiles (`[profiles.NAME]`), run in the order written; none means one run
+    /// with the `[kafka]` settings, named `default`.
+    #[serde(default, deserialize_with = "ordered")]
+    pub profiles: Vec<(String, Profile)>,
+}
+
+/// The workload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Events per second.
+    pub rate: f64,
+    #[serde(default)]
+    pub arrival: Arrival,
+    #[serde(default = "default_sessions")]
+    pub sessions: u64,
+    /// `uniform` or `zipf`.
+    #[serde(default)]
+    pub key_distribution: KeyKind,
+    #[serde(default = "default_zipf_exponent")]
+    pub zipf_exponent: f64,
+    #[serde(default = "default_payload_bytes")]
+    pub payload_bytes: usize,
+    #[serde(default = "default_warmup", deserialize_with = "duration")]
+    pub warmup: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub duration: Duration,
+    /// Longest wait after the last send for events still in flight.
+    #[serde(default = "default_drain", deserialize_with = "duration")]
+    pub drain: Duration,
+    #[serde(default)]
+    pub seed: u64,
+    /// Every `poison_every`-th event is written unreadable (a broken `traceparent`), to
+    /// exercise the dead-letter path; 0: none.
+    #[serde(default)]
+    pub poison_every: u64,
+}
+
+/// Session key distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    #[default]
+    Uniform,
+    Zipf,
+}
+
+const fn default_sessions() -> u64 {
+    64
+}
+const fn default_zipf_exponent() -> f64 {
+    1.0
+}
+const fn default_payload_bytes() -> usize {
+    256
+}
+const fn default_warmup() -> Duration {
+    Duration::from_secs(5)
+}
+const fn default_drain() -> Duration {
+    Duration::from_secs(10)
+}
+const fn default_partitions() -> i32 {
+    3
+}
+
+impl Load {
+    /// The key distribution as the load generator takes it.
+    pub fn keys(&self) -> KeyDist {
+        match self.key_distribution {
+            KeyKind::Uniform => KeyDist::Uniform,
+            KeyKind::Zipf => KeyDist::Zipf { exponent: self.zipf_exponent },
+        }
+    }
+
+    /// How long the load goes, warm-up included.
+    pub fn ends(&self) -> Duration {
+        self.warmup + self.duration
+    }
+
+    fn validate(&self, p: &mut Problems) {
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            p.bad("load", None, "rate", format!("must be a positive number of events per second, not {}", self.rate));
+        }
+        if self.sessions == 0 {
+            p.bad("load", None, "sessions", "must be at least 1");
+        }
+        if self.key_distribution == KeyKind::Zipf && !(self.zipf_exponent.is_finite() && self.zipf_exponent > 0.0) {
+            p.bad("load", None, "zipf_exponent", format!("must be positive, not {}", self.zipf_exponent));
+        }
+        if self.duration.is_zero() {
+            p.bad("load", None, "duration", "must be longer than zero");
+        }
+        if self.payload_bytes > 1_000_000 {
+            p.bad("load", None, "payload_bytes", "must be at most 1000000");
+        }
+    }
+}
+
+/// Which broker to use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Broker {
+    /// `host:port` of an external Kafka cluster; absent means the embedded broker.
+    pub bootstrap: Option<String>,
+    /// Partitions per topic.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self { bootstrap: None, partitions: default_partitions() }
+    }
+}
+
+impl Broker {
+    fn validate(&self, p: &mut Problems) {
+        if !(1..=1024).contains(&self.partitions) {
+            p.bad("broker", None, "partitions", format!("must be 1 to 1024, not {}", self.partitions));
+        }
+        if let Some(b) = &self.bootstrap
+            && !valid_bootstrap(b)
+        {
+            p.bad("broker", None, "bootstrap", format!("`{b}` is not host:port[,host:port...]"));
+        }
+    }
+}
+
+/// Where each key of the old `[pipeline]` section lives now.
+const MOVED: [(&str, &str); 5] = [
+    ("model_latency", "[agent] model_latency"),
+    ("history", "[agent] history"),
+    ("window", "[streamjob] window"),
+    ("out_of_orderness", "[streamjob] out_of_orderness"),
+    ("poll_interval", "[connector] poll_interval"),
+];
+
+/// A map that keeps the order its entries are written in.
+fn ordered<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<(String, T)>, D::Error> {
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Vec<(String, T)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table of named profiles")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V(std::marker::PhantomData))
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::unreadable(path, &e))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates scenario text that came from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
+        let moved = moved_keys(text);
+        if !moved.is_empty() {
+            return Err(ScenarioError { file: path.to_owned(), problems: moved });
+        }
+        let scenario: Self = toml::from_str(text).map_err(|e| ScenarioError::parse(path, text, &e))?;
+        let problems = scenario.validate(text);
+        if problems.is_empty() { Ok(scenario) } else { Err(ScenarioError { file: path.to_owned(), problems }) }
+    }
+
+    /// Every semantic problem, each located in `text` where the field is written.
+    pub fn validate(&self, text: &str) -> Vec<Problem> {
+        let mut p = Problems::default();
+        if !valid_name(&self.name) {
+            p.bad("", None, "name", NAME_RULE);
+        }
+        self.load.validate(&mut p);
+        self.broker.validate(&mut p);
+        let around = Around { load_ends: self.load.ends(), external: self.stages.external };
+        self.connector.validate(&around, &mut p);
+        self.agent.validate(&around, &mut p);
+        self.edge_cache.validate(&mut p);
+        self.stages.validate(self.connector.filters(), &mut p);
+        self.streamjob.validate(&around, &mut p);
+        self.gateway.validate(&mut p);
+        self.telemetry.validate(&self.sla, &mut p);
+        faults::validate(&self.faults, self.load.ends(), self.broker.bootstrap.is_some(), &mut p);
+        profiles::validate(&self.kafka, &self.profiles, &mut p);
+        sla::validate(&self.sla, &mut p);
+        problems::locate_all(text, p)
+    }
+}
+
+/// The keys of a `[pipeline]` section, each with where it lives now. The section held
+/// settings of three stages; each stage's section has its own.
+fn moved_keys(text: &str) -> Vec<Problem> {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else { return Vec::new() };
+    let Some(old) = table.get("pipeline") else { return Vec::new() };
+    let keys: Vec<&String> = old.as_table().map(|t| t.keys().collect()).unwrap_or_default();
+    let mut p = Problems::default();
+    if keys.is_empty() {
+        p.bad("pipeline", None, "", "`[pipeline]` is gone: its settings live in the stages' own sections");
+    }
+    for key in keys {
+        let message = match MOVED.iter().find(|(k, _)| k == key) {
+            Some((_, home)) => format!("moved: write it as `{home}`"),
+            None => "`[pipeline]` is gone: its settings live in the stages' own sections".into(),
+        };
+        p.bad("pipeline", None, key, message);
+    }
+    problems::locate_all(text, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+[load]
+rate = 100
+duration = "2s"
+[[sla]]
+metric = "end_to_end.p99_ms"
+max = 50
+"#;
+
+    fn errors(text: &str) -> String {
+        Scenario::parse(Path::new("s.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let s = Scenario::parse(Path::new("s.toml"), GOOD).unwrap();
+        assert_eq!(s.load.sessions, 64);
+        assert_eq!(s.load.warmup, Duration::from_secs(5));
+        assert_eq!(s.broker.partitions, 3);
+        assert!(s.broker.bootstrap.is_none());
+    }
+
+    #[test]
+    fn a_typo_names_file_line_and_field() {
+        let e = errors("name = \"t\"\n[load]\nrate = 100\nduraton = \"2s\"\n");
+        assert!(e.starts_with("s.toml:4: `load.duraton`: unknown field `duraton`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_line() {
+        let e = errors("name = \"t\"\n[load]\nrate = 100\nduration = \"2 fortnights\"\n");
+        assert!(e.starts_with("s.toml:4: `load.duration`: `2 fortnights` is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = "name = \"T T\"\n[load]\nrate = 0\nduration = \"1s\"\n[[sla]]\nmetric = \"end_to_end.p99_ms\"\nmax = 1\n\
+                    [[sla]]\nmetric = \"hops.agnet.p99_ms\"\nmax = 5\n";
+        let e = Scenario::parse(Path::new("s.toml"), text).unwrap_err();
+        let got: Vec<(Option<usize>, &str)> = e.problems.iter().map(|p| (p.line, p.field.as_str())).collect();
+        assert_eq!(got, [(Some(1), "name"), (Some(3), "load.rate"), (Some(9), "sla[1].metric")]);
+    }
+
+    const PROFILES: &str = r#"
+name = "t"
+[load]
+rate = 100
+duration = "2s"
+[broker]
+partitions = 2
+[kafka.producer]
+"acks" = "all"
+"linger.ms" = 3
+[profiles.zeta]
+partitions = 1
+[profiles.zeta.producer]
+"linger.ms" = 0
+[profiles.alpha]
+description = "batchy"
+[profiles.alpha.producer]
+"linger.ms" = 20
+"compression.type" = "lz4"
+[profiles.alpha.topic]
+"compression.type" = "producer"
+[profiles.alpha.stages.gateway.consumer]
+"fetch.wait.max.ms" = 5
+"#;
+
+    #[test]
+    fn profiles_run_in_the_order_written_over_the_base_settings() {
+        let s = Scenario::parse(Path::new("s.toml"), PROFILES).unwrap();
+        let all = s.resolve(&[]).unwrap();
+        let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["zeta", "alpha"]);
+        let (zeta, alpha) = (&all[0], &all[1]);
+        assert_eq!(zeta.partitions, 1);
+        assert_eq!(zeta.clients.producer["linger.ms"], "0");
+        assert_eq!(zeta.clients.producer["acks"], "all", "the base settings stay under the profile's");
+        assert_eq!(alpha.partitions, 2);
+        assert_eq!(alpha.clients.producer["compression.type"], "lz4");
+        assert_eq!(alpha.clients.topic["compression.type"], "producer");
+        assert_eq!(alpha.clients.stages["gateway"].consumer["fetch.wait.max.ms"], "5");
+        let only = s.resolve(&["alpha".into()]).unwrap();
+        assert_eq!(only.len(), 1);
+        let e = s.resolve(&["beta".into()]).unwrap_err();
+        assert_eq!(e, "--profile `beta`: scenario `t` has the profiles zeta, alpha");
+
+        let plain = Scenario::parse(Path::new("s.toml"), GOOD).unwrap();
+        let one = plain.resolve(&[]).unwrap();
+        assert_eq!((one.len(), one[0].name.as_str()), (1, DEFAULT_PROFILE));
+    }
+
+    #[test]
+    fn client_settings_librdkafka_refuses_are_named_with_their_line() {
+        let text = PROFILES.replace("\"linger.ms\" = 20", "\"linger.mss\" = 20").replace("= \"lz4\"", "= \"zip\"");
+        let e = errors(&text);
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 2, "{e}");
+        assert!(lines[0].starts_with("s.toml:19: `profiles.alpha.producer.compression.type`: "), "{e}");
+        assert!(lines[0].contains("zip"), "{e}");
+        assert!(
+            lines[1].starts_with("s.toml:18: `profiles.alpha.producer.linger.mss`: No such configuration property"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_stages_and_bad_profiles_are_refused() {
+        let text = PROFILES.replace("stages.gateway", "stages.gatway").replace("partitions = 1", "partitions = 0");
+        let e = errors(&text);
+        assert!(e.contains("`profiles.zeta.partitions`: must be 1 to 1024, not 0"), "{e}");
+        assert!(e.contains("no stage `gatway`; stages are connector, agent, streamjob, gateway"), "{e}");
+        let e = errors(&PROFILES.replace("[profiles.zeta]\npartitions = 1", "[profiles.zeta]\nlinger = 1"));
+        assert!(e.contains("unknown field `linger`"), "{e}");
+    }
+
+    #[test]
+    fn an_old_pipeline_key_is_told_its_new_home() {
+        let text = "name = \"t\"\n[load]\nrate = 1\nduration = \"1s\"\n[pipeline]\nwindow = \"2s\"\nhistory = 5\n";
+        assert_eq!(
+            errors(text),
+            "s.toml:6: `pipeline.window`: moved: write it as `[streamjob] window`\n\
+             s.toml:7: `pipeline.history`: moved: write it as `[agent] history`"
+        );
+        let s = Scenario::parse(
+            Path::new("s.toml"),
+            &text.replace("[pipeline]", "[streamjob]").replace("history = 5\n", ""),
+        )
+        .unwrap();
+        assert_eq!(s.streamjob.config().window, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bootstrap_addresses_are_checked() {
+        assert!(valid_bootstrap("localhost:9092"));
+        assert!(valid_bootstrap("a:1,b:2"));
+        assert!(!valid_bootstrap("localhost"));
+        assert!(!valid_bootstrap("a:0"));
+    }
+}
