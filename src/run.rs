@@ -7,14 +7,14 @@ use crate::scenario::SourceKind;
 use crate::scenario::{Resolved, Scenario, valid_bootstrap};
 use dashboard::{Budget, Feed, FeedSender, Meta, Progress, Sample, StageLag};
 use loadgen::{Audience, Driver, Schedule, SystemClock, Tally};
+use pipeline::KafkaSettings;
 use pipeline::agent::{self, AgentStats};
 use pipeline::connector::{self, ActionRow, ConnectorConfig, Source, SourceWriter};
 use pipeline::context_sink::SinkCounters;
 use pipeline::gateway::{self, GatewayState};
 use pipeline::io::cache::{CacheAt, EdgeCache};
-use pipeline::stage::{self, StageCounters};
+use pipeline::runtime::{self, StageContext, StageCounters};
 use pipeline::streamjob::{StreamJob, StreamJobStats};
-use pipeline::{KafkaSettings, topics};
 use probes::{HopSet, TraceContext};
 use reports::result::{PipelineInfo, StateRestore};
 use std::path::{Path, PathBuf};
@@ -423,18 +423,14 @@ async fn run_profile(
     let cache = if external.is_none() { Some(EdgeCache::open(&cache_at).await.map_err(failed)?) } else { None };
     let agent_kafka = stage_kafka(&kafka, profile, agent::NAME);
     let spawn_agent = |stages: &mut JoinSet<_>, ready| {
-        stages.spawn(tagged(
-            agent::NAME,
-            agent::run(
-                agent_kafka.clone(),
-                agent_config.clone(),
-                cache.clone(),
-                Arc::clone(&counters[1]),
-                Arc::clone(&agent_stats),
-                ready,
-                cancel.clone(),
-            ),
-        ))
+        let ctx = StageContext {
+            kafka: agent_kafka.clone(),
+            counters: Arc::clone(&counters[1]),
+            ready,
+            cancel: cancel.clone(),
+        };
+        let agent = agent::Agent::new(agent_config.clone(), cache.clone(), Arc::clone(&agent_stats));
+        stages.spawn(tagged(agent::NAME, runtime::run(agent, ctx)))
     };
     let job_config = scenario.streamjob.config();
     let mut job_stats: Option<Arc<StreamJobStats>> = None;
@@ -442,9 +438,9 @@ async fn run_profile(
     let enrich = match &scenario.streamjob.enrich {
         Some(section) => {
             let config = section.config(&dir.join("profiles.sqlite"));
-            pipeline::enrich::seed(&config.at, scenario.load.sessions).await.map_err(failed)?;
+            pipeline::streamjob::enrich::seed(&config.at, scenario.load.sessions).await.map_err(failed)?;
             let enricher = if external.is_none() {
-                Some(pipeline::enrich::Enricher::open(&config).await.map_err(failed)?)
+                Some(pipeline::streamjob::enrich::Enricher::open(&config).await.map_err(failed)?)
             } else {
                 None
             };
@@ -463,32 +459,24 @@ async fn run_profile(
         }
         // A restarted job adds to the same figures.
         job.stats = Arc::clone(&shared_job_stats);
-        stages.spawn(tagged(
-            pipeline::streamjob::NAME,
-            stage::run(
-                job_kafka.clone(),
-                topics::BEATS,
-                topics::UPDATES,
-                job,
-                Arc::clone(&counters[2]),
-                ready,
-                cancel.clone(),
-            ),
-        ))
+        let ctx = StageContext {
+            kafka: job_kafka.clone(),
+            counters: Arc::clone(&counters[2]),
+            ready,
+            cancel: cancel.clone(),
+        };
+        stages.spawn(tagged(pipeline::streamjob::NAME, runtime::run(job, ctx)))
     };
     let mut agent_task = None;
     let mut job_task = None;
     if let (None, Some(cache)) = (&external, &cache) {
-        stages.spawn(tagged(
-            pipeline::context_sink::SINK,
-            pipeline::context_sink::run_sink(
-                stage_kafka(&kafka, profile, pipeline::context_sink::SINK),
-                cache.clone(),
-                Arc::clone(&sink_counters),
-                sink_ready,
-                cancel.clone(),
-            ),
-        ));
+        let ctx = StageContext {
+            ready: sink_ready,
+            cancel: cancel.clone(),
+            ..StageContext::new(stage_kafka(&kafka, profile, pipeline::context_sink::SINK))
+        };
+        let sink = pipeline::context_sink::ContextSink::new(cache.clone(), Arc::clone(&sink_counters));
+        stages.spawn(tagged(pipeline::context_sink::SINK, runtime::run(sink, ctx)));
         let mut cfg = ConnectorConfig::new(source);
         cfg.tasks = scenario.connector.tasks;
         cfg.transforms = scenario.connector.transforms.clone();
@@ -506,16 +494,13 @@ async fn run_profile(
         stages.spawn(tagged("rules", follow));
         job_stats = Some(Arc::clone(&shared_job_stats));
         job_task = Some(spawn_job(&mut stages, job_ready));
-        stages.spawn(tagged(
-            gateway::NAME,
-            gateway::consume(
-                stage_kafka(&kafka, profile, gateway::NAME),
-                gw_state.clone(),
-                Arc::clone(&counters[3]),
-                gw_ready,
-                cancel.clone(),
-            ),
-        ));
+        let ctx = StageContext {
+            kafka: stage_kafka(&kafka, profile, gateway::NAME),
+            counters: Arc::clone(&counters[3]),
+            ready: gw_ready,
+            cancel: cancel.clone(),
+        };
+        stages.spawn(tagged(gateway::NAME, runtime::run(gateway::Gateway::new(gw_state.clone()), ctx)));
         if let Some(at) = &scenario.gateway.grpc {
             let grpc = tokio::net::TcpListener::bind(at)
                 .await
@@ -784,7 +769,7 @@ async fn run_profile(
     let mut trust_live = true;
     while failure.is_none() && Instant::now() < drain_until {
         if (external.is_some() || !trust_live) && Instant::now() >= next_audit {
-            if let Ok(a) = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(5)).await {
+            if let Ok(a) = runtime::audit_dead_letters(&kafka, run_id, Duration::from_secs(5)).await {
                 audited = a.ids.len() as u64;
             }
             next_audit = Instant::now() + Duration::from_secs(1);
@@ -796,7 +781,7 @@ async fn run_profile(
             if !trust_live || dead_lettered_live() == 0 {
                 break;
             }
-            let confirmed = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(5)).await;
+            let confirmed = runtime::audit_dead_letters(&kafka, run_id, Duration::from_secs(5)).await;
             match confirmed {
                 Ok(a) if delivered + a.ids.len() as u64 + filtered >= report.sent => break,
                 Ok(a) => (audited, trust_live) = (a.ids.len() as u64, false),
@@ -820,7 +805,7 @@ async fn run_profile(
     }
     audience_cancel.cancel();
     let mut tally = audience.await.map_err(failed)?.map_err(failed)?;
-    let audit = stage::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(failed)?;
+    let audit = runtime::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(failed)?;
     let broker_info = broker.figures(!scenario.faults.is_empty());
     drop(broker); // everything that talks to it is done
 
@@ -1253,14 +1238,17 @@ fn write_run_dir(
 }
 
 /// The enrichment's figures for `result.json`.
-fn enrich_info(config: &pipeline::enrich::EnrichConfig, e: &pipeline::enrich::Enricher) -> reports::result::EnrichInfo {
+fn enrich_info(
+    config: &pipeline::streamjob::enrich::EnrichConfig,
+    e: &pipeline::streamjob::enrich::Enricher,
+) -> reports::result::EnrichInfo {
     let s = e.stats();
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     reports::result::EnrichInfo {
         database: config.at.describe(),
         order: match config.order {
-            pipeline::enrich::ResultOrder::Ordered => "ordered",
-            pipeline::enrich::ResultOrder::Unordered => "unordered",
+            pipeline::streamjob::enrich::ResultOrder::Ordered => "ordered",
+            pipeline::streamjob::enrich::ResultOrder::Unordered => "unordered",
         }
         .into(),
         max_in_flight: config.max_in_flight as u64,

@@ -18,8 +18,8 @@ use pipeline::connector::{ConnectorConfig, Source};
 use pipeline::context_sink::SinkCounters;
 use pipeline::gateway::GatewayState;
 use pipeline::io::cache::{CacheAt, EdgeCache};
-use pipeline::stage::StageCounters;
-use pipeline::{KafkaSettings, agent, connector, gateway, streamjob, topics};
+use pipeline::runtime::{self, StageContext, StageCounters};
+use pipeline::{KafkaSettings, agent, connector, gateway, streamjob};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,14 +142,9 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             cfg.transforms = scenario.connector.transforms.clone();
             described = format!("source {what}, edge cache {}", cache_at.describe());
             let sink_kafka = stage_kafka(&kafka, profile, pipeline::context_sink::SINK);
-            let sink = pipeline::context_sink::run_sink(
-                sink_kafka,
-                cache,
-                Arc::new(SinkCounters::default()),
-                ready_tx,
-                cancel.clone(),
-            );
-            tasks.spawn(tagged(pipeline::context_sink::SINK, sink));
+            let ctx = StageContext { ready: ready_tx, cancel: cancel.clone(), ..StageContext::new(sink_kafka) };
+            let sink = pipeline::context_sink::ContextSink::new(cache, Arc::new(SinkCounters::default()));
+            tasks.spawn(tagged(pipeline::context_sink::SINK, runtime::run(sink, ctx)));
             tasks.spawn(tagged(
                 connector::NAME,
                 connector::run(kafka.clone(), cfg, Arc::clone(&counters), cancel.clone()),
@@ -164,10 +159,13 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             described = format!("{described}, state in {}", opts.state_dir.display());
             let stats = Arc::new(agent::AgentStats::default());
             let watched = Arc::clone(&stats);
-            tasks.spawn(tagged(
-                agent::NAME,
-                agent::run(kafka.clone(), config, cache, Arc::clone(&counters), stats, ready_tx, cancel.clone()),
-            ));
+            let ctx = StageContext {
+                kafka: kafka.clone(),
+                counters: Arc::clone(&counters),
+                ready: ready_tx,
+                cancel: cancel.clone(),
+            };
+            tasks.spawn(tagged(agent::NAME, runtime::run(agent::Agent::new(config, cache, stats), ctx)));
             tasks.spawn(tagged("restores", report_restores(watched, cancel.clone())));
         }
         StageName::Streamjob => {
@@ -177,22 +175,19 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
             if let Some(section) = &scenario.streamjob.enrich {
                 let config = section.config(&opts.state_dir.join("profiles.sqlite"));
                 if config.query.is_none() {
-                    pipeline::enrich::prepare(&config.at).await.map_err(failed)?;
+                    pipeline::streamjob::enrich::prepare(&config.at).await.map_err(failed)?;
                 }
-                let enricher = pipeline::enrich::Enricher::open(&config).await.map_err(failed)?;
+                let enricher = pipeline::streamjob::enrich::Enricher::open(&config).await.map_err(failed)?;
                 described = format!("{described}, enriching from {}", config.at.describe());
                 job = job.with_enricher(enricher);
             }
-            let run = pipeline::stage::run(
-                kafka.clone(),
-                topics::BEATS,
-                topics::UPDATES,
-                job,
-                Arc::clone(&counters),
-                ready_tx,
-                cancel.clone(),
-            );
-            tasks.spawn(tagged(streamjob::NAME, run));
+            let ctx = StageContext {
+                kafka: kafka.clone(),
+                counters: Arc::clone(&counters),
+                ready: ready_tx,
+                cancel: cancel.clone(),
+            };
+            tasks.spawn(tagged(streamjob::NAME, runtime::run(job, ctx)));
         }
         StageName::Gateway => {
             let listener = tokio::net::TcpListener::bind(&opts.listen)
@@ -206,10 +201,13 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
                 described = format!("{described}, bearer tokens required");
             }
             described = format!("{described}, serving http://{addr}/events");
-            tasks.spawn(tagged(
-                gateway::NAME,
-                gateway::consume(kafka.clone(), state.clone(), Arc::clone(&counters), ready_tx, cancel.clone()),
-            ));
+            let ctx = StageContext {
+                kafka: kafka.clone(),
+                counters: Arc::clone(&counters),
+                ready: ready_tx,
+                cancel: cancel.clone(),
+            };
+            tasks.spawn(tagged(gateway::NAME, runtime::run(gateway::Gateway::new(state.clone()), ctx)));
             if let Some(at) = opts.grpc.as_ref().or(scenario.gateway.grpc.as_ref()) {
                 let grpc = tokio::net::TcpListener::bind(at)
                     .await

@@ -62,21 +62,18 @@ pub(crate) fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: 
                     }
                 })
             };
-            let tapped = pipeline::tap::run(
-                &kafka,
-                &topics,
-                |intended_ns, stamps, received_ns| {
+            let on_sample = {
+                let (seen, tx) = (Arc::clone(&seen), tx.clone());
+                move |intended_ns, stamps: &str, received_ns| {
                     seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tx.offer(dashboard::Feed::Sample(dashboard::Sample {
                         intended_ns,
                         received_ns,
                         stamps: stamps.into(),
                     }));
-                },
-                || {},
-                cancel,
-            )
-            .await;
+                }
+            };
+            let tapped = pipeline::tap::run(&kafka, &topics, on_sample, || {}, cancel).await;
             let _ = lags.await;
             tapped
         }

@@ -24,7 +24,7 @@ async fn watch_taps_a_running_pipeline_without_touching_it() {
             pipeline::tap::run(
                 &kafka,
                 &[topics::UPDATES.to_owned()],
-                |intended_ns, stamps, received_ns| {
+                move |intended_ns, stamps: &str, received_ns| {
                     samples.lock().unwrap().push(Sample { intended_ns, received_ns, stamps: stamps.to_owned() });
                 },
                 || {},

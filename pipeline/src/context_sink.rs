@@ -7,14 +7,11 @@
 
 use crate::io::cache::EdgeCache;
 use crate::io::kafka::KafkaSettings;
-use crate::stage::{close_consumer, next_message, open_consumer};
+use crate::runtime::{Ack, Out, Stage};
 use crate::{Error, Result, topics};
-use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 /// The sink's name (its consumer group is `tailgate-context-sink`).
 pub const SINK: &str = crate::topology::CONTEXT_SINK;
@@ -96,39 +93,50 @@ pub struct SinkCounters {
     pub skipped: AtomicU64,
 }
 
-/// Keeps `cache` from `story.context` until `cancel`.
-pub async fn run_sink(
-    kafka: KafkaSettings,
+/// The sink as a stage: each record's value written under its session, its offset stored
+/// once the write is done (it produces nothing, so never dead-letters: a record it cannot
+/// read is counted as skipped).
+pub struct ContextSink {
     cache: EdgeCache,
     counters: Arc<SinkCounters>,
-    ready: watch::Sender<bool>,
-    cancel: CancellationToken,
-) -> Result<()> {
-    let consumer = open_consumer(&kafka, SINK, topics::CONTEXT, ready)?;
-    let result = loop {
-        let msg = match next_message(&consumer, &cancel, SINK, topics::CONTEXT).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        };
+}
+
+impl std::fmt::Debug for ContextSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextSink").finish_non_exhaustive()
+    }
+}
+
+impl ContextSink {
+    /// Keeps `cache`, counting in `counters`.
+    pub fn new(cache: EdgeCache, counters: Arc<SinkCounters>) -> Self {
+        Self { cache, counters }
+    }
+}
+
+impl Stage for ContextSink {
+    const NAME: &'static str = SINK;
+    const PRODUCES: bool = false;
+
+    fn topics(&self) -> Vec<String> {
+        vec![topics::CONTEXT.into()]
+    }
+
+    async fn handle(&mut self, msg: &BorrowedMessage<'_>, _out: &mut Out<'_>) -> Result<Ack> {
         let session = msg.key().and_then(|k| <[u8; 8]>::try_from(k).ok()).map(u64::from_be_bytes);
         let value = msg.payload().map(String::from_utf8_lossy);
         match session {
             Some(s) => {
-                if let Err(e) = cache.put(s, value.as_deref()).await {
-                    break Err(e);
-                }
-                counters.applied.fetch_add(1, Ordering::Relaxed);
+                self.cache.put(s, value.as_deref()).await?;
+                self.counters.applied.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                counters.skipped.fetch_add(1, Ordering::Relaxed);
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // The write is done: the offset may be committed.
-        let _ = consumer.store_offset(topics::CONTEXT, msg.partition(), msg.offset());
-    };
-    close_consumer(consumer).await;
-    result
+        // The write is done: the offset may be stored.
+        Ok(Ack::Nothing)
+    }
 }
 
 #[cfg(test)]

@@ -28,12 +28,11 @@ pub mod context_sink;
 pub mod convert;
 #[cfg(feature = "embedded")]
 pub mod embedded;
-pub mod enrich;
 pub mod event;
 pub mod gateway;
 pub mod io;
 pub mod metrics;
-pub mod stage;
+pub mod runtime;
 pub mod streamjob;
 pub mod table;
 pub mod tap;

@@ -9,7 +9,7 @@
 //! each latency bucket: the trace id of the last traced event that fell in it, so a slow
 //! bucket leads to its traces.
 
-use crate::stage::StageCounters;
+use crate::runtime::StageCounters;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;

@@ -3,13 +3,12 @@
 //! It produces nothing and commits nothing, so the pipeline's own groups are untouched.
 
 use crate::io::kafka::KafkaSettings;
-use crate::stage::{ReadyContext, StageConsumer, close_consumer, next_message};
+use crate::runtime::{Ack, Out, Stage, StageContext};
 use crate::{Error, Result, kafka_err};
 use probes::Incoming;
+use rdkafka::ClientConfig;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Headers, Message};
-use std::sync::Arc;
-use tokio::sync::watch;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio_util::sync::CancellationToken;
 
 /// The stage name the tap reports itself as.
@@ -20,37 +19,49 @@ pub const NAME: &str = "tap";
 pub async fn run(
     kafka: &KafkaSettings,
     topics: &[String],
-    mut on_sample: impl FnMut(u64, &str, u64),
-    mut on_foreign: impl FnMut(),
+    on_sample: impl FnMut(u64, &str, u64) + Send + 'static,
+    on_foreign: impl FnMut() + Send + 'static,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let group = format!("tailgate-watch-{}-{:x}", std::process::id(), probes::now_ns());
-    let mut config = kafka.consumer_config(NAME, &group);
-    config.set("enable.auto.commit", "false").set("auto.offset.reset", "latest");
-    let (ready, _) = watch::channel(false);
-    let consumer: StageConsumer = config
-        .create_with_context(ReadyContext::new(ready))
-        .map_err(|e| Error::Config(format!("tap consumer: {e}")))?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).map_err(kafka_err(format!("tap subscribe to {}", names.join(","))))?;
-    let consumer = Arc::new(consumer);
-    let result = loop {
-        let msg = match next_message(&consumer, &cancel, NAME, &names.join(",")).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        };
+    let ctx = StageContext { cancel, ..StageContext::new(kafka.clone()) };
+    crate::runtime::run(Tap { topics: topics.to_vec(), on_sample, on_foreign }, ctx).await
+}
+
+/// The tap as a stage that only looks: a group of its own, from the topics' end, no
+/// producer, no commits.
+struct Tap<S, F> {
+    topics: Vec<String>,
+    on_sample: S,
+    on_foreign: F,
+}
+
+impl<S: FnMut(u64, &str, u64) + Send + 'static, F: FnMut() + Send + 'static> Stage for Tap<S, F> {
+    const NAME: &'static str = NAME;
+    const PRODUCES: bool = false;
+    const COMMITS: bool = false;
+
+    fn topics(&self) -> Vec<String> {
+        self.topics.clone()
+    }
+
+    fn consumer_config(&self, kafka: &KafkaSettings) -> ClientConfig {
+        let group = format!("tailgate-watch-{}-{:x}", std::process::id(), probes::now_ns());
+        let mut config = kafka.consumer_config(NAME, &group);
+        config.set("enable.auto.commit", "false").set("auto.offset.reset", "latest");
+        config
+    }
+
+    async fn handle(&mut self, msg: &BorrowedMessage<'_>, _out: &mut Out<'_>) -> Result<Ack> {
         let received_ns = probes::now_ns();
         let headers = msg.headers().map(|h| h.iter().map(|h| (h.key, h.value)));
         match headers.map(Incoming::from_headers) {
             Some(Ok(incoming)) => {
-                on_sample(incoming.intended_ns, &String::from_utf8_lossy(incoming.stamps), received_ns);
+                (self.on_sample)(incoming.intended_ns, &String::from_utf8_lossy(incoming.stamps), received_ns);
             }
-            _ => on_foreign(),
+            _ => (self.on_foreign)(),
         }
-    };
-    close_consumer(consumer).await;
-    result
+        Ok(Ack::Nothing)
+    }
 }
 
 /// How far each of `groups` is behind: the sum, over every partition it has committed

@@ -8,7 +8,7 @@
 
 use pipeline::agent::{self, AgentConfig, AgentStats};
 use pipeline::event::session_key;
-use pipeline::stage::StageCounters;
+use pipeline::runtime::StageContext;
 use pipeline::{KafkaSettings, StoryEvent, topics};
 use probes::TraceContext;
 use probes::headers::{INTENDED, TRACEPARENT};
@@ -36,15 +36,8 @@ async fn start(kafka: &KafkaSettings, dir: &Path) -> Instance {
     let (stats, cancel) = (Arc::new(AgentStats::default()), CancellationToken::new());
     let mut config = AgentConfig::new(dir, Some(1));
     config.concurrency = 2;
-    let task = tokio::spawn(agent::run(
-        kafka.clone(),
-        config,
-        None,
-        Arc::new(StageCounters::default()),
-        Arc::clone(&stats),
-        ready_tx,
-        cancel.clone(),
-    ));
+    let ctx = StageContext { ready: ready_tx, cancel: cancel.clone(), ..StageContext::new(kafka.clone()) };
+    let task = tokio::spawn(pipeline::runtime::run(agent::Agent::new(config, None, Arc::clone(&stats)), ctx));
     tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
     Instance { stats, cancel, task }
 }

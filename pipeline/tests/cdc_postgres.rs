@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use pipeline::connector::{self, ACTION_COLUMNS, ConnectorConfig, Position, Source};
-use pipeline::stage::StageCounters;
+use pipeline::runtime::StageCounters;
 use pipeline::{KafkaSettings, StoryEvent, topics};
 use probes::TraceContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};

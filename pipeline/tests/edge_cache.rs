@@ -20,13 +20,13 @@ async fn sink_keeps(at: CacheAt, base: u64) {
     let counters = Arc::new(SinkCounters::default());
     let (ready, _) = watch::channel(false);
     let cancel = CancellationToken::new();
-    let sink = tokio::spawn(context_sink::run_sink(
-        kafka.clone(),
-        cache.clone(),
-        Arc::clone(&counters),
+    let ctx = pipeline::runtime::StageContext {
         ready,
-        cancel.clone(),
-    ));
+        cancel: cancel.clone(),
+        ..pipeline::runtime::StageContext::new(kafka.clone())
+    };
+    let sink = context_sink::ContextSink::new(cache.clone(), Arc::clone(&counters));
+    let sink = tokio::spawn(pipeline::runtime::run(sink, ctx));
 
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
     let key = |s: u64| (base + s).to_be_bytes();

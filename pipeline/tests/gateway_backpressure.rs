@@ -10,10 +10,9 @@ mod beats;
 
 use pipeline::gateway::GatewayState;
 use pipeline::gateway::fanout::{FanoutConfig, Item, SlowClient};
-use pipeline::stage::StageCounters;
+use pipeline::runtime::StageContext;
 use pipeline::topics;
 use rdkafka::producer::FutureProducer;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -29,13 +28,8 @@ async fn a_full_client_pauses_the_consumer_and_reading_resumes_it_without_loss()
     let state = GatewayState::with_fanout(ready_rx.clone(), cancel.clone(), config);
     // The only client, which reads nothing for now.
     let mut client = state.subscribe(None);
-    let consumer = tokio::spawn(pipeline::gateway::consume(
-        kafka.clone(),
-        state.clone(),
-        Arc::new(StageCounters::default()),
-        ready_tx,
-        cancel.clone(),
-    ));
+    let ctx = StageContext { ready: ready_tx, cancel: cancel.clone(), ..StageContext::new(kafka.clone()) };
+    let consumer = tokio::spawn(pipeline::runtime::run(pipeline::gateway::Gateway::new(state.clone()), ctx));
     tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
 
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();

@@ -8,7 +8,7 @@
 
 use pipeline::connector::{self, ConnectorConfig, Source};
 use pipeline::gateway::{self, GatewayState};
-use pipeline::stage::StageCounters;
+use pipeline::runtime::StageCounters;
 use pipeline::{StoryEvent, topics};
 use probes::TraceContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use pipeline::agent::{self, AgentConfig, AgentStats};
-use pipeline::stage::StageCounters;
+use pipeline::runtime::{StageContext, StageCounters};
 use pipeline::{KafkaSettings, StoryEvent, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE, INTENDED, STAMPS, TRACEPARENT};
 use probes::{StampIter, TraceContext};
@@ -47,15 +47,10 @@ async fn valid_events_are_stamped_and_poison_is_dead_lettered_with_its_reason() 
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let cancel = CancellationToken::new();
     let counters = Arc::new(StageCounters::default());
-    let stage = tokio::spawn(agent::run(
-        kafka.clone(),
-        AgentConfig::new(state.path(), Some(1)),
-        None,
-        Arc::clone(&counters),
-        Arc::new(AgentStats::default()),
-        ready_tx,
-        cancel.clone(),
-    ));
+    let ctx =
+        StageContext { counters: Arc::clone(&counters), ready: ready_tx, cancel: cancel.clone(), kafka: kafka.clone() };
+    let agent = agent::Agent::new(AgentConfig::new(state.path(), Some(1)), None, Arc::new(AgentStats::default()));
+    let stage = tokio::spawn(pipeline::runtime::run(agent, ctx));
     tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
 
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();

@@ -9,7 +9,7 @@
 #[path = "common/beats.rs"]
 mod beats;
 
-use pipeline::enrich::{EnrichAt, EnrichConfig, Enricher, ResultOrder, TABLE, seed, seed_profile};
+use pipeline::streamjob::enrich::{EnrichAt, EnrichConfig, Enricher, ResultOrder, TABLE, seed, seed_profile};
 use pipeline::streamjob::{StreamJob, StreamJobConfig};
 use pipeline::{KafkaSettings, StoryEvent, topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -46,7 +46,7 @@ fn read_updates(kafka: &KafkaSettings) -> Vec<StoryEvent> {
 
 /// Runs the job over `EVENTS` beats (sessions in turn) and returns the updates in the
 /// order they were produced, with the enrichment's counters.
-async fn enrich_run(order: ResultOrder) -> (Vec<StoryEvent>, Arc<pipeline::enrich::EnrichStats>, u64) {
+async fn enrich_run(order: ResultOrder) -> (Vec<StoryEvent>, Arc<pipeline::streamjob::enrich::EnrichStats>, u64) {
     let (_broker, kafka) = testkit::broker(1).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -81,7 +81,7 @@ async fn enrich_run(order: ResultOrder) -> (Vec<StoryEvent>, Arc<pipeline::enric
 }
 
 /// What every run must show, whatever the order.
-fn check(updates: &[StoryEvent], stats: &pipeline::enrich::EnrichStats, forwarded: u64) {
+fn check(updates: &[StoryEvent], stats: &pipeline::streamjob::enrich::EnrichStats, forwarded: u64) {
     assert_eq!(updates.len(), EVENTS as usize, "every beat goes on");
     assert_eq!(forwarded, EVENTS);
     for u in updates {

@@ -36,7 +36,15 @@ def main():
 
     a, b = consumer("py-kp", "py-kp-group"), consumer("py-kp", "py-kp-group")
     seen, start = set(), time.time()
-    while len(seen) < 100 or not (a.assignment() and b.assignment()):
+
+    def settled():
+        # Both members hold partitions, and none twice: a member keeps its old assignment
+        # until its own poll takes part in the rebalance, so the group is looked at until
+        # both have.
+        parts = [{tp.partition for tp in c.assignment()} for c in (a, b)]
+        return all(parts) and parts[0].isdisjoint(parts[1]) and len(parts[0] | parts[1]) == 4
+
+    while len(seen) < 100 or not settled():
         assert time.time() - start < DEADLINE, f"group read {len(seen)} of 100"
         for c in (a, b):
             for msgs in c.poll(timeout_ms=50).values():

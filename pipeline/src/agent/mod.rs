@@ -24,24 +24,18 @@ pub mod state;
 use crate::event::{Beat, StoryEvent, session_key};
 use crate::io::cache::EdgeCache;
 use crate::io::kafka::KafkaSettings;
-use crate::stage::{
-    Ack, Carried, DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, next_message,
-    open_consumer, open_producer, send_with_retry, spawn_acker,
-};
+use crate::runtime::{Ack, Carried, DeadLetters, Emitter, From, Out, Stage, Upstream};
 use crate::{Error, Result, topics};
 use model::{Model, ModelConfig};
-use probes::Stamp;
-use probes::spans::Consumed;
-use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use state::{Restored, RunSession, SessionState, Store};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 /// The stage's name.
 pub const NAME: &str = crate::topology::AGENT;
@@ -62,6 +56,12 @@ pub struct AgentConfig {
     /// standalone `tailgate stage agent` serving one run after another does. State is
     /// keyed by run and session either way.
     pub run: Option<u64>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").finish_non_exhaustive()
+    }
 }
 
 impl AgentConfig {
@@ -162,134 +162,117 @@ enum Work {
     Adopt(Vec<(RunSession, SessionState)>),
 }
 
-/// Runs the agent until `cancel`: consumes `story.actions`, and whenever partitions are
-/// assigned, rebuilds their sessions' state before processing more events. `ready` turns
-/// true once the first assignment's state is restored.
-pub async fn run(
-    kafka: KafkaSettings,
+/// The agent as a stage: it consumes `story.actions` and hands each event to the worker
+/// that owns its session; whenever partitions are assigned, it first rebuilds their
+/// sessions' state (and is ready once the first assignment's state is restored).
+pub struct Agent {
     config: AgentConfig,
     cache: Option<EdgeCache>,
-    counters: Arc<StageCounters>,
     stats: Arc<AgentStats>,
-    ready: watch::Sender<bool>,
-    cancel: CancellationToken,
-) -> Result<()> {
-    check_co_partitioned(&kafka).await?;
-    let (mut recovery, sessions) = state::Recovery::open(&config.state_dir, config.run)?;
-    let loaded = sessions.len();
-    let seed = config.run.unwrap_or_else(probes::now_ns);
-    let model = Model::new(&config.model, seed).map_err(|reason| Error::Stage { stage: NAME, reason })?;
-    let consumer = open_consumer(&kafka, NAME, topics::ACTIONS, watch::Sender::new(false))?;
-    let mut assignments = consumer.context().assignments();
-    let producer = open_producer(&kafka, NAME)?;
-    let dlq = DeadLetters::new(producer.clone(), NAME, Arc::clone(&counters));
-    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::ACTIONS, rx, cancel.clone());
-
-    let n = config.concurrency.max(1);
-    let mut shards: Vec<HashMap<RunSession, SessionState>> = vec![HashMap::new(); n];
-    for (key, st) in sessions {
-        shards[(key.1 % n as u64) as usize].insert(key, st);
-    }
-    let mut senders = Vec::with_capacity(n);
-    let mut workers = Vec::with_capacity(n);
-    for states in shards {
-        let (wtx, wrx) = mpsc::channel::<Work>(256);
-        senders.push(wtx);
-        let w = Worker {
-            states,
-            store: recovery.store.clone(),
-            failed: None,
-            producer: producer.clone(),
-            dlq: dlq.clone(),
-            model: model.clone(),
-            cache: cache.clone(),
-            prefetched: HashMap::new(),
-            config: config.clone(),
-            converter: kafka.converter,
-            spans: kafka.spans.clone(),
-            group: crate::topology::group_of(NAME),
-            counters: Arc::clone(&counters),
-            stats: Arc::clone(&stats),
-        };
-        workers.push(w.run(wrx));
-    }
-    // Workers run inside this task (not spawned), so stopping the task stops them all at once.
-    let dispatch = async {
-        let result = loop {
-            let msg = tokio::select! {
-                biased;
-                Ok(()) = assignments.changed() => {
-                    // Rebuild the assigned partitions' sessions before reading on.
-                    let partitions = assigned(&consumer);
-                    let (states, restored) = match recovery.catch_up(&kafka, partitions, loaded).await {
-                        Ok(r) => r,
-                        Err(e) => break Err(e),
-                    };
-                    let mut per_worker = vec![Vec::new(); n];
-                    for (key, st) in states {
-                        per_worker[(key.1 % n as u64) as usize].push((key, st));
-                    }
-                    for (w, states) in senders.iter().zip(per_worker) {
-                        if !states.is_empty() && w.send(Work::Adopt(states)).await.is_err() {
-                            break;
-                        }
-                    }
-                    if let Ok(mut r) = stats.restores.lock() {
-                        r.push(restored);
-                    }
-                    ready.send_replace(true);
-                    continue;
-                }
-                m = next_message(&consumer, &cancel, NAME, topics::ACTIONS) => match m {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
-                },
-            };
-            let ingress_ns = probes::now_ns();
-            let ack = match decode(&msg, kafka.converter) {
-                Err(reason) => match dlq.send(msg.key(), msg.payload(), msg.headers(), &reason) {
-                    Ok(f) => Ack::Delivery(f),
-                    Err(e) => break Err(e),
-                },
-                Ok((incoming, event)) => {
-                    let (done, rx) = oneshot::channel();
-                    let carried = Carried::of(msg.headers(), &incoming);
-                    let w = &senders[(event.session % n as u64) as usize];
-                    let job =
-                        Job { event, partition: msg.partition(), offset: msg.offset(), carried, ingress_ns, done };
-                    if w.send(Work::Event(job)).await.is_err() {
-                        break Ok(());
-                    }
-                    Ack::Later(rx)
-                }
-            };
-            if tx.send(Pending { partition: msg.partition(), offset: msg.offset(), ack }).await.is_err() {
-                break Ok(()); // the acker failed; it says why
-            }
-        };
-        drop(senders);
-        result
-    };
-    let (result, _) = tokio::join!(dispatch, futures::future::join_all(workers));
-    let owned = assigned(&consumer);
-    let result = finish(NAME, consumer, tx, acker, result).await;
-    if result.is_ok() {
-        // Everything acknowledged is in the store: the next start needs only what follows.
-        recovery.mark_clean(&kafka, &owned).await?;
-    }
-    result
+    /// Opened on start.
+    recovery: Option<state::Recovery>,
+    loaded: usize,
+    senders: Vec<mpsc::Sender<Work>>,
+    /// The workers; dropping the stage (an abrupt stop) stops them all at once.
+    workers: JoinSet<()>,
 }
 
-/// The partitions of `story.actions` the consumer is assigned now.
-fn assigned(consumer: &crate::stage::StageConsumer) -> Vec<i32> {
-    let mut ps: Vec<i32> = consumer
-        .assignment()
-        .map(|tpl| tpl.elements_for_topic(topics::ACTIONS).iter().map(|e| e.partition()).collect())
-        .unwrap_or_default();
-    ps.sort_unstable();
-    ps
+impl Agent {
+    /// An agent reading context from `cache` (none: every lookup misses), reporting in
+    /// `stats`.
+    pub fn new(config: AgentConfig, cache: Option<EdgeCache>, stats: Arc<AgentStats>) -> Self {
+        Self { config, cache, stats, recovery: None, loaded: 0, senders: Vec::new(), workers: JoinSet::new() }
+    }
+}
+
+impl Stage for Agent {
+    const NAME: &'static str = NAME;
+
+    fn topics(&self) -> Vec<String> {
+        vec![topics::ACTIONS.into()]
+    }
+
+    async fn on_start(&mut self, out: &Out<'_>) -> Result<()> {
+        let kafka = &out.ctx.kafka;
+        check_co_partitioned(kafka).await?;
+        let (recovery, sessions) = state::Recovery::open(&self.config.state_dir, self.config.run)?;
+        self.loaded = sessions.len();
+        let seed = self.config.run.unwrap_or_else(probes::now_ns);
+        let model = Model::new(&self.config.model, seed).map_err(|reason| Error::Stage { stage: NAME, reason })?;
+        let n = self.config.concurrency.max(1);
+        let mut shards: Vec<HashMap<RunSession, SessionState>> = vec![HashMap::new(); n];
+        for (key, st) in sessions {
+            shards[(key.1 % n as u64) as usize].insert(key, st);
+        }
+        for states in shards {
+            let (wtx, wrx) = mpsc::channel::<Work>(256);
+            self.senders.push(wtx);
+            let w = Worker {
+                states,
+                store: recovery.store.clone(),
+                failed: None,
+                emitter: out.emitter()?.clone(),
+                dlq: out.dead_letters()?.clone(),
+                model: model.clone(),
+                cache: self.cache.clone(),
+                prefetched: HashMap::new(),
+                config: self.config.clone(),
+                stats: Arc::clone(&self.stats),
+            };
+            self.workers.spawn(w.run(wrx));
+        }
+        self.recovery = Some(recovery);
+        Ok(())
+    }
+
+    async fn on_assigned(&mut self, out: &Out<'_>, partitions: &[i32]) -> Result<()> {
+        // Rebuild the assigned partitions' sessions before reading on.
+        let Some(recovery) = self.recovery.as_mut() else { return Ok(()) };
+        let (states, restored) = recovery.catch_up(&out.ctx.kafka, partitions.to_vec(), self.loaded).await?;
+        let n = self.senders.len().max(1);
+        let mut per_worker = vec![Vec::new(); n];
+        for (key, st) in states {
+            per_worker[(key.1 % n as u64) as usize].push((key, st));
+        }
+        for (w, states) in self.senders.iter().zip(per_worker) {
+            if !states.is_empty() && w.send(Work::Adopt(states)).await.is_err() {
+                break;
+            }
+        }
+        if let Ok(mut r) = self.stats.restores.lock() {
+            r.push(restored);
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: &BorrowedMessage<'_>, out: &mut Out<'_>) -> Result<Ack> {
+        let ingress_ns = probes::now_ns();
+        let (incoming, event) = match out.decode(msg) {
+            Ok(d) => d,
+            Err(reason) => return out.dead_letter(msg, &reason),
+        };
+        let (done, rx) = oneshot::channel();
+        let carried = Carried::of(msg.headers(), &incoming);
+        let w = &self.senders[(event.session % self.senders.len() as u64) as usize];
+        let job = Job { event, partition: msg.partition(), offset: msg.offset(), carried, ingress_ns, done };
+        if w.send(Work::Event(job)).await.is_err() {
+            return Err(Error::Stage { stage: NAME, reason: "a worker stopped".into() });
+        }
+        Ok(Ack::Later(rx))
+    }
+
+    async fn on_drain(&mut self) {
+        self.senders.clear();
+        while self.workers.join_next().await.is_some() {}
+    }
+
+    async fn on_close(&mut self, kafka: &KafkaSettings, owned: &[i32]) -> Result<()> {
+        // Everything acknowledged is in the store: the next start needs only what follows.
+        match &self.recovery {
+            Some(recovery) => recovery.mark_clean(kafka, owned).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Refuses to start unless the changelog has as many partitions as `story.actions`: a
@@ -316,16 +299,13 @@ struct Worker {
     store: Store,
     /// Why the worker can no longer keep state; every later event fails with it.
     failed: Option<String>,
-    producer: FutureProducer,
+    /// Beats out (with the changelog records), and dead letters.
+    emitter: Emitter,
     dlq: DeadLetters,
     model: Model,
     cache: Option<EdgeCache>,
     prefetched: HashMap<u64, tokio::task::JoinHandle<Result<Option<String>>>>,
     config: AgentConfig,
-    converter: crate::convert::Converter,
-    spans: probes::spans::Spans,
-    group: String,
-    counters: Arc<StageCounters>,
     stats: Arc<AgentStats>,
 }
 
@@ -381,14 +361,13 @@ impl Worker {
     /// Dead-letters the job's event (written again in the pipeline's format; refusals here
     /// are about a readable event, so nothing of the original is lost) with its headers.
     fn dead_letter(&self, job: &Job, reason: &str) -> Result<DeliveryFuture> {
-        let value = self.converter.encode(&job.event);
+        let value = self.emitter.converter.encode(&job.event);
         let key = session_key(job.event.session);
         self.dlq.send_owned(Some(&key), Some(&value), job.carried.original(), reason)
     }
 
     async fn handle(&mut self, job: &Job, stamps: &mut Vec<u8>) -> Result<Vec<DeliveryFuture>> {
         let event = &job.event;
-        let key = session_key(event.session);
         if event.action.is_empty() {
             let reason = "the action is empty: nothing to continue the story from";
             return Ok(vec![self.dead_letter(job, reason)?]);
@@ -404,7 +383,7 @@ impl Worker {
                 .partition(job.partition)
                 .key(&skey[..])
                 .payload(&value[..]);
-            acks.push(send_with_retry(&self.producer, record, NAME)?);
+            acks.push(self.emitter.send(record)?);
         } else {
             self.stats.replays.fetch_add(1, Ordering::Relaxed);
         }
@@ -424,16 +403,8 @@ impl Worker {
         }
         let mut out = event.clone();
         out.beat = Some(Beat { text, ..beat });
-        let value = self.converter.encode(&out);
-        let consumed =
-            Consumed { topic: topics::ACTIONS, partition: job.partition, offset: job.offset, group: &self.group };
-        let span = StageSpan::new(NAME, job.carried.trace(), Some(consumed), Some(topics::BEATS));
-        let stamp = Stamp { stage: NAME, ingress_ns: job.ingress_ns, egress_ns: probes::now_ns() };
-        let headers = job.carried.headers(&span.span, stamp, stamps);
-        let record = FutureRecord::<[u8], [u8]>::to(topics::BEATS).key(&key[..]).payload(&value[..]).headers(headers);
-        acks.push(send_with_retry(&self.producer, record, NAME)?);
-        span.record(&self.spans, event.id, &stamp);
-        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        let from = From { partition: job.partition, offset: job.offset, ingress_ns: job.ingress_ns };
+        acks.push(self.emitter.emit(&out, Upstream::Carried(&job.carried), from, topics::BEATS, stamps)?);
         Ok(acks)
     }
 }

@@ -27,7 +27,7 @@ use source::spawn_source;
 use crate::convert::Converter;
 use crate::event::{StoryEvent, session_key};
 use crate::io::kafka::KafkaSettings;
-use crate::stage::{
+use crate::runtime::{
     Ack, DeadLetters, MAX_IN_FLIGHT, StageCounters, StageSpan, open_producer, outgoing_headers, send_with_retry,
 };
 pub use crate::table::{ACTION_COLUMNS, ActionRow, CapturedRow, SCHEMA};

@@ -41,15 +41,10 @@ pub use routes::{ActionBody, PollQuery, app, serve};
 
 use crate::connector::Ingress;
 use crate::event::StoryEvent;
-use crate::io::kafka::KafkaSettings;
-use crate::stage::{
-    DeadLetters, MAX_IN_FLIGHT, Pending, StageCounters, StageSpan, decode, finish, next_message, open_consumer,
-    open_producer, spawn_acker,
-};
+use crate::runtime::{Ack, From, Out, Stage};
 use crate::{Result, topics};
-use probes::spans::Consumed;
-use probes::{Delivery, Stamp};
-use rdkafka::message::Message;
+use probes::Delivery;
+use rdkafka::message::{BorrowedMessage, Message};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -76,6 +71,12 @@ pub struct GatewayState {
     ingress: Option<mpsc::Sender<Ingress>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     auth: Option<Arc<Auth>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
 }
 
 /// Longest wait for Kafka's acknowledgement of an ingress request.
@@ -155,67 +156,54 @@ impl GatewayState {
 /// How long a stopping gateway lets its clients take what was queued for them.
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Consumes `story.updates` into the push channel until `cancel`.
-pub async fn consume(
-    kafka: KafkaSettings,
+/// The gateway's consuming side: `story.updates` into the push channel, each update
+/// once (redeliveries are counted as duplicates and not pushed again).
+pub struct Gateway {
     state: GatewayState,
-    counters: Arc<StageCounters>,
-    ready: watch::Sender<bool>,
-    cancel: CancellationToken,
-) -> Result<()> {
-    let consumer = open_consumer(&kafka, NAME, topics::UPDATES, ready)?;
-    let dlq = DeadLetters::new(open_producer(&kafka, NAME)?, NAME, Arc::clone(&counters));
-    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let acker = spawn_acker(Arc::clone(&consumer), NAME, topics::UPDATES, rx, cancel.clone());
-    let mut stamps = Vec::with_capacity(512);
-    let mut seen = Seen::default();
-    let group = crate::topology::group_of(NAME);
-    let result = loop {
-        let msg = match next_message(&consumer, &cancel, NAME, topics::UPDATES).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        };
+    seen: Seen,
+    stamps: Vec<u8>,
+}
+
+impl Gateway {
+    /// Pushes to the clients of `state`.
+    pub fn new(state: GatewayState) -> Self {
+        Self { state, seen: Seen::default(), stamps: Vec::with_capacity(512) }
+    }
+}
+
+impl Stage for Gateway {
+    const NAME: &'static str = NAME;
+
+    fn topics(&self) -> Vec<String> {
+        vec![topics::UPDATES.into()]
+    }
+
+    async fn handle(&mut self, msg: &BorrowedMessage<'_>, out: &mut Out<'_>) -> Result<Ack> {
         let ingress_ns = probes::now_ns();
-        let ack = match decode(&msg, kafka.converter) {
-            Err(reason) => match dlq.send(msg.key(), msg.payload(), msg.headers(), &reason) {
-                Ok(f) => Some(f),
-                Err(e) => break Err(e),
-            },
-            Ok((_, event)) if !seen.insert(&event) => {
-                // Redelivered (at-least-once upstream): clients already have it.
-                counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            Ok((incoming, event)) => {
-                let consumed = Consumed {
-                    topic: topics::UPDATES,
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                    group: &group,
-                };
-                let span = StageSpan::new(NAME, incoming.trace, Some(consumed), None);
-                let stamp = Stamp { stage: NAME, ingress_ns, egress_ns: probes::now_ns() };
-                stamp.append_to(incoming.stamps, &mut stamps);
-                if state.fanout.filled() && state.fanout.all_full() {
-                    // Every client is a whole buffer behind: stop reading rather than drop.
-                    wait_for_room(&consumer, &state, &cancel).await;
-                }
-                state.push(render(&event, &span.span.to_string(), incoming.intended_ns, &stamps));
-                span.record(&kafka.spans, event.id, &stamp);
-                counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        let (incoming, event) = match out.decode(msg) {
+            Ok(d) => d,
+            Err(reason) => return out.dead_letter(msg, &reason),
         };
-        if tx.send(Pending { partition: msg.partition(), offset: msg.offset(), ack: ack.into() }).await.is_err() {
-            break Ok(());
+        if !self.seen.insert(&event) {
+            // Redelivered (at-least-once upstream): clients already have it.
+            out.ctx.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(Ack::Nothing);
         }
-    };
-    finish(NAME, consumer, tx, acker, result).await
+        if self.state.fanout.filled() && self.state.fanout.all_full() {
+            // Every client is a whole buffer behind: stop reading rather than drop.
+            wait_for_room(out.consumer, &self.state, &out.ctx.cancel).await;
+        }
+        let from = From { partition: msg.partition(), offset: msg.offset(), ingress_ns };
+        let state = &self.state;
+        out.emitter()?.leave(event.id, &incoming, from, &mut self.stamps, |span, stamps| {
+            state.push(render(&event, &span.to_string(), incoming.intended_ns, stamps));
+        });
+        Ok(Ack::Nothing)
+    }
 }
 
 /// Pauses the consumer's partitions until a client has room (or shutdown), then resumes.
-async fn wait_for_room(consumer: &crate::stage::StageConsumer, state: &GatewayState, cancel: &CancellationToken) {
+async fn wait_for_room(consumer: &crate::runtime::StageConsumer, state: &GatewayState, cancel: &CancellationToken) {
     use rdkafka::consumer::Consumer;
     let stats = &state.fanout.stats;
     let assignment = consumer.assignment().ok();

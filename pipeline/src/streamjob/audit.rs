@@ -2,7 +2,7 @@
 //! signal or the late event's copy on the side outputs.
 
 use super::Decision;
-use crate::stage::SideRecord;
+use crate::runtime::SideRecord;
 use crate::topics;
 
 impl Decision {

@@ -3,7 +3,7 @@
 //! none), written as the state changes and read back when a partition is assigned.
 
 use super::{Key, StreamJob};
-use crate::stage::SideRecord;
+use crate::runtime::SideRecord;
 use crate::topics;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;

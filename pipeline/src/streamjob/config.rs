@@ -2,9 +2,9 @@
 //! publishes, the changelog, a scheduled restart and `[streamjob.enrich]`, with their
 //! defaults and checks.
 
+use super::enrich::{EnrichAt, EnrichConfig, ResultOrder};
 use super::{Pattern, Rule, StreamJobConfig};
 use crate::config::{Around, NAME_RULE, Problems, duration, opt_duration, valid_name};
-use crate::enrich::{EnrichAt, EnrichConfig, ResultOrder};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -117,7 +117,7 @@ impl RuleSection {
     }
 }
 
-/// `[streamjob.enrich]`: async I/O enrichment (see [`crate::enrich`]).
+/// `[streamjob.enrich]`: async I/O enrichment (see [`super::enrich`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichSection {

@@ -20,7 +20,7 @@
 //!   topic ([`follow_rules`]) and applies a change before its next event, without a
 //!   restart; the moment a rule took effect is recorded beside the moment it was published.
 //!
-//! - **Async enrichment** ([`crate::enrich`]): when configured, every beat then gets its
+//! - **Async enrichment** ([`enrich`]): when configured, every beat then gets its
 //!   session's profile from a database without blocking the stream; the stage runtime
 //!   keeps up to the bound in flight and emits in order or as lookups complete.
 //!
@@ -34,14 +34,15 @@
 mod audit;
 mod changelog;
 pub mod config;
+pub mod enrich;
 mod patterns;
 mod rules;
+mod stage;
 
 pub use rules::{Rule, RuleApplied, RulePublisher, RuleSet, follow_rules};
 
-use crate::event::{StoryEvent, Window};
-use crate::stage::{Meta, Processor, SideRecord};
-use crate::topics;
+use crate::event::Window;
+use crate::runtime::SideRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -154,7 +155,12 @@ pub struct StreamJob {
     /// Write the changelog (`story.streamjob-changelog`).
     changelog: bool,
     /// Async enrichment after the windows and patterns, when configured.
-    enricher: Option<crate::enrich::Enricher>,
+    enricher: Option<enrich::Enricher>,
+    /// What handling one event reuses: its side records, its stamps, and (ordered
+    /// enrichment) the signal of the event before it.
+    side: Vec<SideRecord>,
+    stamps: Vec<u8>,
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
     pub stats: Arc<StreamJobStats>,
 }
 
@@ -180,13 +186,16 @@ impl StreamJob {
             last_offset: HashMap::new(),
             changelog: config.changelog,
             enricher: None,
+            side: Vec::new(),
+            stamps: Vec::with_capacity(512),
+            previous: None,
             stats: Arc::default(),
         }
     }
 
-    /// Enriches every beat asynchronously from a database (see [`crate::enrich`]).
+    /// Enriches every beat asynchronously from a database (see [`enrich`]).
     #[must_use]
-    pub fn with_enricher(mut self, enricher: crate::enrich::Enricher) -> Self {
+    pub fn with_enricher(mut self, enricher: enrich::Enricher) -> Self {
         self.enricher = Some(enricher);
         self
     }
@@ -272,69 +281,11 @@ impl StreamJob {
     }
 }
 
-impl Processor for StreamJob {
-    const NAME: &'static str = NAME;
-
-    async fn process(&mut self, event: &mut StoryEvent, meta: &Meta, side: &mut Vec<SideRecord>) -> Result<(), String> {
-        if event.beat.is_none() {
-            return Err("the event has no beat: it did not come through the agent".into());
-        }
-        let mut decisions = Vec::new();
-        self.apply_rules(&mut decisions);
-        let key = (event.run, event.session);
-        if let Some(&upto) = self.restored_upto.get(&key) {
-            if meta.offset <= upto {
-                // Counted before the restart (its offset was not committed): pass it on only.
-                self.stats.replayed.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            self.restored_upto.remove(&key);
-        }
-        if self.changelog {
-            self.partition_of.insert(key, meta.partition);
-            self.last_offset.insert(key, meta.offset);
-        }
-        event.window = Some(self.observe(key, event.id, &event.action, meta.intended_ns / 1_000_000, &mut decisions));
-        for d in &decisions {
-            side.extend(d.records());
-        }
-        if self.changelog {
-            side.extend(self.changelog_records());
-        }
-        self.stats.audit_records.fetch_add(decisions.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn enricher(&self) -> Option<crate::enrich::Enricher> {
-        self.enricher.clone()
-    }
-
-    async fn assigned(&mut self, kafka: &crate::KafkaSettings, partitions: &[i32]) -> Result<(), String> {
-        if !self.changelog {
-            return Ok(());
-        }
-        let new: std::collections::HashMap<i32, i64> =
-            partitions.iter().filter(|p| !self.owned.contains(p)).map(|p| (*p, 0)).collect();
-        let records = if new.is_empty() {
-            Vec::new()
-        } else {
-            kafka
-                .read_partitions_to_end(topics::STREAMJOB_CHANGELOG, &new, Duration::from_secs(60))
-                .await
-                .map_err(|e| format!("cannot read the changelog: {e}"))?
-        };
-        let records = records
-            .iter()
-            .map(|r| (r.partition, r.key.as_deref().unwrap_or_default(), r.value.as_deref().unwrap_or_default()));
-        self.restore(partitions, records);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::changelog::{KeyState, changelog_key};
     use super::*;
+    use crate::{StoryEvent, topics};
 
     const S: Key = (1, 1);
 
@@ -360,9 +311,9 @@ mod tests {
             window: None,
             enrichment: None,
         };
-        let meta = Meta { intended_ns: ms * 1_000_000, ingress_ns: 0, partition: 0, offset };
+        let meta = stage::Meta { intended_ns: ms * 1_000_000, ingress_ns: 0, partition: 0, offset };
         let mut side = Vec::new();
-        j.process(&mut event, &meta, &mut side).await.unwrap();
+        j.process(&mut event, &meta, &mut side).unwrap();
         (event.window, side)
     }
 

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use pipeline::event::Beat;
-use pipeline::stage::{Processor, StageCounters};
-use pipeline::{KafkaSettings, StoryEvent, topics};
+use pipeline::runtime::{Stage, StageContext, StageCounters};
+use pipeline::{KafkaSettings, StoryEvent};
 use probes::TraceContext;
 use probes::headers::{INTENDED, TRACEPARENT};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -57,20 +57,14 @@ impl Running {
     }
 }
 
-/// Runs `processor` from `story.beats` to `story.updates`; returns once it has partitions.
-pub async fn start<P: Processor>(kafka: &KafkaSettings, processor: P) -> Running {
+/// Runs `stage` (from `story.beats` to `story.updates`); returns once it has partitions.
+pub async fn start<S: Stage>(kafka: &KafkaSettings, stage: S) -> Running {
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let cancel = CancellationToken::new();
     let counters = Arc::new(StageCounters::default());
-    let task = tokio::spawn(pipeline::stage::run(
-        kafka.clone(),
-        topics::BEATS,
-        topics::UPDATES,
-        processor,
-        Arc::clone(&counters),
-        ready_tx,
-        cancel.clone(),
-    ));
+    let ctx =
+        StageContext { kafka: kafka.clone(), counters: Arc::clone(&counters), ready: ready_tx, cancel: cancel.clone() };
+    let task = tokio::spawn(pipeline::runtime::run(stage, ctx));
     tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
     Running { task, cancel, counters }
 }

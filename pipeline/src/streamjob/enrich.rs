@@ -13,18 +13,21 @@
 //! - **LRU cache** in front of the database: `cache` profiles, most recently used kept.
 //!
 //! The database is SQLite (a file, embedded) or PostgreSQL (a `postgres://` URL), queried
-//! over a pool of `connections`, one query per connection at a time. Both are queried with one statement taking the
-//! session id and returning one text column: by default from `story_profiles`, which
-//! [`seed`] fills.
+//! over a pool of `connections`, one query per connection at a time. Both are queried
+//! with one statement taking the session id and returning one text column: by default from `story_profiles`, which
+//! [`seed`] fills. [`Later`] produces an event whose lookup was not cached, from a task of
+//! its own.
 
-use crate::event::Enrichment;
+use crate::event::{Enrichment, StoryEvent};
+use crate::runtime::{Carried, Emitter, From, Upstream};
 use crate::{Error, Result};
+use rdkafka::producer::DeliveryFuture;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// The table [`seed`] fills and the default query reads.
 pub const TABLE: &str = "story_profiles";
@@ -442,6 +445,79 @@ pub async fn seed(at: &EnrichAt, sessions: u64) -> Result<()> {
             client.execute(&upsert, &[&ids, &profiles]).await.map_err(|e| enrich_err(at, e))?;
             Ok(())
         }
+    }
+}
+
+/// Enriches `event` at once when its profile is cached and nothing before it is still in
+/// flight (ordered mode), so a cache hit costs no task; true when it did.
+pub fn enriched_inline(
+    enricher: &Enricher,
+    event: &mut StoryEvent,
+    previous: &mut Option<oneshot::Receiver<()>>,
+) -> bool {
+    use tokio::sync::oneshot::error::TryRecvError;
+    let pending = previous.as_mut().is_some_and(|rx| matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    if pending {
+        return false;
+    }
+    *previous = None;
+    match enricher.cached(event.session) {
+        Some(hit) => {
+            event.enrichment = Some(hit);
+            true
+        }
+        None => false,
+    }
+}
+
+/// One event to enrich and produce from a task of its own.
+pub struct Later {
+    pub emitter: Emitter,
+    pub enricher: Enricher,
+    pub admission: Admission,
+    pub from: From,
+    /// Ordered mode: the previous event's signal (it has produced) and this one's to give.
+    pub order: Option<(Option<oneshot::Receiver<()>>, oneshot::Sender<()>)>,
+}
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Later").finish_non_exhaustive()
+    }
+}
+
+impl Later {
+    /// Looks the event up, waits for its predecessor when ordered, produces it, and
+    /// answers on the returned channel with every delivery (`sides` included).
+    pub fn spawn(
+        self,
+        mut event: StoryEvent,
+        carried: Carried,
+        sides: Vec<DeliveryFuture>,
+    ) -> oneshot::Receiver<std::result::Result<Vec<DeliveryFuture>, String>> {
+        let (ack, answer) = oneshot::channel();
+        tokio::spawn(async move {
+            let _admission = self.admission;
+            event.enrichment = Some(self.enricher.lookup(event.session).await);
+            let _done = match self.order {
+                Some((previous, done)) => {
+                    if let Some(previous) = previous {
+                        let _ = previous.await; // sent or dropped: the predecessor has produced
+                    }
+                    Some(done)
+                }
+                None => None,
+            };
+            let mut stamps = Vec::with_capacity(512);
+            let sent =
+                self.emitter.emit(&event, Upstream::Carried(&carried), self.from, crate::topics::UPDATES, &mut stamps);
+            let _ = ack.send(sent.map_err(|e| e.to_string()).map(|main| {
+                let mut all = sides;
+                all.push(main);
+                all
+            }));
+        });
+        answer
     }
 }
 

@@ -1,0 +1,117 @@
+//! The consumer side of a stage: its group's consumer, told of every assignment, and how a
+//! message is read (the protocol headers and the event) or found unreadable.
+
+use crate::convert::Converter;
+use crate::event::StoryEvent;
+use crate::io::kafka::KafkaSettings;
+use crate::{Error, Result, kafka_err};
+use probes::Incoming;
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Consumer context that reports when the group has assigned partitions, and counts
+/// assignments for a stage that must act on each (the agent restores state).
+#[derive(Debug)]
+pub struct ReadyContext {
+    ready: watch::Sender<bool>,
+    assignments: watch::Sender<u64>,
+}
+
+impl ReadyContext {
+    /// A context that sets `ready` once partitions are assigned.
+    pub fn new(ready: watch::Sender<bool>) -> Self {
+        Self { ready, assignments: watch::Sender::new(0) }
+    }
+
+    /// Changes on every assignment (a rebalance has completed; the consumer's assignment
+    /// may differ). Assignments happen while the consumer is polled.
+    pub fn assignments(&self) -> watch::Receiver<u64> {
+        self.assignments.subscribe()
+    }
+}
+
+impl ClientContext for ReadyContext {}
+
+impl ConsumerContext for ReadyContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assignments.send_modify(|n| *n += 1);
+            if tpl.count() > 0 {
+                self.ready.send_replace(true);
+            }
+        }
+    }
+}
+
+/// A consumer of a stage's input topic.
+pub type StageConsumer = StreamConsumer<ReadyContext>;
+
+/// Opens the consumer for `stage` on `input` in the group `tailgate-<stage>`; `ready` turns
+/// true once partitions are assigned.
+pub fn open_consumer(
+    kafka: &KafkaSettings,
+    stage: &'static str,
+    input: &str,
+    ready: watch::Sender<bool>,
+) -> Result<Arc<StageConsumer>> {
+    let consumer: StageConsumer = kafka
+        .own_consumer_config(stage)
+        .create_with_context(ReadyContext::new(ready))
+        .map_err(|e| Error::Config(format!("{stage} consumer: {e}")))?;
+    consumer.subscribe(&[input]).map_err(kafka_err(format!("{stage} subscribe to {input}")))?;
+    Ok(Arc::new(consumer))
+}
+
+/// Commits what was stored and drops the consumer off the async runtime, giving up after
+/// a few seconds (a consumer's close can hang on a broker that went away).
+pub async fn close_consumer(consumer: Arc<StageConsumer>) {
+    let closing = tokio::task::spawn_blocking(move || {
+        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        drop(consumer);
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+}
+
+/// Reads the protocol headers and the event from a message, or says why it cannot.
+pub fn decode<'m>(msg: &'m BorrowedMessage<'_>, converter: Converter) -> Result<(Incoming<'m>, StoryEvent), String> {
+    let incoming = match msg.headers() {
+        Some(h) => Incoming::from_headers(h.iter().map(|h| (h.key, h.value))),
+        None => Incoming::from_headers(std::iter::empty()),
+    }
+    .map_err(|e| e.to_string())?;
+    let payload = msg.payload().ok_or("the message has no value")?;
+    let event = converter.decode(payload)?;
+    Ok((incoming, event))
+}
+
+/// The next message from `input`, or `None` once `cancel` fires.
+pub async fn next_message<'c>(
+    consumer: &'c StageConsumer,
+    cancel: &CancellationToken,
+    stage: &'static str,
+    input: &str,
+) -> Result<Option<BorrowedMessage<'c>>> {
+    tokio::select! {
+        () = cancel.cancelled() => Ok(None),
+        msg = consumer.recv() => {
+            msg.map(Some).map_err(|e| Error::Stage { stage, reason: format!("consume from {input}: {e}") })
+        }
+    }
+}
+
+/// The partitions of `topic` the consumer has now.
+pub fn assigned_partitions(consumer: &StageConsumer, topic: &str) -> Vec<i32> {
+    consumer
+        .assignment()
+        .map(|tpl| {
+            let mut ps: Vec<i32> = tpl.elements_for_topic(topic).iter().map(|e| e.partition()).collect();
+            ps.sort_unstable();
+            ps
+        })
+        .unwrap_or_default()
+}

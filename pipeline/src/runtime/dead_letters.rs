@@ -1,0 +1,115 @@
+//! The dead-letter topic: what a stage cannot read or process goes there as it came, with
+//! the reason and the stage in headers; and a run's audit of what it holds.
+
+use super::StageCounters;
+use super::emit::send_with_retry;
+use crate::convert::Converter;
+use crate::io::kafka::KafkaSettings;
+use crate::{Result, topics};
+use probes::headers::{DLQ_REASON, DLQ_STAGE};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Sends messages that cannot be processed to the dead-letter topic.
+#[derive(Clone)]
+pub struct DeadLetters {
+    producer: FutureProducer,
+    stage: &'static str,
+    counters: Arc<StageCounters>,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters").field("stage", &self.stage).finish_non_exhaustive()
+    }
+}
+
+impl DeadLetters {
+    pub fn new(producer: FutureProducer, stage: &'static str, counters: Arc<StageCounters>) -> Self {
+        Self { producer, stage, counters }
+    }
+
+    /// Sends the message as it came (key, value, headers) plus the reason and this stage.
+    pub fn send(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<&rdkafka::message::BorrowedHeaders>,
+        reason: &str,
+    ) -> Result<DeliveryFuture> {
+        let h = headers.map_or_else(|| OwnedHeaders::new_with_capacity(2), |h| h.detach());
+        self.send_owned(key, value, h, reason)
+    }
+
+    /// [`Self::send`] with headers already owned.
+    pub fn send_owned(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        mut h: OwnedHeaders,
+        reason: &str,
+    ) -> Result<DeliveryFuture> {
+        h = h
+            .insert(Header { key: DLQ_REASON, value: Some(reason) })
+            .insert(Header { key: DLQ_STAGE, value: Some(self.stage) });
+        let mut record = FutureRecord::<[u8], [u8]>::to(topics::DLQ).headers(h);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        let fut = send_with_retry(&self.producer, record, self.stage)?;
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(fut)
+    }
+}
+
+/// What the dead-letter topic holds for one run, read back from the broker.
+#[derive(Debug, Default)]
+pub struct DeadLetterAudit {
+    /// Ids of this run's events found there.
+    pub ids: std::collections::HashSet<u64>,
+    /// Messages that are not this run's events (other runs', or unreadable poison).
+    pub other: u64,
+    /// The first reason seen for one of this run's events.
+    pub first_reason: Option<String>,
+}
+
+/// Reads the dead-letter topic from the beginning up to its current end and collects the
+/// events of `run`, giving up after `timeout`.
+pub async fn audit_dead_letters(kafka: &KafkaSettings, run: u64, timeout: Duration) -> Result<DeadLetterAudit> {
+    let records = kafka.read_to_end(topics::DLQ, &std::collections::HashMap::new(), timeout).await?;
+    let mut audit = DeadLetterAudit::default();
+    for r in records {
+        match r.value.as_deref().and_then(|v| dead_letter_identity(kafka.converter, v)) {
+            Some((r_run, id)) if r_run == run => {
+                audit.ids.insert(id);
+                if audit.first_reason.is_none() {
+                    audit.first_reason = r.header(DLQ_REASON);
+                }
+            }
+            _ => audit.other += 1,
+        }
+    }
+    Ok(audit)
+}
+
+/// The run and event id of a dead letter: a story event in the pipeline's format, or the
+/// connector's JSON form of a captured row.
+fn dead_letter_identity(converter: Converter, value: &[u8]) -> Option<(u64, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        run: u64,
+        event_id: u64,
+    }
+    converter
+        .decode(value)
+        .map(|e| (e.run, e.id))
+        .ok()
+        .or_else(|| serde_json::from_slice::<Row>(value).ok().map(|r| (r.run, r.event_id)))
+        .or_else(|| Converter::Json.decode(value).ok().map(|e| (e.run, e.id)))
+}
