@@ -285,7 +285,19 @@ impl Report {
         let _ = writeln!(h, "<h1>tailgate report: <code>{}</code></h1>", esc(&scenario));
         let class = if self.passed { "pass" } else { "fail" };
         let _ = writeln!(h, "<div class=\"verdict {class}\">{}</div>", esc(&self.verdict()));
+        self.html_profiles(&mut h);
+        self.html_objectives(&mut h);
+        for (title, svg) in svgs {
+            let _ = writeln!(h, "<h2>{}</h2><figure>{}</figure>", esc(title), strip_xml_declaration(svg));
+        }
+        self.html_hops(&mut h);
+        self.html_footer(&mut h);
+        h.push_str("</body></html>\n");
+        h
+    }
 
+    /// The profiles table: verdict, rate, percentiles and counts per profile.
+    fn html_profiles(&self, h: &mut String) {
         let _ = writeln!(
             h,
             "<h2>Profiles</h2><table><tr><th>profile</th><th>verdict</th><th>runs</th><th>achieved/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>worst second p99</th><th>seconds over SLA p99</th><th>sent</th><th>delivered</th><th>dead-lettered</th><th>lost</th></tr>"
@@ -331,7 +343,10 @@ impl Report {
             let _ = writeln!(h, "</tr>");
         }
         let _ = writeln!(h, "</table>");
+    }
 
+    /// Every objective of every profile, measured against its limit.
+    fn html_objectives(&self, h: &mut String) {
         let _ = writeln!(
             h,
             "<h2>Objectives</h2><table><tr><th>profile</th><th>objective</th><th>measured</th><th>limit</th><th></th></tr>"
@@ -351,11 +366,10 @@ impl Report {
             }
         }
         let _ = writeln!(h, "</table>");
+    }
 
-        for (title, svg) in svgs {
-            let _ = writeln!(h, "<h2>{}</h2><figure>{}</figure>", esc(title), strip_xml_declaration(svg));
-        }
-
+    /// The hop breakdown: mean, share and percentiles per hop and profile.
+    fn html_hops(&self, h: &mut String) {
         let _ = writeln!(
             h,
             "<h2>Hops</h2><p>Transit hops (~) are produce, broker and fetch between stages; the others are service time inside a stage. Hop means add up to the end-to-end mean.</p><table><tr><th>profile</th><th>hop</th><th>mean ms</th><th>share</th><th>p50 ms</th><th>p99 ms</th></tr>"
@@ -387,7 +401,10 @@ impl Report {
             );
         }
         let _ = writeln!(h, "</table>");
+    }
 
+    /// Where the figures come from: broker, storage, settings, faults and machine.
+    fn html_footer(&self, h: &mut String) {
         let _ = writeln!(h, "<footer><h2>Where these figures come from</h2>");
         for p in &self.profiles {
             let r = &p.result;
@@ -437,8 +454,7 @@ impl Report {
                 esc(&p.result.tailgate_version)
             );
         }
-        h.push_str("</footer></body></html>\n");
-        h
+        h.push_str("</footer>");
     }
 }
 
