@@ -74,6 +74,34 @@ pub fn import_text(text: &str) -> Result<Imported, String> {
             return Err(format!("`keyDistributor`: `{other}` is not NO_KEY, KEY_ROUND_ROBIN or RANDOM_NANO"));
         }
     };
+    unapplied(&fields, &mut notes);
+
+    let mut s = String::new();
+    let _ = writeln!(s, "# Imported from the OpenMessaging Benchmark workload `{raw_name}` by `tailgate import omb`.");
+    for n in &notes {
+        let _ = writeln!(s, "# not applied: {n}");
+    }
+    let _ = writeln!(s, "\nname = \"{name}\"");
+    let _ = writeln!(s, "description = \"OMB workload {}\"", raw_name.replace(['"', '\\'], "'"));
+    let _ =
+        writeln!(s, "\n[load]\nrate = {rate}\narrival = \"constant\"\nsessions = 64\nkey_distribution = \"{keys}\"");
+    let _ = writeln!(s, "payload_bytes = {payload}");
+    match warmup_min {
+        Some(w) => {
+            let _ = writeln!(s, "warmup = \"{}s\"", (w * 60.0).round() as u64);
+        }
+        None => {
+            let _ = writeln!(s, "warmup = \"60s\"  # OMB's default warm-up of one minute");
+        }
+    }
+    let _ = writeln!(s, "duration = \"{}s\"", (duration_min * 60.0).round().max(1.0) as u64);
+    let _ = writeln!(s, "\n[broker]\npartitions = {partitions}");
+    let _ = writeln!(s, "\n[[sla]]\nmetric = \"end_to_end.p99_ms\"\nmax = 50.0");
+    Ok(Imported { scenario: s, notes })
+}
+
+/// A note for each field of the workload tailgate does not apply, with why.
+fn unapplied(fields: &std::collections::BTreeMap<String, serde_norway::Value>, notes: &mut Vec<String>) {
     let known = [
         "name",
         "producerRate",
@@ -83,7 +111,7 @@ pub fn import_text(text: &str) -> Result<Imported, String> {
         "warmupDurationMinutes",
         "keyDistributor",
     ];
-    for (k, v) in &fields {
+    for (k, v) in fields {
         if known.contains(&k.as_str()) {
             continue;
         }
@@ -118,29 +146,6 @@ pub fn import_text(text: &str) -> Result<Imported, String> {
         };
         notes.push(format!("{k}: {why} (value {}), not applied", yaml_inline(v)));
     }
-
-    let mut s = String::new();
-    let _ = writeln!(s, "# Imported from the OpenMessaging Benchmark workload `{raw_name}` by `tailgate import omb`.");
-    for n in &notes {
-        let _ = writeln!(s, "# not applied: {n}");
-    }
-    let _ = writeln!(s, "\nname = \"{name}\"");
-    let _ = writeln!(s, "description = \"OMB workload {}\"", raw_name.replace(['"', '\\'], "'"));
-    let _ =
-        writeln!(s, "\n[load]\nrate = {rate}\narrival = \"constant\"\nsessions = 64\nkey_distribution = \"{keys}\"");
-    let _ = writeln!(s, "payload_bytes = {payload}");
-    match warmup_min {
-        Some(w) => {
-            let _ = writeln!(s, "warmup = \"{}s\"", (w * 60.0).round() as u64);
-        }
-        None => {
-            let _ = writeln!(s, "warmup = \"60s\"  # OMB's default warm-up of one minute");
-        }
-    }
-    let _ = writeln!(s, "duration = \"{}s\"", (duration_min * 60.0).round().max(1.0) as u64);
-    let _ = writeln!(s, "\n[broker]\npartitions = {partitions}");
-    let _ = writeln!(s, "\n[[sla]]\nmetric = \"end_to_end.p99_ms\"\nmax = 50.0");
-    Ok(Imported { scenario: s, notes })
 }
 
 fn yaml_inline(v: &serde_norway::Value) -> String {

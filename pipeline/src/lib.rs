@@ -22,6 +22,7 @@
 //! `tailgate watch`.
 
 pub mod agent;
+pub mod assemble;
 pub mod config;
 pub mod connector;
 pub mod context_sink;

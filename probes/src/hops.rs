@@ -32,6 +32,11 @@ pub struct HopSummary {
     pub stats: Summary,
 }
 
+/// Where events start, in hop names.
+pub const SOURCE: &str = "source";
+/// Where events end (the client the gateway pushes to), in hop names.
+pub const SINK: &str = "client";
+
 /// Name of the transit hop from `from` to `to`.
 pub fn transit_name(from: &str, to: &str) -> String {
     format!("{from}->{to}")

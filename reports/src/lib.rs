@@ -27,6 +27,8 @@ pub const SWEEP_FILE: &str = "sweep.json";
 pub const WARMUP_TAG: &str = "warmup";
 /// The interval-log tag (and file stem) of end-to-end latency.
 pub const END_TO_END_TAG: &str = "end_to_end";
+/// Tag of the load generator's schedule-lag log.
+pub const SCHEDULE_LAG_TAG: &str = "schedule_lag";
 
 /// The interval log file of a metric (`end_to_end.hlog`, `hop-agent.hlog`, `hop-agent_to_streamjob.hlog`).
 pub fn hlog_file(metric: &str, hop: bool) -> String {

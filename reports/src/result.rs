@@ -6,10 +6,7 @@ use probes::hops::HopSummary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Where events start, in hop names.
-pub const SOURCE: &str = "source";
-/// Where events end, in hop names.
-pub const SINK: &str = "client";
+pub use probes::hops::{SINK, SOURCE};
 
 /// Statistics every latency metric has in `result.json`.
 pub const STATS: [&str; 8] = ["count", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"];

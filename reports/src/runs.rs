@@ -1,13 +1,76 @@
-//! Run and sweep directories read back, and runs of the same profile merged into one
-//! picture (histograms merged, counts summed).
+//! The run directory, written and read back: `result.json`, one interval log per latency
+//! metric, and for a sweep `sweep.json` ([`SweepIndex`]) beside one run directory per
+//! profile. Runs of the same profile are merged into one picture (histograms merged,
+//! counts summed).
 
 use crate::hlog::{Interval, Series, histogram_of};
 use crate::result::{Objective, RunResult};
-use crate::{END_TO_END_TAG, RESULT_FILE, SWEEP_FILE, WARMUP_TAG, bad, hlog_file, io_err};
+use crate::{END_TO_END_TAG, RESULT_FILE, SCHEDULE_LAG_TAG, SWEEP_FILE, WARMUP_TAG, bad, hlog_file, io_err};
 use hdrhistogram::Histogram;
 use probes::HopKind;
 use probes::hops::HopSummary;
 use std::path::{Path, PathBuf};
+
+/// The interval logs of one run, in the `.hlog` encoding, as [`write_run`] files them.
+#[derive(Debug, Clone, Default)]
+pub struct RunLogs {
+    pub end_to_end: Vec<u8>,
+    /// End to end during warm-up, when it was recorded.
+    pub warmup: Option<Vec<u8>>,
+    pub schedule_lag: Vec<u8>,
+    /// Per hop, by hop name.
+    pub hops: Vec<(String, Vec<u8>)>,
+}
+
+/// Writes a run directory: `result.json` and the interval logs.
+pub fn write_run(dir: &Path, result: &RunResult, logs: &RunLogs) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(result).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(RESULT_FILE), json + "\n")?;
+    std::fs::write(dir.join(hlog_file(END_TO_END_TAG, false)), &logs.end_to_end)?;
+    for (name, log) in &logs.hops {
+        std::fs::write(dir.join(hlog_file(name, true)), log)?;
+    }
+    std::fs::write(dir.join(hlog_file(SCHEDULE_LAG_TAG, false)), &logs.schedule_lag)?;
+    if let Some(w) = &logs.warmup {
+        std::fs::write(dir.join(hlog_file(WARMUP_TAG, false)), w)?;
+    }
+    Ok(())
+}
+
+/// A sweep's index (`sweep.json`): which profiles ran, in which order, and where.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SweepIndex {
+    pub scenario: String,
+    #[serde(default)]
+    pub description: String,
+    pub profiles: Vec<SweepEntry>,
+}
+
+/// One profile of a sweep.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SweepEntry {
+    pub name: String,
+    /// Its run directory, under the sweep's.
+    pub dir: Option<String>,
+    pub passed: bool,
+    /// A stage that failed during the run (its results were written all the same).
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+impl SweepIndex {
+    /// Writes `dir/sweep.json`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join(SWEEP_FILE), json + "\n")
+    }
+
+    /// Reads `dir/sweep.json`, if there is one that parses.
+    pub fn read(dir: &Path) -> Option<Self> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(SWEEP_FILE)).ok()?).ok()
+    }
+}
 
 /// One run directory.
 #[derive(Debug, Clone)]
@@ -70,13 +133,8 @@ fn collect(dir: &Path, depth: u32, found: &mut Vec<PathBuf>) -> crate::Result<()
     })?;
     let mut subdirs: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     subdirs.sort();
-    if let Ok(text) = std::fs::read_to_string(dir.join(SWEEP_FILE))
-        && let Ok(index) = serde_json::from_str::<serde_json::Value>(&text)
-    {
-        let order: Vec<String> = index["profiles"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| p["dir"].as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
+    if let Some(index) = SweepIndex::read(dir) {
+        let order: Vec<String> = index.profiles.into_iter().filter_map(|p| p.dir).collect();
         let rank = |p: &PathBuf| {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             order.iter().position(|o| *o == name).unwrap_or(usize::MAX)

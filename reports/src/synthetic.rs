@@ -3,7 +3,7 @@
 //! from a broker: every run written says so (`broker.kind = "synthetic"`).
 
 use crate::result::{BrokerInfo, Counts, Machine, Objective, RunResult};
-use crate::{END_TO_END_TAG, RESULT_FILE, WARMUP_TAG, hlog_file};
+use crate::{END_TO_END_TAG, WARMUP_TAG};
 use probes::hops::HopSummary;
 use probes::{HopKind, LatencyRecorder};
 use rand::rngs::SmallRng;
@@ -136,15 +136,12 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
         faults: Vec::new(),
     };
     result.evaluate(&spec.objectives);
-    std::fs::write(
-        dir.join(RESULT_FILE),
-        serde_json::to_string_pretty(&result).map_err(std::io::Error::other)? + "\n",
-    )?;
-    std::fs::write(dir.join(hlog_file(END_TO_END_TAG, false)), e2e.interval_log())?;
-    std::fs::write(dir.join(hlog_file(WARMUP_TAG, false)), warm.interval_log())?;
-    std::fs::write(dir.join(hlog_file("schedule_lag", false)), lag.interval_log())?;
-    for ((n, _), h) in PATH.iter().zip(&mut hops) {
-        std::fs::write(dir.join(hlog_file(n, true)), h.interval_log())?;
-    }
+    let logs = crate::runs::RunLogs {
+        end_to_end: e2e.interval_log(),
+        warmup: Some(warm.interval_log()),
+        schedule_lag: lag.interval_log(),
+        hops: PATH.iter().zip(&mut hops).map(|((n, _), h)| ((*n).to_owned(), h.interval_log())).collect(),
+    };
+    crate::runs::write_run(dir, &result, &logs)?;
     Ok(result)
 }

@@ -239,6 +239,17 @@ impl Scenario {
         if problems.is_empty() { Ok(scenario) } else { Err(ScenarioError { file: path.to_owned(), problems }) }
     }
 
+    /// The stages' own sections, as the pipeline assembles itself from them.
+    pub fn pipeline_config(&self) -> pipeline::assemble::PipelineConfig {
+        pipeline::assemble::PipelineConfig {
+            connector: self.connector.clone(),
+            agent: self.agent.clone(),
+            edge_cache: self.edge_cache.clone(),
+            streamjob: self.streamjob.clone(),
+            gateway: self.gateway.clone(),
+        }
+    }
+
     /// Every semantic problem, each located in `text` where the field is written.
     pub fn validate(&self, text: &str) -> Vec<Problem> {
         let mut p = Problems::default();

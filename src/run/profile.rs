@@ -1,0 +1,357 @@
+//! One profile's run, as a list of phases: open the broker and the topics; assemble the
+//! pipeline and wait until it is ready; drive the load (rule changes and faults on
+//! schedule) while watching it; drain; stop the pipeline and account for every event;
+//! write the run directory.
+
+use super::broker::{self, Broker};
+use super::drain::{self, Look};
+use super::drive::{self, Roots, Times};
+use super::external::ExternalStages;
+use super::outcome::Made;
+use super::watch::{self, Live};
+use super::{CONNECT_TIMEOUT, ProfileRun, READY_TIMEOUT, RunError, RunOptions, create_topics, describe_exit, failed};
+use crate::result::{SINK, SOURCE};
+use crate::scenario::{Resolved, Scenario};
+use dashboard::{Budget, Feed, Meta};
+use loadgen::Tally;
+use pipeline::KafkaSettings;
+use pipeline::assemble::{Env, Pipeline};
+use probes::HopSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Runs one profile of a scenario to its end and writes its run directory.
+pub(super) async fn run(
+    scenario: &Scenario,
+    profile: &Resolved,
+    dir: &Path,
+    opts: &RunOptions,
+) -> Result<ProfileRun, RunError> {
+    let started = std::time::SystemTime::now();
+    let (broker, kafka, tracer) = open(scenario, profile, dir).await?;
+    let run_id = random_u64() >> 12;
+    let config = scenario.pipeline_config();
+    let external = scenario.stages.external.then(|| ExternalStages::new(&scenario.stages));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
+    let gateway_addr = listener.local_addr().map_err(failed)?;
+    let (writer, source) = drive::open_writer(scenario, &config, dir, gateway_addr, external.is_some()).await?;
+    if let Some(e) = config.enrich(dir) {
+        // The run seeds a profile per session; an in-process stream job opens the database.
+        pipeline::streamjob::enrich::seed(&e.at, scenario.load.sessions).await.map_err(failed)?;
+    }
+    let sent_live = Arc::new(AtomicU64::new(0));
+    let env = Env {
+        kafka: kafka.clone(),
+        clients: profile.clients.clone(),
+        dir: dir.to_owned(),
+        state_dir: dir.join("agent-state"),
+        run: Some(run_id),
+        hosts: if external.is_some() { Vec::new() } else { pipeline::STAGES.to_vec() },
+        sent: Arc::clone(&sent_live),
+        exemplars: tracer.as_ref().map(|t| t.config().breach_ns.unwrap_or(u64::MAX)),
+        listener: external.is_none().then_some(listener),
+        grpc: None,
+        cancel: tokio_util::sync::CancellationToken::new(),
+    };
+    let mut pipeline = Pipeline::build(&config, env);
+    start(&mut pipeline, scenario, external.as_ref(), &kafka).await?;
+
+    let start_ns = probes::now_ns() + 100_000_000;
+    let times = Times { start_ns, measure_from_ns: start_ns + nanos(scenario.load.warmup) };
+    publish_rule_changes(&mut pipeline, scenario, &kafka, start_ns)?;
+    let faults = broker::apply_faults(scenario, &broker, start_ns, &mut pipeline, opts.progress);
+    if let Some(feed) = &opts.feed {
+        feed.deliver(Feed::Meta(live_meta(scenario, &profile.name, &broker, start_ns)));
+    }
+    let otlp = super::tracing::start_metrics(tracer.as_ref(), pipeline.metrics()).await?;
+    let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, times.measure_from_ns, Duration::from_secs(1));
+    let mut tally = Tally::new(run_id, times.measure_from_ns, hops);
+    tally.spans = kafka.spans.clone();
+    tally.warmup = Some(probes::LatencyRecorder::new(reports::WARMUP_TAG, start_ns, Duration::from_secs(1)));
+    let url = external.as_ref().map_or_else(|| format!("http://{gateway_addr}"), |e| e.gateway.clone());
+    let metrics = Arc::clone(pipeline.metrics());
+    let following = drive::start_audience(
+        tally,
+        format!("{url}/events"),
+        scenario.gateway.run_token(),
+        metrics,
+        otlp.clone(),
+        opts.feed.clone(),
+    )
+    .await?;
+    while external.is_none() && pipeline.gateway().subscribers() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let stop = opts.stop.clone().unwrap_or_default();
+    let http = writer.http();
+    let roots = Roots { spans: kafka.spans.clone(), ratio: tracer.as_ref().map_or(1.0, |t| t.config().sample_ratio) };
+    let mut players = drive::start_players(scenario, times, run_id, writer, roots, &stop, &sent_live)?;
+    let restarts = restarts(scenario);
+    let live = Live {
+        sent: &sent_live,
+        delivered: &following.delivered,
+        feed: opts.feed.as_ref(),
+        progress: opts.progress,
+        stop: &stop,
+    };
+    let mut watched = watch::watch(&mut pipeline, &mut players, restarts, &live).await?;
+
+    let refused = || http.as_ref().map_or(0, |h| h.refused.load(Ordering::Relaxed));
+    let look = || {
+        let f = pipeline.figures();
+        let delivered = following.delivered.load(Ordering::Relaxed) + refused();
+        Look {
+            sent: watched.report.sent,
+            delivered,
+            dead_lettered_live: f.dead_lettered(),
+            audited: 0,
+            filtered: f.filtered(),
+        }
+    };
+    let until = Instant::now() + scenario.load.drain;
+    drain::drain(&kafka, run_id, external.is_some(), until, look, || watched.failure.is_some()).await;
+
+    let stopped = pipeline.shutdown(Duration::from_secs(20)).await;
+    let failure = watched.failure.clone().or(stopped);
+    following.cancel.cancel();
+    let mut tally = following.task.await.map_err(failed)?.map_err(failed)?;
+    let audit = pipeline::runtime::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(failed)?;
+    let broker_info = broker.figures(!scenario.faults.is_empty());
+    drop(broker); // everything that talks to it is done
+
+    let figures = pipeline.figures();
+    let delivered_too = audit.ids.iter().filter(|id| tally.has(**id)).count() as u64;
+    let accounting =
+        drain::account(watched.report.sent, tally.delivered, audit.ids.len() as u64, delivered_too, figures.filtered());
+    // The last metrics export carries the run's accounting.
+    pipeline.metrics().set_lost(accounting.lost);
+    let telemetry = super::tracing::stop(tracer, otlp).await;
+    let made = Made {
+        scenario,
+        profile,
+        config: &config,
+        run_id,
+        started,
+        start_ns,
+        report: &watched.report,
+        tally: &tally,
+        accounting,
+        figures: &figures,
+        source,
+        edge_cache: config.edge_cache_at(dir).describe(),
+        external: external.as_ref().map(ExternalStages::describe),
+        interrupted: watched.interrupted,
+    };
+    let mut result = made.result(broker_info);
+    result.telemetry = telemetry;
+    result.faults = faults.lock().map(|f| f.clone()).unwrap_or_default();
+    notes(&tally, &audit, accounting.dead_lettered, http.as_ref());
+    let logs = super::outcome::logs(&mut tally, &mut watched.report.schedule_lag);
+    reports::runs::write_run(dir, &result, &logs).map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
+    Ok(ProfileRun { result, dir: dir.to_owned(), failure })
+}
+
+/// The broker, its topics, the tracer and the run directory.
+async fn open(
+    scenario: &Scenario,
+    profile: &Resolved,
+    dir: &Path,
+) -> Result<(Broker, KafkaSettings, Option<Arc<telemetry::Tracer>>), RunError> {
+    let mut kafka = super::base_kafka(profile);
+    let broker = broker::start(scenario, profile, &mut kafka).await?;
+    kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(failed)?;
+    create_topics(&kafka, profile).await?;
+    kafka.converter = scenario.connector.converter;
+    let tracer = super::start_tracer(scenario)?;
+    kafka.spans = tracer.clone().map(|t| t as Arc<dyn probes::spans::SpanSink>);
+    std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create run directory {}: {e}", dir.display())))?;
+    Ok((broker, kafka, tracer))
+}
+
+/// Spawns the stages (none when they are external), serves `/metrics` when asked, waits
+/// until every consumer group has its partitions, and warms the edge cache.
+async fn start(
+    pipeline: &mut Pipeline,
+    scenario: &Scenario,
+    external: Option<&ExternalStages>,
+    kafka: &KafkaSettings,
+) -> Result<(), RunError> {
+    if external.is_none() {
+        pipeline.spawn_all().await.map_err(failed)?;
+        if let Some(addr) = pipeline.grpc_addr() {
+            eprintln!("gateway gRPC: {addr} (tailgate.gateway.v1.Updates)");
+        }
+    }
+    if let Some(addr) = &scenario.telemetry.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| failed(format!("cannot serve /metrics on {addr} (telemetry.metrics): {e}")))?;
+        eprintln!("metrics: http://{addr}/metrics");
+        let serve = pipeline::metrics::serve(listener, Arc::clone(pipeline.metrics()), pipeline.cancel());
+        pipeline.spawn_task("metrics", serve);
+    }
+    wait_ready(pipeline, external, kafka).await?;
+    let lags = pipeline::metrics::follow_group_lags(
+        kafka.clone(),
+        pipeline::topology::stage_groups(),
+        Arc::clone(pipeline.metrics()),
+        Duration::from_secs(5),
+        pipeline.cancel(),
+    );
+    pipeline.spawn_task("group-lags", lags);
+    match external {
+        Some(ext) => {
+            // The connector process's sink keeps the edge cache; the agents count what they miss.
+            pipeline::context_sink::seed(kafka, scenario.load.sessions).await.map_err(failed)?;
+            let follow = ext.clone().follow(pipeline.mirror(), pipeline.cancel());
+            pipeline.spawn_task("stage-metrics", follow);
+            Ok(())
+        }
+        None => seed_context(pipeline, kafka, scenario.load.sessions).await,
+    }
+}
+
+/// Waits for every consumer group to have its partitions (for external stages, for the
+/// gateway's `/readyz`), or for a stage to fail first.
+async fn wait_ready(
+    pipeline: &mut Pipeline,
+    external: Option<&ExternalStages>,
+    kafka: &KafkaSettings,
+) -> Result<(), RunError> {
+    let ready = pipeline.ready();
+    let ready = async {
+        match external {
+            Some(ext) => {
+                ext.wait_ready().await;
+                true
+            }
+            None => ready.await,
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(READY_TIMEOUT, ready) => match r {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(failed("a stage stopped before it was ready")),
+            Err(_) => Err(failed(match external {
+                Some(ext) => format!("the gateway at {} was not ready within {READY_TIMEOUT:?}: are the `tailgate stage` processes up on {}?", ext.gateway, kafka.bootstrap),
+                None => format!("the stages' consumer groups got no partitions within {READY_TIMEOUT:?} from {}", kafka.bootstrap),
+            })),
+        },
+        Some(done) = pipeline.next_exit() => Err(failed(format!("a stage failed on start: {}", describe_exit(done)))),
+    }
+}
+
+/// Writes one context per session to `story.context` and waits until the sink has them in
+/// the edge cache, so the run starts with a warm cache.
+async fn seed_context(pipeline: &Pipeline, kafka: &KafkaSettings, sessions: u64) -> Result<(), RunError> {
+    let before = pipeline.figures().sink_applied;
+    pipeline::context_sink::seed(kafka, sessions).await.map_err(failed)?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while pipeline.figures().sink_applied < before + sessions {
+        if Instant::now() > deadline {
+            return Err(failed(format!(
+                "the edge cache sink did not apply {sessions} contexts within {READY_TIMEOUT:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Publishes the scenario's rule changes to `story.rules`, each at its time into the load.
+fn publish_rule_changes(
+    pipeline: &mut Pipeline,
+    scenario: &Scenario,
+    kafka: &KafkaSettings,
+    start_ns: u64,
+) -> Result<(), RunError> {
+    if scenario.streamjob.rules.is_empty() {
+        return Ok(());
+    }
+    let mut changes = scenario.streamjob.rules.clone();
+    changes.sort_by_key(|r| r.at);
+    let publisher = pipeline::streamjob::RulePublisher::new(kafka).map_err(failed)?;
+    let cancel = pipeline.cancel();
+    pipeline.spawn_task("rule-changes", async move {
+        for r in changes {
+            let wait = (start_ns + nanos(r.at)).saturating_sub(probes::now_ns());
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_nanos(wait)) => {}
+            }
+            publisher.publish(&r.rule()).await?;
+        }
+        cancel.cancelled().await;
+        Ok(())
+    });
+    Ok(())
+}
+
+/// The stages the scenario stops abruptly once, mid-run, and when.
+fn restarts(scenario: &Scenario) -> Vec<(&'static str, tokio::time::Instant)> {
+    let load_began = tokio::time::Instant::now() + Duration::from_millis(100);
+    [
+        (pipeline::topology::AGENT, scenario.agent.restart_at),
+        (pipeline::topology::STREAMJOB, scenario.streamjob.restart_at),
+    ]
+    .into_iter()
+    .filter_map(|(stage, at)| Some((stage, load_began + at?)))
+    .collect()
+}
+
+/// What a user should know besides the figures: unreadable updates, the first dead
+/// letter's reason, actions the gateway refused.
+fn notes(
+    tally: &Tally,
+    audit: &pipeline::runtime::DeadLetterAudit,
+    dead_lettered: u64,
+    http: Option<&loadgen::ingress::HttpIngress>,
+) {
+    if tally.unreadable > 0 {
+        eprintln!(
+            "warning: {} updates could not be read by the audience (first: {})",
+            tally.unreadable,
+            tally.first_unreadable.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(reason) = &audit.first_reason {
+        eprintln!("note: {dead_lettered} events were dead-lettered; first reason: {reason}");
+    }
+    if let Some(h) = http
+        && h.refused.load(Ordering::Relaxed) > 0
+    {
+        let first = h.first_refusal.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
+        eprintln!(
+            "note: the gateway refused {} actions after retries (counted as lost); first: {first}",
+            h.refused.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// The dashboard's header for a run.
+fn live_meta(scenario: &Scenario, profile: &str, broker: &Broker, start_ns: u64) -> Meta {
+    let (load, b) = (&scenario.load, &broker.info);
+    Meta {
+        title: scenario.name.clone(),
+        profile: profile.into(),
+        broker: format!("{} {} @ {}", b.kind, b.version, b.bootstrap),
+        started_ns: start_ns,
+        planned: Some(load.warmup + load.duration),
+        budgets: scenario.sla.iter().filter_map(|o| Some(Budget { metric: o.metric.clone(), max: o.max? })).collect(),
+        sink: SINK.into(),
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(probes::now_ns());
+    h.finish()
+}
