@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::routing::get;
 use probes::counts::{Counts, LATENCY_BOUNDS_S, StageCounts};
 use probes::hops::{HopKind, for_each_hop, transit_name};
+use probes::names::{self, Metric};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -272,100 +273,60 @@ impl Metrics {
             Format::OpenMetrics => name.strip_suffix("_total").unwrap_or(name),
             Format::Prometheus => name,
         };
-        let e2e = "tailgate_end_to_end_latency_seconds";
-        let _ = writeln!(out, "# HELP {e2e} From an event's intended send time to its delivery to a client.");
-        let _ = writeln!(out, "# TYPE {e2e} histogram");
-        self.end_to_end.render(&mut out, e2e, "", format);
-        let hop = "tailgate_hop_latency_seconds";
-        let _ =
-            writeln!(out, "# HELP {hop} Each hop of a delivered event: transit between stages, or service inside one.");
-        let _ = writeln!(out, "# TYPE {hop} histogram");
+        let histogram = |out: &mut String, m: Metric| {
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", m.prometheus, m.help, m.prometheus);
+        };
+        let gauge = |out: &mut String, m: Metric| {
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", m.prometheus, m.help, m.prometheus);
+        };
+        let counter = |out: &mut String, m: Metric| {
+            let f = family(m.prometheus);
+            let _ = writeln!(out, "# HELP {f} {}\n# TYPE {f} counter", m.help);
+        };
+        histogram(&mut out, names::END_TO_END);
+        self.end_to_end.render(&mut out, names::END_TO_END.prometheus, "", format);
+        histogram(&mut out, names::HOP_LATENCY);
         for m in &self.hops {
-            let kind = if m.kind == HopKind::Service { "service" } else { "transit" };
-            m.latency.render(&mut out, hop, &format!("hop=\"{}\",kind=\"{kind}\"", m.name), format);
+            let kind = if m.kind == HopKind::Service { names::SERVICE } else { names::TRANSIT };
+            let labels = format!("{}=\"{}\",{}=\"{kind}\"", names::HOP, m.name, names::KIND);
+            m.latency.render(&mut out, names::HOP_LATENCY.prometheus, &labels, format);
         }
-        let counter = |out: &mut String, name: &'static str, help: &str, v: u64| {
-            let f = family(name);
-            let _ = writeln!(out, "# HELP {f} {help}\n# TYPE {f} counter\n{name} {v}");
+        let single = |out: &mut String, m: Metric, v: u64| {
+            counter(out, m);
+            let _ = writeln!(out, "{} {v}", m.prometheus);
         };
         let snap = self.snapshot();
-        counter(&mut out, "tailgate_events_sent_total", "Events the load generator sent.", snap.sent);
-        counter(&mut out, "tailgate_events_delivered_total", "Distinct events delivered to a client.", snap.delivered);
-        counter(
-            &mut out,
-            "tailgate_events_lost_total",
-            "Events sent and never delivered, dead-lettered or filtered (known when the run has drained).",
-            snap.lost,
-        );
-        counter(
-            &mut out,
-            "tailgate_deliveries_unreadable_total",
-            "Deliveries whose stamps could not be read.",
-            self.unreadable.load(Ordering::Relaxed),
-        );
-        let outcomes = "tailgate_stage_events_total";
-        let f = family(outcomes);
-        let _ =
-            writeln!(out, "# HELP {f} Events each stage forwarded, dead-lettered, filtered or dropped as duplicates.");
-        let _ = writeln!(out, "# TYPE {f} counter");
+        single(&mut out, names::EVENTS_SENT, snap.sent);
+        single(&mut out, names::EVENTS_DELIVERED, snap.delivered);
+        single(&mut out, names::EVENTS_LOST, snap.lost);
+        single(&mut out, names::DELIVERIES_UNREADABLE, self.unreadable.load(Ordering::Relaxed));
+        counter(&mut out, names::STAGE_EVENTS);
         for s in &snap.stages {
-            for (outcome, v) in [
-                ("forwarded", s.forwarded),
-                ("dead_lettered", s.dead_lettered),
-                ("filtered", s.filtered),
-                ("duplicate", s.duplicates),
-            ] {
-                let _ = writeln!(out, "{outcomes}{{stage=\"{}\",outcome=\"{outcome}\"}} {v}", s.stage);
+            for (outcome, v) in
+                names::OUTCOMES.into_iter().zip([s.forwarded, s.dead_lettered, s.filtered, s.duplicates])
+            {
+                let (m, stage, key) = (names::STAGE_EVENTS.prometheus, names::STAGE, names::OUTCOME);
+                let _ = writeln!(out, "{m}{{{stage}=\"{}\",{key}=\"{outcome}\"}} {v}", s.stage);
             }
         }
-        let waiting = "tailgate_stage_waiting_events";
-        let _ =
-            writeln!(out, "# HELP {waiting} Events passed on by the previous hop that this stage has not yet settled.");
-        let _ = writeln!(out, "# TYPE {waiting} gauge");
+        gauge(&mut out, names::STAGE_WAITING);
         for s in &snap.stages {
-            let _ = writeln!(out, "{waiting}{{stage=\"{}\"}} {}", s.stage, s.waiting);
+            let _ =
+                writeln!(out, "{}{{{}=\"{}\"}} {}", names::STAGE_WAITING.prometheus, names::STAGE, s.stage, s.waiting);
         }
-        let _ = writeln!(
-            out,
-            "# HELP tailgate_events_in_flight Events sent and not yet delivered, dead-lettered or filtered.\n\
-             # TYPE tailgate_events_in_flight gauge\ntailgate_events_in_flight {}",
-            snap.in_flight
-        );
-        let lag = "tailgate_consumer_group_lag";
-        let _ = writeln!(
-            out,
-            "# HELP {lag} Records between each stage group's committed offsets and the high watermarks, from the broker.\n\
-             # TYPE {lag} gauge"
-        );
+        gauge(&mut out, names::EVENTS_IN_FLIGHT);
+        let _ = writeln!(out, "{} {}", names::EVENTS_IN_FLIGHT.prometheus, snap.in_flight);
+        gauge(&mut out, names::CONSUMER_GROUP_LAG);
         for (group, n) in self.group_lags.lock().map(|l| l.clone()).unwrap_or_default() {
-            let _ = writeln!(out, "{lag}{{group=\"{group}\"}} {n}");
+            let _ = writeln!(out, "{}{{{}=\"{group}\"}} {n}", names::CONSUMER_GROUP_LAG.prometheus, names::GROUP);
         }
         if let Some(read) = self.clients.get() {
             let f = (read.0)();
-            let _ = writeln!(
-                out,
-                "# HELP tailgate_gateway_clients Streaming clients connected to the gateway.\n\
-                 # TYPE tailgate_gateway_clients gauge\ntailgate_gateway_clients {}",
-                f.connected
-            );
-            counter(
-                &mut out,
-                "tailgate_gateway_dropped_total",
-                "Updates dropped from slow clients' queues.",
-                f.dropped,
-            );
-            counter(
-                &mut out,
-                "tailgate_gateway_disconnected_total",
-                "Clients cut off for falling a whole buffer behind.",
-                f.disconnected,
-            );
-            counter(
-                &mut out,
-                "tailgate_gateway_pauses_total",
-                "Times the gateway's consumer paused because every client's queue was full.",
-                f.pauses,
-            );
+            gauge(&mut out, names::GATEWAY_CLIENTS);
+            let _ = writeln!(out, "{} {}", names::GATEWAY_CLIENTS.prometheus, f.connected);
+            single(&mut out, names::GATEWAY_DROPPED, f.dropped);
+            single(&mut out, names::GATEWAY_DISCONNECTED, f.disconnected);
+            single(&mut out, names::GATEWAY_PAUSES, f.pauses);
         }
         if format == Format::OpenMetrics {
             out.push_str("# EOF\n");
@@ -439,7 +400,9 @@ impl Outcomes {
     pub fn parse(text: &str) -> Self {
         let mut out = Self::default();
         for line in text.lines() {
-            let Some(rest) = line.strip_prefix("tailgate_stage_events_total{") else { continue };
+            let Some(rest) = line.strip_prefix(names::STAGE_EVENTS.prometheus).and_then(|r| r.strip_prefix('{')) else {
+                continue;
+            };
             let Some((labels, value)) = rest.split_once("} ") else { continue };
             let label = |name: &str| {
                 labels.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\"")?.strip_suffix('"'))

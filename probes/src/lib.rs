@@ -10,6 +10,7 @@ pub mod clock;
 pub mod counts;
 pub mod headers;
 pub mod hops;
+pub mod names;
 pub mod recorder;
 pub mod spans;
 pub mod wire;

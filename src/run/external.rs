@@ -2,6 +2,7 @@
 //! gateway, reads their figures from their `/metrics`, and starts none itself.
 
 use pipeline::assemble::StageFigures;
+use probes::names;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -72,10 +73,10 @@ impl ExternalStages {
                     .iter()
                     .map(|stage| {
                         let f = StageFigures {
-                            forwarded: d(stage, "forwarded"),
-                            dead_lettered: d(stage, "dead_lettered"),
-                            filtered: d(stage, "filtered"),
-                            duplicates: d(stage, "duplicate"),
+                            forwarded: d(stage, names::FORWARDED),
+                            dead_lettered: d(stage, names::DEAD_LETTERED),
+                            filtered: d(stage, names::FILTERED),
+                            duplicates: d(stage, names::DUPLICATE),
                         };
                         (*stage, f)
                     })

@@ -17,6 +17,7 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use probes::counts::{Counts, LATENCY_BOUNDS_S};
 use probes::hops::{HopKind, for_each_hop};
+use probes::names::{self, Metric};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -101,69 +102,57 @@ impl MetricsExport {
             .with_resource(Resource::builder().with_service_name(config.service_name.clone()).build())
             .build();
         let meter = provider.meter("tailgate");
-        let histogram = |name: &'static str, what: &'static str| {
+        let histogram = |m: Metric| {
             meter
-                .f64_histogram(name)
+                .f64_histogram(m.otlp)
                 .with_unit("s")
-                .with_description(what)
+                .with_description(m.help)
                 .with_boundaries(LATENCY_BOUNDS_S.to_vec())
                 .build()
         };
-        let end_to_end = histogram(
-            "tailgate.end_to_end.duration",
-            "From an event's intended send time to its delivery to a client.",
-        );
-        let hops = histogram("tailgate.hop.duration", "Each hop of a delivered event: transit, or service in a stage.");
+        let (end_to_end, hops) = (histogram(names::END_TO_END), histogram(names::HOP_LATENCY));
+        let total = |m: Metric, of: fn(&Counts) -> u64| {
+            let c = Arc::clone(&counts);
+            meter
+                .u64_observable_counter(m.otlp)
+                .with_description(m.help)
+                .with_callback(move |o| o.observe(of(&c()), &[]))
+                .build();
+        };
+        total(names::EVENTS_SENT, |c| c.sent);
+        total(names::EVENTS_DELIVERED, |c| c.delivered);
+        total(names::EVENTS_LOST, |c| c.lost);
         let c = Arc::clone(&counts);
+        let m = names::EVENTS_IN_FLIGHT;
         meter
-            .u64_observable_counter("tailgate.events.sent")
-            .with_description("Events the load generator sent.")
-            .with_callback(move |o| o.observe(c().sent, &[]))
-            .build();
-        let c = Arc::clone(&counts);
-        meter
-            .u64_observable_counter("tailgate.events.delivered")
-            .with_description("Distinct events delivered to a client.")
-            .with_callback(move |o| o.observe(c().delivered, &[]))
-            .build();
-        let c = Arc::clone(&counts);
-        meter
-            .u64_observable_counter("tailgate.events.lost")
-            .with_description(
-                "Events sent and never delivered, dead-lettered or filtered (known when the run has drained).",
-            )
-            .with_callback(move |o| o.observe(c().lost, &[]))
-            .build();
-        let c = Arc::clone(&counts);
-        meter
-            .u64_observable_gauge("tailgate.events.in_flight")
-            .with_description("Events sent and not yet delivered, dead-lettered or filtered.")
+            .u64_observable_gauge(m.otlp)
+            .with_description(m.help)
             .with_callback(move |o| o.observe(c().in_flight, &[]))
             .build();
         let c = Arc::clone(&counts);
         meter
-            .u64_observable_counter("tailgate.stage.events")
-            .with_description("Events each stage forwarded, dead-lettered, filtered or dropped as duplicates.")
+            .u64_observable_counter(names::STAGE_EVENTS.otlp)
+            .with_description(names::STAGE_EVENTS.help)
             .with_callback(move |o| {
                 for s in c().stages {
-                    for (outcome, v) in [
-                        ("forwarded", s.forwarded),
-                        ("dead_lettered", s.dead_lettered),
-                        ("filtered", s.filtered),
-                        ("duplicate", s.duplicates),
-                    ] {
-                        o.observe(v, &[KeyValue::new("stage", s.stage.clone()), KeyValue::new("outcome", outcome)]);
+                    for (outcome, v) in
+                        names::OUTCOMES.into_iter().zip([s.forwarded, s.dead_lettered, s.filtered, s.duplicates])
+                    {
+                        o.observe(
+                            v,
+                            &[KeyValue::new(names::STAGE, s.stage.clone()), KeyValue::new(names::OUTCOME, outcome)],
+                        );
                     }
                 }
             })
             .build();
         let c = counts;
         meter
-            .u64_observable_gauge("tailgate.stage.waiting")
-            .with_description("Events waiting in front of each stage (its lag).")
+            .u64_observable_gauge(names::STAGE_WAITING.otlp)
+            .with_description(names::STAGE_WAITING.help)
             .with_callback(move |o| {
                 for s in c().stages {
-                    o.observe(s.waiting, &[KeyValue::new("stage", s.stage)]);
+                    o.observe(s.waiting, &[KeyValue::new(names::STAGE, s.stage)]);
                 }
             })
             .build();
@@ -174,8 +163,9 @@ impl MetricsExport {
     pub fn observe(&self, intended_ns: u64, stamps: &str, received_ns: u64) {
         self.end_to_end.record(received_ns.saturating_sub(intended_ns) as f64 / 1e9, &[]);
         let _ = for_each_hop(&self.source, intended_ns, stamps.as_bytes(), received_ns, &self.sink, |h| {
-            let kind = if h.kind == HopKind::Service { "service" } else { "transit" };
-            self.hops.record(h.ns as f64 / 1e9, &[KeyValue::new("hop", h.name()), KeyValue::new("kind", kind)]);
+            let kind = if h.kind == HopKind::Service { names::SERVICE } else { names::TRANSIT };
+            self.hops
+                .record(h.ns as f64 / 1e9, &[KeyValue::new(names::HOP, h.name()), KeyValue::new(names::KIND, kind)]);
         });
     }
 
