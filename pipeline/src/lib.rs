@@ -8,18 +8,19 @@
 //!   `story.beats`;
 //! - [`streamjob`]: event-time windows and patterns per session, to `story.updates`, with
 //!   side outputs for audit, signals and late events, state in a changelog, and async
-//!   enrichment from a database ([`enrich`], at the crate root while the shared runtime
-//!   still drives it);
+//!   enrichment from a database;
 //! - [`gateway`]: `story.updates` to HTTP clients over Server-Sent Events, WebSocket and
 //!   long-poll, and to gRPC clients, through a bounded queue per client;
 //! - [`context_sink`]: the edge cache kept from `story.context`.
 //!
-//! [`topology`] is the one table of stages, topics and groups. [`stage`] is the runtime the
-//! Kafka-to-Kafka stages share (consume, stamp, produce, store offsets only once the output
-//! is acknowledged, dead-letter what cannot be processed). [`io`] holds what the stages talk
-//! to (Kafka clients and admin, PostgreSQL, the edge cache) and imports no stage;
-//! [`embedded`] starts the in-process broker; [`tap`] reads any pipeline's stamps for
-//! `tailgate watch`.
+//! Each stage folder holds its own `config.rs` (its scenario section, defaults and checks).
+//! [`topology`] is the one table of stages, topics and groups. [`runtime`] is the one loop
+//! every Kafka-consuming stage runs in (consume, stamp, produce, store offsets only once the
+//! output is acknowledged, dead-letter what cannot be processed). [`assemble`] builds,
+//! spawns, restarts, reads and stops the stages for a run or a stage process. [`io`] holds
+//! what the stages talk to (Kafka clients and admin, PostgreSQL, the edge cache) and
+//! imports no stage; [`embedded`] starts the in-process broker; [`tap`] reads any
+//! pipeline's stamps for `tailgate watch`.
 
 pub mod agent;
 pub mod assemble;

@@ -66,24 +66,9 @@ pub(super) async fn run(
         feed.deliver(Feed::Meta(live_meta(scenario, &profile.name, &broker, start_ns)));
     }
     let otlp = super::tracing::start_metrics(tracer.as_ref(), pipeline.metrics()).await?;
-    let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, times.measure_from_ns, Duration::from_secs(1));
-    let mut tally = Tally::new(run_id, times.measure_from_ns, hops);
-    tally.spans = kafka.spans.clone();
-    tally.warmup = Some(probes::LatencyRecorder::new(reports::WARMUP_TAG, start_ns, Duration::from_secs(1)));
     let url = external.as_ref().map_or_else(|| format!("http://{gateway_addr}"), |e| e.gateway.clone());
-    let metrics = Arc::clone(pipeline.metrics());
-    let following = drive::start_audience(
-        tally,
-        format!("{url}/events"),
-        scenario.gateway.run_token(),
-        metrics,
-        otlp.clone(),
-        opts.feed.clone(),
-    )
-    .await?;
-    while external.is_none() && pipeline.gateway().subscribers() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let cx = Cx { scenario, opts, kafka: &kafka, run_id, external: external.as_ref() };
+    let following = follow(&cx, &pipeline, times, url, otlp.clone()).await?;
 
     let stop = opts.stop.clone().unwrap_or_default();
     let http = writer.http();
@@ -99,20 +84,7 @@ pub(super) async fn run(
     };
     let mut watched = watch::watch(&mut pipeline, &mut players, restarts, &live).await?;
 
-    let refused = || http.as_ref().map_or(0, |h| h.refused.load(Ordering::Relaxed));
-    let look = || {
-        let f = pipeline.figures();
-        let delivered = following.delivered.load(Ordering::Relaxed) + refused();
-        Look {
-            sent: watched.report.sent,
-            delivered,
-            dead_lettered_live: f.dead_lettered(),
-            audited: 0,
-            filtered: f.filtered(),
-        }
-    };
-    let until = Instant::now() + scenario.load.drain;
-    drain::drain(&kafka, run_id, external.is_some(), until, look, || watched.failure.is_some()).await;
+    settle(&cx, &pipeline, &watched, &following, http.as_ref()).await;
 
     let stopped = pipeline.shutdown(Duration::from_secs(20)).await;
     let failure = watched.failure.clone().or(stopped);
@@ -152,6 +124,57 @@ pub(super) async fn run(
     let logs = super::outcome::logs(&mut tally, &mut watched.report.schedule_lag);
     reports::runs::write_run(dir, &result, &logs).map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
+}
+
+/// What the phases after the start share.
+struct Cx<'a> {
+    scenario: &'a Scenario,
+    opts: &'a RunOptions,
+    kafka: &'a KafkaSettings,
+    run_id: u64,
+    external: Option<&'a ExternalStages>,
+}
+
+/// Starts the audience on the gateway at `url` (and waits until an in-process gateway has
+/// it as a subscriber).
+async fn follow(
+    cx: &Cx<'_>,
+    pipeline: &Pipeline,
+    times: Times,
+    url: String,
+    otlp: Option<Arc<telemetry::metrics::MetricsExport>>,
+) -> Result<drive::Following, RunError> {
+    let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, times.measure_from_ns, Duration::from_secs(1));
+    let mut tally = Tally::new(cx.run_id, times.measure_from_ns, hops);
+    tally.spans = cx.kafka.spans.clone();
+    tally.warmup = Some(probes::LatencyRecorder::new(reports::WARMUP_TAG, times.start_ns, Duration::from_secs(1)));
+    let (token, metrics, feed) =
+        (cx.scenario.gateway.run_token(), Arc::clone(pipeline.metrics()), cx.opts.feed.clone());
+    let following = drive::start_audience(tally, format!("{url}/events"), token, metrics, otlp, feed).await?;
+    while cx.external.is_none() && pipeline.gateway().subscribers() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(following)
+}
+
+/// Drains: waits, up to the scenario's limit, for what is in flight. Actions the HTTP
+/// ingress refused will never arrive.
+async fn settle(
+    cx: &Cx<'_>,
+    pipeline: &Pipeline,
+    watched: &watch::Watched,
+    following: &drive::Following,
+    http: Option<&loadgen::ingress::HttpIngress>,
+) {
+    let refused = || http.map_or(0, |h| h.refused.load(Ordering::Relaxed));
+    let look = || {
+        let f = pipeline.figures();
+        let delivered = following.delivered.load(Ordering::Relaxed) + refused();
+        let (dead_lettered_live, filtered) = (f.dead_lettered(), f.filtered());
+        Look { sent: watched.report.sent, delivered, dead_lettered_live, audited: 0, filtered }
+    };
+    let until = Instant::now() + cx.scenario.load.drain;
+    drain::drain(cx.kafka, cx.run_id, cx.external.is_some(), until, look, || watched.failure.is_some()).await;
 }
 
 /// The broker, its topics, the tracer and the run directory.
