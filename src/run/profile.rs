@@ -48,7 +48,8 @@ pub(super) async fn run(
         dir: dir.to_owned(),
         state_dir: dir.join("agent-state"),
         run: Some(run_id),
-        hosts: if external.is_some() { Vec::new() } else { pipeline::STAGES.to_vec() },
+        // External stages are not spawned here, but their figures are shown (mirrored).
+        hosts: pipeline::STAGES.to_vec(),
         sent: Arc::clone(&sent_live),
         exemplars: tracer.as_ref().map(|t| t.config().breach_ns.unwrap_or(u64::MAX)),
         listener: external.is_none().then_some(listener),

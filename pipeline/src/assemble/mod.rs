@@ -80,7 +80,8 @@ pub struct Env {
     pub state_dir: PathBuf,
     /// Only this run's sessions are restored (a run's own agent); `None`: every run's.
     pub run: Option<u64>,
-    /// The stages this process runs, in path order.
+    /// The stages this process runs (or, for stages in processes of their own, shows the
+    /// figures of: see [`Pipeline::mirror`]), in path order; `/metrics` covers them.
     pub hosts: Vec<&'static str>,
     /// The run's live count of events sent, for `/metrics`.
     pub sent: Arc<AtomicU64>,
@@ -115,7 +116,8 @@ pub struct Pipeline {
     sink_counters: Arc<SinkCounters>,
     agent_stats: Arc<AgentStats>,
     job_stats: Arc<StreamJobStats>,
-    job_spawned: bool,
+    /// The stages spawned here so far.
+    spawned: std::collections::HashSet<&'static str>,
     cache: Option<EdgeCache>,
     enrich: Option<(EnrichConfig, Enricher)>,
     rules: Option<watch::Receiver<RuleSet>>,
@@ -162,7 +164,7 @@ impl Pipeline {
             sink_counters: Arc::default(),
             agent_stats: Arc::default(),
             job_stats: Arc::default(),
-            job_spawned: false,
+            spawned: std::collections::HashSet::new(),
             cache: None,
             enrich: None,
             rules: None,
@@ -201,6 +203,7 @@ impl Pipeline {
     /// Spawns `stage` (the connector with the edge-cache sink beside it), opening what it
     /// needs; says what it started.
     pub async fn spawn(&mut self, stage: &'static str) -> Result<String> {
+        self.spawned.insert(stage);
         match stage {
             CONNECTOR => {
                 let cache = self.edge_cache().await?;
@@ -287,7 +290,6 @@ impl Pipeline {
                     job = job.with_enricher(e.clone());
                 }
                 job.stats = Arc::clone(&self.job_stats);
-                self.job_spawned = true;
                 self.tasks.spawn(tagged(STREAMJOB, runtime::run(job, ctx)))
             }
         };
@@ -353,8 +355,11 @@ impl Pipeline {
         let mut f = PipelineFigures {
             stages: STAGES.iter().map(|s| (*s, StageFigures::of(&self.counters[s]))).collect(),
             agent: AgentFigures::of(&self.agent_stats),
-            streamjob: self.job_spawned.then(|| StreamJobFigures::of(&self.job_stats, self.enrich.as_ref())),
-            gateway: self.env.hosts.contains(&GATEWAY).then(|| {
+            streamjob: self
+                .spawned
+                .contains(STREAMJOB)
+                .then(|| StreamJobFigures::of(&self.job_stats, self.enrich.as_ref())),
+            gateway: self.spawned.contains(GATEWAY).then(|| {
                 let s = self.gateway.fanout_stats();
                 let n = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
                 GatewayFigures {
