@@ -2,7 +2,7 @@
 //! SIGTERM, with its fault flags (`--stall`, `--drop-connections`, `--fetch-latency`)
 //! scheduled from its start.
 
-use crate::cli::tokio_runtime;
+use crate::command::tokio_runtime;
 use crate::exit::{EXIT_BAD_INPUT, EXIT_PASS, EXIT_RUNTIME};
 
 /// `tailgate broker`'s fault flags, as given.

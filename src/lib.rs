@@ -9,6 +9,7 @@
 #[cfg(feature = "embedded")]
 mod broker_command;
 pub mod cli;
+mod command;
 pub mod exit;
 pub mod omb;
 pub use reports::result;

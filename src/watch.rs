@@ -2,7 +2,7 @@
 //! with a group of its own that commits nothing) and shows the live dashboard, with the lag
 //! of the pipeline's consumer groups.
 
-use crate::cli::{needs_terminal, tokio_runtime};
+use crate::command::{needs_terminal, tokio_runtime};
 use crate::exit::{EXIT_BAD_INPUT, EXIT_PASS, EXIT_RUNTIME};
 use crate::run;
 use std::sync::Arc;

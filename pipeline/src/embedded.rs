@@ -26,7 +26,7 @@ impl EmbeddedBroker {
 
     /// Starts a broker as `config` says.
     pub async fn start_with(config: Config) -> Result<Self> {
-        let inner = broker::Broker::start(config).await.map_err(|e| Error::Embedded(e.to_string()))?;
+        let inner = broker::Broker::start(config).await.map_err(|e| Error::Embedded(Box::new(e)))?;
         Ok(Self { inner })
     }
 

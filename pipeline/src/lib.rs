@@ -64,18 +64,23 @@ pub enum Error {
     #[error("source database {path}: {source}")]
     Source { path: String, source: rusqlite::Error },
     #[error("embedded broker: {0}")]
-    Embedded(String),
-    #[error("edge cache {0}")]
-    Cache(String),
-    #[error("PostgreSQL source: {0}")]
-    Postgres(String),
-    #[error("stream job enrichment database {0}")]
-    Enrich(String),
+    Embedded(#[source] Cause),
+    #[error("edge cache {at}: {source}")]
+    Cache { at: String, source: Cause },
+    #[error("PostgreSQL source {at}: {source}")]
+    Postgres { at: String, source: Cause },
+    #[error("stream job enrichment database {at}: {source}")]
+    Enrich { at: String, source: Cause },
     #[error("agent state store: {0}")]
-    State(String),
+    State(#[source] Cause),
+    #[error("{what}: {source}")]
+    Task { what: &'static str, source: tokio::task::JoinError },
     #[error("gateway: {0}")]
     Gateway(#[from] std::io::Error),
 }
+
+/// What an [`Error`] came from: the underlying error, or the reason where there is none.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,6 +6,10 @@
 //!   requires everything CI provides.
 //! - with the `pipeline` feature: [`broker`], a fresh embedded broker with the pipeline's
 //!   topics, and [`postgres`] / [`redis`], the servers to test against.
+//! - [`layout`]: which module of a crate imports which, for the tests that keep every
+//!   crate free of import cycles.
+
+pub mod layout;
 
 /// The variable naming what a test run requires: a comma-separated list of `postgres`,
 /// `redis`, `python`, `docker`, or `all`.

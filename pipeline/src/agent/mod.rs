@@ -346,7 +346,7 @@ impl Worker {
     async fn context(&mut self, session: u64) -> Option<String> {
         let cache = self.cache.as_ref()?;
         let got = match self.prefetched.remove(&session) {
-            Some(h) => h.await.unwrap_or_else(|e| Err(Error::Cache(e.to_string()))),
+            Some(h) => h.await.unwrap_or_else(|source| Err(Error::Task { what: "a context prefetch", source })),
             None => cache.get(session).await,
         };
         let counter = match &got {

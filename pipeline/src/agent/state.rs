@@ -78,8 +78,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn state_err(e: impl std::fmt::Display) -> Error {
-    Error::State(e.to_string())
+fn state_err(e: impl Into<crate::Cause>) -> Error {
+    Error::State(e.into())
 }
 
 const CLEAN: &str = "clean";
@@ -87,7 +87,8 @@ const CLEAN: &str = "clean";
 impl Store {
     /// Opens (creating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let keyspace = fjall::Config::new(dir).open().map_err(|e| Error::State(format!("{}: {e}", dir.display())))?;
+        let keyspace =
+            fjall::Config::new(dir).open().map_err(|e| Error::State(format!("{}: {e}", dir.display()).into()))?;
         let opts = fjall::PartitionCreateOptions::default;
         let sessions = keyspace.open_partition("sessions", opts()).map_err(state_err)?;
         let meta = keyspace.open_partition("meta", opts()).map_err(state_err)?;
@@ -179,7 +180,7 @@ impl Recovery {
     /// the changelog will be read from its beginning.
     pub fn open(dir: &Path, run: Option<u64>) -> Result<(Self, HashMap<RunSession, SessionState>)> {
         let began = Instant::now();
-        std::fs::create_dir_all(dir).map_err(|e| Error::State(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::State(format!("{}: {e}", dir.display()).into()))?;
         let store = Store::open(dir)?;
         let (from, source) = match store.take_clean()? {
             Some(marks) => (marks, "local store"),

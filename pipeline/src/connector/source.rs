@@ -205,8 +205,10 @@ async fn capture_postgres(
             }
             Streamed::Data { bytes, received_ns } => (bytes, received_ns),
         };
-        let change =
-            decoder.decode(&bytes).map_err(|e| Error::Postgres(format!("undecodable pgoutput message: {e}")))?;
+        let change = decoder.decode(&bytes).map_err(|e| Error::Postgres {
+            at: "replication stream".into(),
+            source: format!("undecodable pgoutput message: {e}").into(),
+        })?;
         let captured = match change {
             Change::Begin { final_lsn, .. } => {
                 (txn, rows) = (final_lsn, 0);

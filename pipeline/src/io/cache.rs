@@ -57,8 +57,8 @@ fn redis_key(session: u64) -> String {
     format!("tailgate:context:{session}")
 }
 
-fn cache_err(at: &str, e: impl std::fmt::Display) -> Error {
-    Error::Cache(format!("{at}: {e}"))
+fn cache_err(at: &str, e: impl Into<crate::Cause>) -> Error {
+    Error::Cache { at: at.to_owned(), source: e.into() }
 }
 
 fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {
@@ -80,16 +80,17 @@ impl EdgeCache {
             }
             CacheAt::Redis(url) => {
                 let unreachable = |e: redis::RedisError| {
-                    Error::Cache(format!(
-                        "cannot reach Redis at {url}: {e}. Check that redis-server runs there \
-                         (or drop [edge_cache].url to use SQLite)"
-                    ))
+                    let why = format!(
+                        "cannot reach Redis: {e}. Check that redis-server runs there (or drop [edge_cache].url to use \
+                         SQLite)"
+                    );
+                    cache_err(url, why)
                 };
                 let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
                 let mut conn =
                     tokio::time::timeout(std::time::Duration::from_secs(5), client.get_multiplexed_async_connection())
                         .await
-                        .map_err(|_| Error::Cache(format!("cannot reach Redis at {url}: no answer within 5s")))?
+                        .map_err(|_| cache_err(url, "cannot reach Redis: no answer within 5s"))?
                         .map_err(unreachable)?;
                 let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unreachable)?;
                 Ok(Self::Redis { conn, url: url.clone() })

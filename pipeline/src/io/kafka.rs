@@ -138,7 +138,7 @@ impl KafkaSettings {
             })
         })
         .await
-        .map_err(|e| Error::Embedded(e.to_string()))?
+        .map_err(|source| Error::Task { what: "a Kafka admin call", source })?
     }
 
     /// Creates every topic of the pipeline that is missing, with `config` (the compacted
@@ -187,7 +187,7 @@ impl KafkaSettings {
             Err(Error::Topic { topic: wanted.join(","), reason: "not visible in metadata after 10s".into() })
         })
         .await
-        .map_err(|e| Error::Embedded(e.to_string()))?
+        .map_err(|source| Error::Task { what: "a Kafka admin call", source })?
     }
 }
 
@@ -235,7 +235,7 @@ impl KafkaSettings {
             Ok(marks.into_iter().map(|(p, _, high)| (p, high)).collect())
         })
         .await
-        .map_err(|e| Error::Embedded(e.to_string()))?
+        .map_err(|source| Error::Task { what: "a Kafka admin call", source })?
     }
 
     /// Reads `topic` up to its current end, from the offsets in `from` (the beginning for
@@ -327,7 +327,7 @@ impl KafkaSettings {
             Ok(out)
         })
         .await
-        .map_err(|e| Error::Embedded(e.to_string()))?
+        .map_err(|source| Error::Task { what: "a Kafka admin call", source })?
     }
 }
 

@@ -28,8 +28,8 @@ pub const TABLE: &str = "story_actions";
 /// The publication the slot streams.
 pub const PUBLICATION: &str = "tailgate_actions";
 
-fn pg_err(url: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Postgres(format!("{} ({what}): {e}", redact(url)))
+fn pg_err(url: &str, what: &str, e: impl Into<crate::Cause>) -> Error {
+    Error::Postgres { at: format!("{} ({what})", redact(url)), source: e.into() }
 }
 
 /// The URL without its password, for messages.
@@ -68,11 +68,11 @@ pub async fn prepare(url: &str, slot: &str, fresh: bool) -> Result<()> {
     let db = connect(url).await?;
     let level: String = db.query_one("SHOW wal_level", &[]).await.map_err(|e| pg_err(url, "SHOW wal_level", e))?.get(0);
     if level != "logical" {
-        return Err(Error::Postgres(format!(
-            "{}: wal_level is `{level}`, and change data capture needs `logical`. Set `wal_level = logical` in \
-             postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL",
-            redact(url)
-        )));
+        let why = format!(
+            "wal_level is `{level}`, and change data capture needs `logical`. Set `wal_level = logical` in \
+             postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL"
+        );
+        return Err(Error::Postgres { at: redact(url), source: why.into() });
     }
     let sql = |what: &'static str| move |e: tokio_postgres::Error| pg_err(url, what, e);
     db.batch_execute(&format!(
@@ -317,7 +317,7 @@ impl Replication {
         Ok(r)
     }
 
-    fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
+    fn err(&self, what: &str, e: impl Into<crate::Cause>) -> Error {
         pg_err(&self.url, what, e)
     }
 

@@ -166,8 +166,8 @@ impl std::fmt::Debug for Enricher {
     }
 }
 
-fn enrich_err(at: &EnrichAt, e: impl std::fmt::Display) -> Error {
-    Error::Enrich(format!("{}: {e}", at.describe()))
+fn enrich_err(at: &EnrichAt, e: impl Into<crate::Cause>) -> Error {
+    Error::Enrich { at: at.describe(), source: e.into() }
 }
 
 /// An admitted event's place in flight; dropping it frees the place.
