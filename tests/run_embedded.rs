@@ -205,6 +205,27 @@ duration = "300ms"
     assert!(html.contains("faults applied: topic_latency"), "the report names the faults");
 }
 
+/// Every client connection dropped at once mid-run (a broker blip): each stage rides it out
+/// (librdkafka reconnects) and every event still arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_ridden_out_and_lose_nothing() {
+    let text = format!(
+        "{}\n[[faults]]\nkind = \"connections_drop\"\nat = \"2s\"\n",
+        SCENARIO.replace("e2e-test", "blip-test")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let outcome =
+        run(RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() }).await.unwrap();
+    assert_eq!(outcome.runs[0].failure, None, "no stage stopped");
+    let r = &outcome.runs[0].result;
+    let c = r.counts;
+    assert_eq!((c.sent, c.delivered, c.lost, c.dead_lettered), (800, 800, 0, 0), "{c:?}");
+    let effects = r.broker.faults.expect("the broker's fault counts");
+    assert!(effects.dropped_connections > 0, "{effects:?}");
+}
+
 fn assert_hlog(path: &Path) {
     assert_hlog_at_least(path, 2);
 }

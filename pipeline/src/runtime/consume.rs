@@ -8,6 +8,7 @@ use crate::{Error, Result, kafka_err};
 use probes::Incoming;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,19 +90,46 @@ pub fn decode<'m>(msg: &'m BorrowedMessage<'_>, converter: Converter) -> Result<
     Ok((incoming, event))
 }
 
-/// The next message from `input`, or `None` once `cancel` fires.
+/// The next message from `input`, or `None` once `cancel` fires. Consumer errors that
+/// librdkafka recovers from by itself (a broker restarting, a dropped connection, a
+/// coordinator moving) are said once and waited out; only a fatal one ends the stage.
 pub async fn next_message<'c>(
     consumer: &'c StageConsumer,
     cancel: &CancellationToken,
     stage: &'static str,
     input: &str,
 ) -> Result<Option<BorrowedMessage<'c>>> {
-    tokio::select! {
-        () = cancel.cancelled() => Ok(None),
-        msg = consumer.recv() => {
-            msg.map(Some).map_err(|e| Error::Stage { stage, reason: format!("consume from {input}: {e}") })
+    let mut errors = 0u64;
+    loop {
+        let msg = tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            msg = consumer.recv() => msg,
+        };
+        match msg {
+            Ok(m) => {
+                if errors > 0 {
+                    eprintln!("stage {stage}: consuming {input} again, after {errors} consumer error(s)");
+                }
+                return Ok(Some(m));
+            }
+            Err(e) if recoverable(&e) => {
+                if errors == 0 {
+                    eprintln!("stage {stage}: consume from {input}: {e}; waiting for the broker");
+                }
+                errors += 1;
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+            Err(e) => return Err(Error::Stage { stage, reason: format!("consume from {input}: {e}") }),
         }
     }
+}
+
+/// Whether librdkafka goes on consuming after `e`: every consumer error but a fatal one.
+pub fn recoverable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageConsumption(code) if *code != RDKafkaErrorCode::Fatal)
 }
 
 /// The partitions of `topic` the consumer has now.

@@ -168,7 +168,15 @@ pub async fn follow_rules(
     loop {
         let msg = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            m = consumer.recv() => m.map_err(crate::kafka_err(format!("reading {}", topics::RULES)))?,
+            m = consumer.recv() => match m {
+                Ok(m) => m,
+                // librdkafka reconnects by itself (a broker restart, a dropped connection).
+                Err(e) if crate::runtime::consume::recoverable(&e) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(crate::kafka_err(format!("reading {}", topics::RULES))(e)),
+            },
         };
         let Some(name) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else { continue };
         let rule = match msg.payload() {
