@@ -73,6 +73,41 @@ fn a_failed_objective_exits_1_and_still_writes_the_run() {
 }
 
 #[test]
+fn client_credentials_reach_no_file_of_the_run_and_no_output() {
+    const SECRET: &str = "hunter2-never-shown";
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "secret.toml",
+        &format!(
+            "name = \"secret\"\n[load]\nrate = 50\nwarmup = \"1s\"\nduration = \"1s\"\n\
+             [kafka.producer]\n\"sasl.password\" = \"{SECRET}\"\n\
+             [kafka.consumer]\n\"sasl.password\" = \"{SECRET}\"\n\
+             [kafka.stages.agent.producer]\n\"sasl.password\" = \"{SECRET}\"\n"
+        ),
+    );
+    let run_dir = dir.path().join("run");
+    let out = tailgate().arg("run").arg(&f).arg("--out").arg(&run_dir).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "{stdout}\n{stderr}");
+    let mut files = vec![run_dir.clone()];
+    let mut read = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{} holds the secret", p.display());
+            read += 1;
+        }
+    }
+    assert!(read >= 4, "result.json, the logs and the report were looked at");
+    let result = std::fs::read_to_string(run_dir.join("result.json")).unwrap();
+    assert!(result.contains("\"sasl.password\": \"***\""), "the setting is named, its value hidden");
+}
+
+#[test]
 fn watch_exits_3_naming_an_unreachable_broker() {
     let started = Instant::now();
     let out = tailgate().args(["watch", "--bootstrap", "127.0.0.1:1"]).output().unwrap();

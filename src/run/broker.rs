@@ -5,6 +5,7 @@ use super::{RunError, failed};
 use crate::result::BrokerInfo;
 use crate::scenario::{Resolved, Scenario};
 use pipeline::KafkaSettings;
+use pipeline::io::secrets::redact_settings;
 use std::sync::Arc;
 
 /// Applies the scenario's `[[faults]]` to the embedded broker on schedule (`start_ns` is
@@ -87,7 +88,9 @@ pub(super) async fn start(
     profile: &Resolved,
     kafka: &mut KafkaSettings,
 ) -> Result<Broker, RunError> {
-    let (producer, consumer) = (kafka.effective_producer(), kafka.effective_consumer());
+    // What the results say of the clients, their credentials hidden.
+    let (producer, consumer) =
+        (redact_settings(&kafka.effective_producer()), redact_settings(&kafka.effective_consumer()));
     let info = |kind: &str, version: &str, bootstrap: &str, storage: &str| BrokerInfo {
         kind: kind.into(),
         version: version.into(),
@@ -96,16 +99,14 @@ pub(super) async fn start(
         producer: producer.clone(),
         consumer: consumer.clone(),
         partitions: profile.partitions,
-        topic: profile.clients.topic.clone(),
+        topic: redact_settings(&profile.clients.topic),
         stages: profile
             .clients
             .stages
             .iter()
             .map(|(k, v)| {
-                (
-                    k.clone(),
-                    reports::result::StageClients { producer: v.producer.clone(), consumer: v.consumer.clone() },
-                )
+                let (producer, consumer) = (redact_settings(&v.producer), redact_settings(&v.consumer));
+                (k.clone(), reports::result::StageClients { producer, consumer })
             })
             .collect(),
         faults: None,

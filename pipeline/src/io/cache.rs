@@ -32,7 +32,7 @@ impl CacheAt {
     pub fn describe(&self) -> String {
         match self {
             Self::Sqlite(p) => format!("SQLite {}", p.display()),
-            Self::Redis(url) => format!("Redis {url}"),
+            Self::Redis(url) => format!("Redis {}", super::secrets::redact_url(url)),
         }
     }
 }
@@ -58,7 +58,7 @@ fn redis_key(session: u64) -> String {
 }
 
 fn cache_err(at: &str, e: impl Into<crate::Cause>) -> Error {
-    Error::Cache { at: at.to_owned(), source: e.into() }
+    Error::Cache { at: super::secrets::redact_url(at), source: e.into() }
 }
 
 fn open_sqlite(path: &Path) -> rusqlite::Result<Connection> {

@@ -6,3 +6,4 @@ pub mod cache;
 pub mod clients;
 pub mod kafka;
 pub mod postgres;
+pub mod secrets;

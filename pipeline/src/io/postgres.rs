@@ -34,16 +34,7 @@ fn pg_err(url: &str, what: &str, e: impl Into<crate::Cause>) -> Error {
 
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let auth = &url[s + 3..at];
-            match auth.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    super::secrets::redact_url(url)
 }
 
 /// Opens an ordinary SQL connection; the connection task runs on the current runtime.
