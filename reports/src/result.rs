@@ -254,6 +254,10 @@ pub struct RunResult {
     /// The faults the run applied, in the order they took effect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultRecord>,
+    /// Why the counts do not add up (`sent = delivered + dead_lettered + filtered + lost`
+    /// failed): the run's accounting cannot be trusted, and the run fails (exit 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounting_error: Option<String>,
 }
 
 /// Where the run's spans went and how many made it.
@@ -497,6 +501,7 @@ mod tests {
             pipeline: None,
             telemetry: None,
             faults: Vec::new(),
+            accounting_error: None,
         }
     }
 

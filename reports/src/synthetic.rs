@@ -134,6 +134,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
         pipeline: None,
         telemetry: None,
         faults: Vec::new(),
+        accounting_error: None,
     };
     result.evaluate(&spec.objectives);
     let logs = crate::runs::RunLogs {

@@ -98,10 +98,25 @@ pub(super) struct Accounting {
 }
 
 /// Counts each term: dead letters are the run's events the topic holds that the audience
-/// never got (`in_topic` of them, `delivered_too` of which it did get).
-pub(super) fn account(sent: u64, delivered: u64, in_topic: u64, delivered_too: u64, filtered: u64) -> Accounting {
+/// never got (`in_topic` of them, `delivered_too` of which it did get). Terms that add up
+/// to more than was sent are an accounting error, with the terms, never a `lost` of zero.
+pub(super) fn account(
+    sent: u64,
+    delivered: u64,
+    in_topic: u64,
+    delivered_too: u64,
+    filtered: u64,
+) -> Result<Accounting, String> {
     let dead_lettered = in_topic - delivered_too.min(in_topic);
-    Accounting { dead_lettered, filtered, lost: sent.saturating_sub(delivered + dead_lettered + filtered) }
+    let settled = delivered + dead_lettered + filtered;
+    match sent.checked_sub(settled) {
+        Some(lost) => Ok(Accounting { dead_lettered, filtered, lost }),
+        None => Err(format!(
+            "the accounting does not add up: delivered {delivered} + dead-lettered {dead_lettered} + filtered \
+             {filtered} = {settled}, {} more than the {sent} sent",
+            settled - sent
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -139,9 +154,15 @@ mod tests {
 
     #[test]
     fn every_event_sent_is_delivered_dead_lettered_filtered_or_lost() {
-        let a = account(100, 90, 6, 1, 2);
+        let a = account(100, 90, 6, 1, 2).unwrap();
         assert_eq!(a, Accounting { dead_lettered: 5, filtered: 2, lost: 3 });
         assert_eq!(90 + a.dead_lettered + a.filtered + a.lost, 100);
-        assert_eq!(account(10, 10, 0, 0, 0).lost, 0);
+        assert_eq!(account(10, 10, 0, 0, 0).unwrap().lost, 0);
+    }
+
+    #[test]
+    fn terms_that_add_up_to_more_than_was_sent_are_an_error_not_a_zero() {
+        let e = account(100, 98, 3, 0, 1).unwrap_err();
+        assert!(e.contains("delivered 98 + dead-lettered 3 + filtered 1 = 102, 2 more than the 100 sent"), "{e}");
     }
 }

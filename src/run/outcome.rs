@@ -72,6 +72,7 @@ impl Made<'_> {
             pipeline: Some(self.pipeline_info()),
             telemetry: None,
             faults: Vec::new(),
+            accounting_error: None,
         };
         result.evaluate(&self.scenario.sla);
         result

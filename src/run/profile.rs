@@ -97,8 +97,15 @@ pub(super) async fn run(
 
     let figures = pipeline.figures();
     let delivered_too = audit.ids.iter().filter(|id| tally.has(**id)).count() as u64;
-    let accounting =
-        drain::account(watched.report.sent, tally.delivered, audit.ids.len() as u64, delivered_too, figures.filtered());
+    let in_topic = audit.ids.len() as u64;
+    let (accounting, accounting_error) =
+        match drain::account(watched.report.sent, tally.delivered, in_topic, delivered_too, figures.filtered()) {
+            Ok(a) => (a, None),
+            Err(why) => {
+                let dead_lettered = in_topic - delivered_too;
+                (drain::Accounting { dead_lettered, filtered: figures.filtered(), lost: 0 }, Some(why))
+            }
+        };
     // The last metrics export carries the run's accounting.
     pipeline.metrics().set_lost(accounting.lost);
     let telemetry = super::tracing::stop(tracer, otlp).await;
@@ -121,6 +128,8 @@ pub(super) async fn run(
     let mut result = made.result(broker_info);
     result.telemetry = telemetry;
     result.faults = faults.lock().map(|f| f.clone()).unwrap_or_default();
+    result.accounting_error.clone_from(&accounting_error);
+    let failure = failure.or(accounting_error);
     notes(&tally, &audit, accounting.dead_lettered, http.as_ref());
     let logs = super::outcome::logs(&mut tally, &mut watched.report.schedule_lag);
     reports::runs::write_run(dir, &result, &logs).map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
