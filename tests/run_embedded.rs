@@ -226,6 +226,33 @@ async fn dropped_connections_are_ridden_out_and_lose_nothing() {
     assert!(effects.dropped_connections > 0, "{effects:?}");
 }
 
+/// Events the agent can never produce (larger than its producer's `message.max.bytes`) go
+/// to the dead-letter topic, cut to fit, with the reason; the run goes on and accounts for
+/// every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_too_large_to_produce_are_dead_lettered_and_the_run_goes_on() {
+    let text = r#"
+name = "too-large"
+[load]
+rate = 5
+sessions = 4
+payload_bytes = 700000
+warmup = "1s"
+duration = "2s"
+drain = "30s"
+[kafka.stages.agent.producer]
+"message.max.bytes" = "600000"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let outcome =
+        run(RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() }).await.unwrap();
+    assert_eq!(outcome.runs[0].failure, None, "no stage stopped");
+    let c = outcome.runs[0].result.counts;
+    assert_eq!((c.sent, c.delivered, c.dead_lettered, c.lost), (15, 0, 15, 0), "{c:?}");
+}
+
 fn assert_hlog(path: &Path) {
     assert_hlog_at_least(path, 2);
 }

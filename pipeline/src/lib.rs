@@ -61,6 +61,10 @@ pub enum Error {
     Topic { topic: String, reason: String },
     #[error("stage {stage}: {reason}")]
     Stage { stage: &'static str, reason: String },
+    /// This one record can never be produced (too large, a partition that does not exist):
+    /// the stage dead-letters it and goes on.
+    #[error("stage {stage}: cannot produce the record: {reason}")]
+    Unproducible { stage: &'static str, reason: String },
     #[error("source database {path}: {source}")]
     Source { path: String, source: rusqlite::Error },
     #[error("embedded broker: {0}")]

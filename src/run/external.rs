@@ -77,6 +77,7 @@ impl ExternalStages {
                             dead_lettered: d(stage, names::DEAD_LETTERED),
                             filtered: d(stage, names::FILTERED),
                             duplicates: d(stage, names::DUPLICATE),
+                            ..StageFigures::default()
                         };
                         (*stage, f)
                     })

@@ -21,7 +21,7 @@ pub mod config;
 pub mod model;
 pub mod state;
 
-use crate::event::{Beat, StoryEvent, session_key};
+use crate::event::{Beat, StoryEvent};
 use crate::io::cache::EdgeCache;
 use crate::io::kafka::KafkaSettings;
 use crate::runtime::{Ack, Carried, DeadLetters, Emitter, From, Out, Stage, Upstream};
@@ -360,17 +360,15 @@ impl Worker {
 
     /// Dead-letters the job's event (written again in the pipeline's format; refusals here
     /// are about a readable event, so nothing of the original is lost) with its headers.
-    fn dead_letter(&self, job: &Job, reason: &str) -> Result<DeliveryFuture> {
-        let value = self.emitter.converter.encode(&job.event);
-        let key = session_key(job.event.session);
-        self.dlq.send_owned(Some(&key), Some(&value), job.carried.original(), reason)
+    fn dead_letter(&self, job: &Job, reason: &str) -> Result<Option<DeliveryFuture>> {
+        self.dlq.send_event(&job.event, self.emitter.converter, job.carried.original(), reason)
     }
 
     async fn handle(&mut self, job: &Job, stamps: &mut Vec<u8>) -> Result<Vec<DeliveryFuture>> {
         let event = &job.event;
         if event.action.is_empty() {
             let reason = "the action is empty: nothing to continue the story from";
-            return Ok(vec![self.dead_letter(job, reason)?]);
+            return Ok(self.dead_letter(job, reason)?.into_iter().collect());
         }
         let context = self.context(event.session).await;
         let state = self.states.entry((event.run, event.session)).or_default();
@@ -391,7 +389,7 @@ impl Worker {
             Ok(t) => t,
             Err(reason) => {
                 self.stats.model_failures.fetch_add(1, Ordering::Relaxed);
-                acks.push(self.dead_letter(job, &reason)?);
+                acks.extend(self.dead_letter(job, &reason)?);
                 return Ok(acks);
             }
         };
@@ -404,7 +402,7 @@ impl Worker {
         let mut out = event.clone();
         out.beat = Some(Beat { text, ..beat });
         let from = From { partition: job.partition, offset: job.offset, ingress_ns: job.ingress_ns };
-        acks.push(self.emitter.emit(&out, Upstream::Carried(&job.carried), from, topics::BEATS, stamps)?);
+        acks.extend(self.emitter.emit(&out, Upstream::Carried(&job.carried), from, topics::BEATS, stamps)?);
         Ok(acks)
     }
 }

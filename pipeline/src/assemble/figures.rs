@@ -16,12 +16,15 @@ fn n(c: &AtomicU64) -> u64 {
 }
 
 /// One stage's outcomes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StageFigures {
     pub forwarded: u64,
     pub dead_lettered: u64,
     pub filtered: u64,
     pub duplicates: u64,
+    /// Events it could neither pass on nor dead-letter (lost), and why the first could not.
+    pub skipped: u64,
+    pub first_skip: Option<String>,
 }
 
 impl StageFigures {
@@ -31,6 +34,8 @@ impl StageFigures {
             dead_lettered: n(&c.dead_lettered),
             filtered: n(&c.filtered),
             duplicates: n(&c.duplicates),
+            skipped: n(&c.skipped),
+            first_skip: c.first_skip.get().cloned(),
         }
     }
 
@@ -161,7 +166,7 @@ pub struct PipelineFigures {
 impl PipelineFigures {
     /// One stage's outcomes (zero for a stage not in the table).
     pub fn stage(&self, name: &str) -> StageFigures {
-        self.stages.iter().find(|(s, _)| *s == name).map(|(_, f)| *f).unwrap_or_default()
+        self.stages.iter().find(|(s, _)| *s == name).map(|(_, f)| f.clone()).unwrap_or_default()
     }
 
     /// Events dead-lettered by any stage.

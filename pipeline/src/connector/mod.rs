@@ -28,7 +28,8 @@ use crate::convert::Converter;
 use crate::event::{StoryEvent, session_key};
 use crate::io::kafka::KafkaSettings;
 use crate::runtime::{
-    Ack, DeadLetters, MAX_IN_FLIGHT, StageCounters, StageSpan, open_producer, outgoing_headers, send_with_retry,
+    Ack, AckError, DeadLetters, MAX_IN_FLIGHT, StageCounters, StageSpan, open_producer, outgoing_headers,
+    send_with_retry,
 };
 pub use crate::table::{ACTION_COLUMNS, ActionRow, CapturedRow, SCHEMA};
 use crate::{Error, Result, topics};
@@ -174,7 +175,8 @@ pub async fn run(
         })
         .collect();
     let (order_tx, order_rx) = mpsc::channel::<Tracked>(MAX_IN_FLIGHT);
-    let tracker = tokio::spawn(track(order_rx, producer.clone(), key, resume, confirmed, cancel.clone()));
+    let tracker =
+        tokio::spawn(track(order_rx, producer.clone(), key, resume, confirmed, Arc::clone(&counters), cancel.clone()));
 
     while let Some(c) = src_rx.recv().await {
         let ack = match c.row {
@@ -234,13 +236,19 @@ impl Task {
     ) -> Result<Vec<DeliveryFuture>> {
         let row = match row {
             Ok(r) => r,
-            Err((reason, raw)) => return Ok(vec![self.dlq.send(None, Some(&raw), None, &reason)?]),
+            Err((reason, raw)) => return Ok(self.dlq.send(None, Some(&raw), None, &reason)?.into_iter().collect()),
         };
         let raw = || serde_json::to_vec(&row).unwrap_or_default();
         let key = session_key(row.session);
         let trace = match TraceContext::parse(row.traceparent.as_bytes()) {
             Ok(t) => t,
-            Err(e) => return Ok(vec![self.dlq.send(Some(&key), Some(&raw()), None, &format!("traceparent: {e}"))?]),
+            Err(e) => {
+                return Ok(self
+                    .dlq
+                    .send(Some(&key), Some(&raw()), None, &format!("traceparent: {e}"))?
+                    .into_iter()
+                    .collect());
+            }
         };
         let mut event = StoryEvent {
             run: row.run,
@@ -263,13 +271,15 @@ impl Task {
                     self.counters.filtered.fetch_add(1, Ordering::Relaxed);
                     return Ok(vec![]);
                 }
-                Err(reason) => return Ok(vec![self.dlq.send(Some(&key), Some(&raw()), None, &reason)?]),
+                Err(reason) => {
+                    return Ok(self.dlq.send(Some(&key), Some(&raw()), None, &reason)?.into_iter().collect());
+                }
             };
             event = match serde_json::from_value(serde_json::Value::Object(std::mem::take(&mut record.value))) {
                 Ok(e) => e,
                 Err(e) => {
                     let reason = format!("after the transforms the value is not a story event: {e}");
-                    return Ok(vec![self.dlq.send(Some(&key), Some(&raw()), None, &reason)?]);
+                    return Ok(self.dlq.send(Some(&key), Some(&raw()), None, &reason)?.into_iter().collect());
                 }
             };
         }
@@ -287,10 +297,19 @@ impl Task {
         let headers = outgoing_headers(added.as_ref(), &incoming, &span.span, stamp, stamps);
         let out =
             FutureRecord::<[u8], [u8]>::to(&record.topic).key(&record.key[..]).payload(&value[..]).headers(headers);
-        let ack = send_with_retry(&self.producer, out, NAME)?;
-        span.record(&self.spans, event.id, &stamp);
-        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-        Ok(vec![ack])
+        match send_with_retry(&self.producer, out, NAME) {
+            Ok(ack) => {
+                span.record(&self.spans, event.id, &stamp);
+                self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                Ok(vec![ack])
+            }
+            Err(Error::Unproducible { reason, .. }) => {
+                let reason = format!("cannot be produced to {}: {reason}", record.topic);
+                let original = added.unwrap_or_else(|| OwnedHeaders::new_with_capacity(2));
+                Ok(self.dlq.send_event(&event, self.converter, original, &reason)?.into_iter().collect())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -313,6 +332,7 @@ async fn track(
     key: String,
     mut position: Position,
     confirmed: Arc<AtomicU64>,
+    counters: Arc<StageCounters>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let write = |position: Position| {
@@ -343,9 +363,14 @@ async fn track(
                 if let Some(r) = t.reply {
                     let _ = r.send(acked.clone().map_err(|e| e.to_string()));
                 }
-                if let Err(reason) = acked {
-                    cancel.cancel();
-                    return Err(Error::Stage { stage: NAME, reason: format!("record not acknowledged: {reason}") });
+                match acked {
+                    Ok(()) | Err(AckError::Abandoned) => {}
+                    // Kafka refused the record for good: it is counted (as lost) and the run goes on.
+                    Err(AckError::Refused(reason)) => counters.skip(NAME, &format!("record not acknowledged: {reason}")),
+                    Err(AckError::Failed(reason)) => {
+                        cancel.cancel();
+                        return Err(Error::Stage { stage: NAME, reason: format!("record not acknowledged: {reason}") });
+                    }
                 }
                 if t.position != Position::Start {
                     position = t.position;

@@ -41,8 +41,11 @@ impl From<Option<DeliveryFuture>> for Ack {
 /// Why an [`Ack`] did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckError {
-    /// An output was refused (or its producer dropped): the stage has failed.
+    /// Kafka refused an output for good (the event is skipped and accounted as lost; the
+    /// stage goes on).
     Refused(String),
+    /// The worker that was to produce the outputs failed: the stage has failed.
+    Failed(String),
     /// The worker or the producer went away without answering: the stage is being torn
     /// down, and the input will be read again by whoever owns it next. Not a failure of
     /// the outputs.
@@ -52,7 +55,7 @@ pub enum AckError {
 impl std::fmt::Display for AckError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Refused(reason) => f.write_str(reason),
+            Self::Refused(reason) | Self::Failed(reason) => f.write_str(reason),
             Self::Abandoned => f.write_str("the worker stopped before producing"),
         }
     }
@@ -79,7 +82,7 @@ impl Ack {
                 Ok(())
             }
             Self::Later(rx) => {
-                for f in rx.await.map_err(|_| AckError::Abandoned)?.map_err(AckError::Refused)? {
+                for f in rx.await.map_err(|_| AckError::Abandoned)?.map_err(AckError::Failed)? {
                     delivered(f).await?;
                 }
                 Ok(())
@@ -105,12 +108,14 @@ impl std::fmt::Debug for Pending {
 }
 
 /// Stores offsets in consumption order, each only after its output is acknowledged. Ends
-/// when the sender is dropped; fails (and cancels the stage) if an output is refused.
+/// when the sender is dropped; an output Kafka refused for good is counted as skipped (the
+/// stage goes on); a worker's failure fails (and cancels) the stage.
 pub fn spawn_acker(
     consumer: Arc<StageConsumer>,
     stage: &'static str,
     input: Arc<str>,
     mut rx: mpsc::Receiver<Pending>,
+    counters: Arc<super::StageCounters>,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<Result<()>> {
     tokio::spawn(async move {
@@ -119,6 +124,7 @@ pub fn spawn_acker(
                 Ok(()) => {}
                 // The stage stopped abruptly; what follows is re-read by the next owner.
                 Err(AckError::Abandoned) => return Ok(()),
+                Err(AckError::Refused(reason)) => counters.skip(stage, &format!("output not acknowledged: {reason}")),
                 Err(reason) => {
                     cancel.cancel();
                     return Err(Error::Stage { stage, reason: format!("output not acknowledged: {reason}") });

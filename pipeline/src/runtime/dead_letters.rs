@@ -4,8 +4,9 @@
 use super::StageCounters;
 use super::emit::send_with_retry;
 use crate::convert::Converter;
+use crate::event::StoryEvent;
 use crate::io::kafka::KafkaSettings;
-use crate::{Result, topics};
+use crate::{Error, Result, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -33,19 +34,66 @@ impl DeadLetters {
     }
 
     /// Sends the message as it came (key, value, headers) plus the reason and this stage.
+    /// `None` when even that cannot be produced (the event is counted as skipped).
     pub fn send(
         &self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: Option<&rdkafka::message::BorrowedHeaders>,
         reason: &str,
-    ) -> Result<DeliveryFuture> {
+    ) -> Result<Option<DeliveryFuture>> {
         let h = headers.map_or_else(|| OwnedHeaders::new_with_capacity(2), |h| h.detach());
         self.send_owned(key, value, h, reason)
     }
 
-    /// [`Self::send`] with headers already owned.
+    /// [`Self::send`] with headers already owned. A copy that cannot be produced (larger
+    /// than the producer's `message.max.bytes`, say) is sent again cut to [`KEEP`] bytes;
+    /// if even that fails, the event is counted as skipped and `None` returned.
     pub fn send_owned(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        h: OwnedHeaders,
+        reason: &str,
+    ) -> Result<Option<DeliveryFuture>> {
+        match self.produce(key, value, h.clone(), reason) {
+            Err(Error::Unproducible { reason: why, .. }) => {
+                let cut = value.map(|v| &v[..v.len().min(KEEP)]);
+                let reason = format!("{reason} (the copy cut to {KEEP} bytes: as it came, {why})");
+                match self.produce(key, cut, h, &reason) {
+                    Err(Error::Unproducible { reason: why, .. }) => {
+                        self.counters.skip(self.stage, &format!("{reason}; dead-lettering failed too: {why}"));
+                        Ok(None)
+                    }
+                    other => other.map(Some),
+                }
+            }
+            other => other.map(Some),
+        }
+    }
+
+    /// Dead-letters a readable `event` that cannot go on, in the pipeline's format: when it
+    /// is too large for that, with its action and beat cut to [`KEEP`] bytes (its run and
+    /// id, which the run's audit reads, kept).
+    pub fn send_event(
+        &self,
+        event: &StoryEvent,
+        converter: Converter,
+        h: OwnedHeaders,
+        reason: &str,
+    ) -> Result<Option<DeliveryFuture>> {
+        let key = crate::event::session_key(event.session);
+        match self.produce(Some(&key), Some(&converter.encode(event)), h.clone(), reason) {
+            Err(Error::Unproducible { reason: why, .. }) => {
+                let small = converter.encode(&shrunk(event));
+                let reason = format!("{reason} (its text cut to {KEEP} bytes: as it came, {why})");
+                self.send_owned(Some(&key), Some(&small), h, &reason)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    fn produce(
         &self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
@@ -66,6 +114,27 @@ impl DeadLetters {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         Ok(fut)
     }
+}
+
+/// How much of a dead letter's text is kept when the whole cannot be produced.
+pub const KEEP: usize = 1024;
+
+/// `event` with its action and beat text cut to [`KEEP`] bytes each.
+fn shrunk(event: &StoryEvent) -> StoryEvent {
+    let cut = |s: &str| {
+        let mut end = s.len().min(KEEP);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_owned()
+    };
+    let mut small = event.clone();
+    small.action = cut(&event.action);
+    if let Some(beat) = &mut small.beat {
+        beat.text = cut(&beat.text);
+        beat.prompt = cut(&beat.prompt);
+    }
+    small
 }
 
 /// What the dead-letter topic holds for one run, read back from the broker.

@@ -145,6 +145,9 @@ pub fn send_with_retry<'a>(
                 record = r;
                 std::thread::sleep(Duration::from_millis(1));
             }
+            Err((KafkaError::MessageProduction(code), _)) => {
+                return Err(Error::Unproducible { stage, reason: code.to_string() });
+            }
             Err((e, _)) => return Err(Error::Stage { stage, reason: format!("cannot produce: {e}") }),
         }
     }
@@ -174,6 +177,14 @@ impl Upstream<'_> {
         }
     }
 
+    /// The headers as they came, for a dead letter.
+    fn original(&self) -> OwnedHeaders {
+        match self {
+            Self::Message(headers, _) => headers.map_or_else(|| OwnedHeaders::new_with_capacity(2), |h| h.detach()),
+            Self::Carried(c) => c.original(),
+        }
+    }
+
     fn headers(&self, span: &probes::TraceContext, stamp: Stamp<'_>, buf: &mut Vec<u8>) -> OwnedHeaders {
         match self {
             Self::Message(headers, incoming) => outgoing_headers(*headers, incoming, span, stamp, buf),
@@ -200,6 +211,8 @@ pub struct Emitter {
     pub converter: Converter,
     pub spans: Spans,
     pub counters: Arc<StageCounters>,
+    /// Where an event goes that can never be produced.
+    pub dead_letters: super::DeadLetters,
     /// The topic it consumes, and the group it consumes with (named in spans).
     pub input: Arc<str>,
     pub group: Arc<str>,
@@ -213,7 +226,9 @@ impl std::fmt::Debug for Emitter {
 
 impl Emitter {
     /// Produces `event` to `output`, as a child span of `upstream`, stamped from `from`'s
-    /// ingress to now; records the span and counts the event as forwarded.
+    /// ingress to now; records the span and counts the event as forwarded. An event that can
+    /// never be produced (too large, say) is dead-lettered instead, and the delivery to wait
+    /// for is the dead letter's (`None` when not even that could be produced).
     pub fn emit(
         &self,
         event: &StoryEvent,
@@ -221,7 +236,7 @@ impl Emitter {
         from: From,
         output: &'static str,
         stamps: &mut Vec<u8>,
-    ) -> Result<DeliveryFuture> {
+    ) -> Result<Option<DeliveryFuture>> {
         let consumed =
             Consumed { topic: &self.input, partition: from.partition, offset: from.offset, group: &self.group };
         let span = StageSpan::new(self.stage, upstream.trace(), Some(consumed), Some(output));
@@ -230,10 +245,18 @@ impl Emitter {
         let stamp = Stamp { stage: self.stage, ingress_ns: from.ingress_ns, egress_ns: probes::now_ns() };
         let headers = upstream.headers(&span.span, stamp, stamps);
         let record = FutureRecord::<[u8], [u8]>::to(output).key(&key[..]).payload(&value[..]).headers(headers);
-        let sent = send_with_retry(&self.producer, record, self.stage)?;
-        span.record(&self.spans, event.id, &stamp);
-        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-        Ok(sent)
+        match send_with_retry(&self.producer, record, self.stage) {
+            Ok(sent) => {
+                span.record(&self.spans, event.id, &stamp);
+                self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(sent))
+            }
+            Err(Error::Unproducible { reason, .. }) => {
+                let reason = format!("cannot be produced to {output}: {reason}");
+                self.dead_letters.send_event(event, self.converter, upstream.original(), &reason)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Stamps an event that leaves the pipeline here (the gateway's push): the stamps with

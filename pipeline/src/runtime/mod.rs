@@ -48,6 +48,24 @@ pub struct StageCounters {
     pub filtered: AtomicU64,
     /// Events seen again (at-least-once redelivery) and not passed on (the gateway).
     pub duplicates: AtomicU64,
+    /// Events that could be neither passed on nor dead-lettered (counted lost), and why the
+    /// first could not.
+    pub skipped: AtomicU64,
+    pub first_skip: std::sync::OnceLock<String>,
+}
+
+impl StageCounters {
+    /// Counts an event `stage` could neither pass on nor dead-letter, saying so loudly
+    /// (the first, then every thousandth): the run goes on and accounts it as lost.
+    pub fn skip(&self, stage: &str, reason: &str) {
+        let n = self.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let _ = self.first_skip.set(reason.to_owned());
+        if n == 1 || n.is_multiple_of(1000) {
+            eprintln!(
+                "error: stage {stage} skipped an event it could neither pass on nor dead-letter ({n} so far): {reason}"
+            );
+        }
+    }
 }
 
 /// What every stage is started with.
@@ -96,7 +114,7 @@ impl Out<'_> {
 
     /// Sends `msg` as it came to the dead-letter topic with `reason`.
     pub fn dead_letter(&self, msg: &BorrowedMessage<'_>, reason: &str) -> Result<Ack> {
-        self.dead_letters()?.send(msg.key(), msg.payload(), msg.headers(), reason).map(Ack::Delivery)
+        self.dead_letters()?.send(msg.key(), msg.payload(), msg.headers(), reason).map(Ack::from)
     }
 }
 
@@ -160,21 +178,30 @@ pub async fn run<S: Stage>(mut stage: S, ctx: StageContext) -> Result<()> {
     let first: Arc<str> = names.first().copied().unwrap_or_default().into();
     let (emitter, dead_letters) = if S::PRODUCES {
         let producer = open_producer(&ctx.kafka, S::NAME)?;
+        let dead_letters = DeadLetters::new(producer.clone(), S::NAME, Arc::clone(&ctx.counters));
         let emitter = Emitter {
             stage: S::NAME,
-            producer: producer.clone(),
+            producer,
             converter: ctx.kafka.converter,
             spans: ctx.kafka.spans.clone(),
             counters: Arc::clone(&ctx.counters),
+            dead_letters: dead_letters.clone(),
             input: Arc::clone(&first),
             group: crate::topology::group_of(S::NAME).into(),
         };
-        (Some(emitter), Some(DeadLetters::new(producer, S::NAME, Arc::clone(&ctx.counters))))
+        (Some(emitter), Some(dead_letters))
     } else {
         (None, None)
     };
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let acker = ack::spawn_acker(Arc::clone(&consumer), S::NAME, Arc::clone(&first), rx, ctx.cancel.clone());
+    let acker = ack::spawn_acker(
+        Arc::clone(&consumer),
+        S::NAME,
+        Arc::clone(&first),
+        rx,
+        Arc::clone(&ctx.counters),
+        ctx.cancel.clone(),
+    );
     let mut out = Out { ctx: &ctx, consumer: &consumer, emitter, dead_letters };
     let result = consume_loop(&mut stage, &mut out, &first, &input, &tx).await;
     stage.on_drain().await;

@@ -513,7 +513,7 @@ impl Later {
                 self.emitter.emit(&event, Upstream::Carried(&carried), self.from, crate::topics::UPDATES, &mut stamps);
             let _ = ack.send(sent.map_err(|e| e.to_string()).map(|main| {
                 let mut all = sides;
-                all.push(main);
+                all.extend(main);
                 all
             }));
         });

@@ -148,10 +148,10 @@ impl StreamJob {
             &mut self.stamps,
         )?;
         if side.is_empty() {
-            return Ok(Ack::Delivery(main));
+            return Ok(Ack::from(main));
         }
         let mut all = emitter.side(side)?;
-        all.push(main);
+        all.extend(main);
         Ok(Ack::All(all))
     }
 }
