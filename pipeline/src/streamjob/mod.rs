@@ -311,10 +311,31 @@ mod tests {
             window: None,
             enrichment: None,
         };
-        let meta = stage::Meta { intended_ns: ms * 1_000_000, ingress_ns: 0, partition: 0, offset };
+        let meta = stage::Meta { intended_ns: ms * 1_000_000, ingress_ns: ms * 1_000_000, partition: 0, offset };
         let mut side = Vec::new();
         j.process(&mut event, &meta, &mut side).unwrap();
         (event.window, side)
+    }
+
+    #[tokio::test]
+    async fn an_event_a_day_ahead_is_refused_and_moves_no_watermark() {
+        let mut j = job(1000, 1000, vec![]);
+        process(&mut j, 1, 5_000, 0).await;
+        let before = j.watermark_ms();
+        let mut event = StoryEvent {
+            run: 1,
+            id: 1,
+            session: 1,
+            action: "go".into(),
+            beat: Some(crate::event::Beat { number: 1, prompt: String::new(), text: String::new() }),
+            window: None,
+            enrichment: None,
+        };
+        let day = 86_400_000_000_000u64;
+        let meta = stage::Meta { intended_ns: 5_000_000_000 + day, ingress_ns: 5_000_000_000, partition: 0, offset: 1 };
+        let e = j.process(&mut event, &meta, &mut Vec::new()).unwrap_err();
+        assert!(e.contains("86400s ahead"), "{e}");
+        assert_eq!(j.watermark_ms(), before);
     }
 
     /// The audit decisions among side records, as (decision, session, count or ids).

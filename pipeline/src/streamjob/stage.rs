@@ -14,6 +14,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// How far ahead of the job's own clock an event's time may be: clocks differ by far less,
+/// and an event further ahead would push the watermark past every open window.
+pub const MAX_AHEAD: Duration = Duration::from_secs(60);
+
 /// What the job knows about the event it is processing besides the event itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Meta {
@@ -32,6 +36,15 @@ impl StreamJob {
     pub fn process(&mut self, event: &mut StoryEvent, meta: &Meta, side: &mut Vec<SideRecord>) -> Result<(), String> {
         if event.beat.is_none() {
             return Err("the event has no beat: it did not come through the agent".into());
+        }
+        let ahead = meta.intended_ns.saturating_sub(meta.ingress_ns);
+        if ahead > MAX_AHEAD.as_nanos() as u64 {
+            // One such event would push the watermark past every window still open.
+            return Err(format!(
+                "its event time is {:.0}s ahead of this stage's clock (at most {}s is taken)",
+                ahead as f64 / 1e9,
+                MAX_AHEAD.as_secs()
+            ));
         }
         let mut decisions = Vec::new();
         self.apply_rules(&mut decisions);
