@@ -101,6 +101,7 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
         exemplars: None,
         listener,
         grpc: opts.grpc.clone(),
+        players: None,
         cancel: tokio_util::sync::CancellationToken::new(),
     };
     let mut pipeline = Pipeline::build(&config, env);

@@ -65,3 +65,49 @@ async fn a_malformed_request_is_refused_with_a_client_error() {
     let poll = call(&state, get("/sessions/x/poll")).await.0;
     assert!(poll.is_client_error(), "{poll}");
 }
+
+/// Posts `body` as an action of session 4, with `token` as the bearer; the row the
+/// connector would be handed, answered as Kafka would.
+async fn posted(
+    state: &GatewayState,
+    rx: &mut tokio::sync::mpsc::Receiver<pipeline::connector::Ingress>,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, Option<pipeline::connector::CapturedRow>) {
+    let mut req = Request::post("/sessions/4/actions").header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Body::from(body.to_owned())).unwrap();
+    let (answer, row) = tokio::join!(call(state, req), async {
+        let i = tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await.ok().flatten()?;
+        let _ = i.reply.send(Ok(()));
+        Some(i.row)
+    });
+    (answer.0, row)
+}
+
+#[tokio::test]
+async fn only_the_runs_own_players_name_an_actions_identity_and_time() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let state =
+        GatewayState::new(watch::channel(true).1, CancellationToken::new()).with_ingress(tx).with_trusted("players");
+    let far_future = u64::MAX / 2;
+    let body = format!(r#"{{"run": 7, "id": 1099511627776, "action": "open", "intended_ns": {far_future}}}"#);
+
+    let (status, row) = posted(&state, &mut rx, Some("players"), &body).await;
+    let row = row.unwrap();
+    assert_eq!((status, row.run, row.event_id, row.intended_ns), (StatusCode::ACCEPTED, 7, 1 << 40, far_future));
+
+    let before = probes::now_ns();
+    for token in [None, Some("someone-else")] {
+        let (status, row) = posted(&state, &mut rx, token, &body).await;
+        let row = row.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_ne!(row.run, 7, "the gateway's own run, not the body's");
+        assert!(row.event_id < 2, "the gateway's own ids: {}", row.event_id);
+        assert!(row.intended_ns >= before && row.intended_ns <= probes::now_ns(), "the gateway's clock");
+    }
+    let (status, row) = posted(&state, &mut rx, Some("players"), r#"{"action": "no identity"}"#).await;
+    assert_eq!((status, row.is_none()), (StatusCode::UNPROCESSABLE_ENTITY, true), "a player names its run and id");
+}

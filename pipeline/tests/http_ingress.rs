@@ -51,17 +51,17 @@ async fn accepted_actions_are_in_kafka_in_the_callers_trace() {
         Arc::new(StageCounters::default()),
         cancel.clone(),
     ));
-    let state = GatewayState::new(watch::channel(true).1, cancel.clone()).with_ingress(tx);
+    let state = GatewayState::new(watch::channel(true).1, cancel.clone()).with_ingress(tx).with_trusted("players");
     let addr = serve(state, cancel.clone()).await;
 
     let trace = TraceContext::new_root();
-    let tp = format!("traceparent: {trace}\r\n");
+    let tp = format!("traceparent: {trace}\r\nAuthorization: Bearer players\r\n");
     for id in 0..3 {
         let body = format!(r#"{{"run": 9, "id": {id}, "action": "open door {id}", "intended_ns": 1000}}"#);
         let resp = post(addr, "/sessions/4/actions", &tp, &body).await;
         assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
     }
-    let bad = post(addr, "/sessions/4/actions", "", r#"{"run": 9, "action": "no id"}"#).await;
+    let bad = post(addr, "/sessions/4/actions", &tp, r#"{"run": 9, "action": "no id"}"#).await;
     assert!(bad.starts_with("HTTP/1.1 4"), "{bad}");
 
     // 202 means Kafka has them: read them back at once.

@@ -55,12 +55,14 @@ impl Writer {
 }
 
 /// The load generator's writer for the scenario's source, and how the run names the source.
-/// `external`: the connector is a process of its own, whose slot the run must not drop.
+/// Over HTTP the players post to `gateway` with the bearer token `players`, which lets them
+/// name their actions' identity and time. `external`: the connector is a process of its
+/// own, whose slot the run must not drop.
 pub(super) async fn open_writer(
     scenario: &Scenario,
     config: &PipelineConfig,
     dir: &Path,
-    gateway: std::net::SocketAddr,
+    (gateway, players): (std::net::SocketAddr, &str),
     external: bool,
 ) -> Result<(Writer, String), RunError> {
     let c = &scenario.connector;
@@ -74,7 +76,7 @@ pub(super) async fn open_writer(
         }
         (SourceKind::Http, _) => {
             let mut writer = loadgen::ingress::HttpIngress::new(format!("http://{gateway}"), c.http_in_flight);
-            writer.token = scenario.gateway.run_token().map(Into::into);
+            writer.token = Some(players.into());
             let name = format!("http POST http://{gateway}/sessions/{{id}}/actions");
             Ok((Writer::Http(writer, tokio::runtime::Handle::current()), name))
         }

@@ -36,7 +36,10 @@ pub(super) async fn run(
     let external = scenario.stages.external.then(|| ExternalStages::new(&scenario.stages));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
     let gateway_addr = listener.local_addr().map_err(failed)?;
-    let (writer, source) = drive::open_writer(scenario, &config, dir, gateway_addr, external.is_some()).await?;
+    // The run's players: they name their own actions' identity and time (HTTP source).
+    let players = scenario.gateway.run_token().unwrap_or_else(|| format!("{:016x}", random_u64()));
+    let (writer, source) =
+        drive::open_writer(scenario, &config, dir, (gateway_addr, &players), external.is_some()).await?;
     if let Some(e) = config.enrich(dir) {
         // The run seeds a profile per session; an in-process stream job opens the database.
         pipeline::streamjob::enrich::seed(&e.at, scenario.load.sessions).await.map_err(failed)?;
@@ -54,6 +57,7 @@ pub(super) async fn run(
         exemplars: tracer.as_ref().map(|t| t.config().breach_ns.unwrap_or(u64::MAX)),
         listener: external.is_none().then_some(listener),
         grpc: None,
+        players: Some(players),
         cancel: tokio_util::sync::CancellationToken::new(),
     };
     let mut pipeline = Pipeline::build(&config, env);

@@ -92,6 +92,9 @@ pub struct Env {
     pub listener: Option<TcpListener>,
     /// The gateway's gRPC address, over `[gateway] grpc`.
     pub grpc: Option<String>,
+    /// The bearer token of the players whose actions (HTTP source) keep their own run, id
+    /// and event time; everyone else's get them from the gateway.
+    pub players: Option<String>,
     pub cancel: CancellationToken,
 }
 
@@ -147,6 +150,9 @@ impl Pipeline {
         if config.connector.source == SourceKind::Http && env.hosts.contains(&GATEWAY) {
             let (tx, rx) = mpsc::channel(config.connector.http_in_flight);
             gateway = gateway.with_ingress(tx);
+            if let Some(token) = &env.players {
+                gateway = gateway.with_trusted(token.as_str());
+            }
             ingress = Some(rx);
         }
         Self {

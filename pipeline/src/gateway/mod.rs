@@ -71,6 +71,10 @@ pub struct GatewayState {
     ingress: Option<mpsc::Sender<Ingress>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     auth: Option<Arc<Auth>>,
+    /// The bearer token of the callers whose actions keep their own identity and time.
+    trusted: Option<Arc<str>>,
+    /// Identity for everyone else's actions: a run of the gateway's own, and the next id.
+    assigned: Arc<(u64, std::sync::atomic::AtomicU64)>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -96,7 +100,31 @@ impl GatewayState {
     ) -> Self {
         let fanout = Arc::new(crate::gateway::fanout::Fanout::new(config, shutdown.clone()));
         let backlog = Arc::new(crate::gateway::longpoll::Backlog::new(config.retain));
-        Self { fanout, backlog, shutdown, ready, ingress: None, metrics: None, auth: None }
+        let ingress_run = probes::now_ns().rotate_left(17) >> 12;
+        let assigned = Arc::new((ingress_run, std::sync::atomic::AtomicU64::new(0)));
+        Self { fanout, backlog, shutdown, ready, ingress: None, metrics: None, auth: None, trusted: None, assigned }
+    }
+
+    /// Lets callers with bearer `token` (the run's own players) name their actions' run,
+    /// id and event time; every other action gets them from the gateway.
+    #[must_use]
+    pub fn with_trusted(mut self, token: impl Into<Arc<str>>) -> Self {
+        self.trusted = Some(token.into());
+        self
+    }
+
+    /// Whether the request carries the trusted bearer token.
+    pub fn trusts(&self, headers: &axum::http::HeaderMap) -> bool {
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.strip_prefix("Bearer "));
+        matches!((&self.trusted, bearer), (Some(t), Some(b)) if t.as_bytes() == b.as_bytes())
+    }
+
+    /// A run and id of the gateway's own for an action whose caller is not trusted.
+    pub fn assign_identity(&self) -> (u64, u64) {
+        (self.assigned.0, self.assigned.1.fetch_add(1, Ordering::Relaxed))
     }
 
     /// What the fan-out has done (drops, disconnects, pauses).

@@ -49,13 +49,18 @@ async fn readyz(State(s): State<GatewayState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// The body of `POST /sessions/{id}/actions`. `intended_ns` is when the player meant to
-/// act (the event time; default: now); the `traceparent` header continues the caller's trace.
+/// The body of `POST /sessions/{id}/actions`: the action, and from a trusted caller (the
+/// run's own players, see [`GatewayState::with_trusted`]) its `run`, `id` and `intended_ns`
+/// (when the player meant to act: the event time; default now). Anyone else's action gets
+/// its identity and time from the gateway, whatever the body says. The `traceparent` header
+/// continues the caller's trace.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    pub run: u64,
-    pub id: u64,
+    #[serde(default)]
+    pub run: Option<u64>,
+    #[serde(default)]
+    pub id: Option<u64>,
     pub action: String,
     pub intended_ns: Option<u64>,
 }
@@ -81,11 +86,20 @@ async fn post_action(
         .get(probes::headers::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| probes::TraceContext::new_root().to_string(), str::to_owned);
+    let (run, event_id, intended_ns) = if s.trusts(&headers) {
+        let (Some(run), Some(id)) = (body.run, body.id) else {
+            return (StatusCode::UNPROCESSABLE_ENTITY, "a player's action names its `run` and `id`").into_response();
+        };
+        (run, id, body.intended_ns.unwrap_or(received_ns))
+    } else {
+        let (run, id) = s.assign_identity();
+        (run, id, received_ns)
+    };
     let row = crate::connector::ActionRow {
-        run: body.run,
-        event_id: body.id,
+        run,
+        event_id,
         session,
-        intended_ns: body.intended_ns.unwrap_or(received_ns),
+        intended_ns,
         traceparent: traceparent.into(),
         action: body.action.into(),
     };
@@ -96,7 +110,10 @@ async fn post_action(
         Err(mpsc::error::TrySendError::Closed(_)) => return busy("the connector is stopping"),
     }
     match tokio::time::timeout(INGRESS_TIMEOUT, answer).await {
-        Ok(Ok(Ok(()))) => StatusCode::ACCEPTED.into_response(),
+        Ok(Ok(Ok(()))) => {
+            let assigned = serde_json::json!({ "run": run, "id": event_id }).to_string();
+            (StatusCode::ACCEPTED, [(axum::http::header::CONTENT_TYPE, "application/json")], assigned).into_response()
+        }
         Ok(Ok(Err(reason))) => (StatusCode::BAD_GATEWAY, reason).into_response(),
         Ok(Err(_)) => busy("the connector stopped before Kafka answered"),
         Err(_) => (StatusCode::GATEWAY_TIMEOUT, "Kafka did not acknowledge in time").into_response(),
