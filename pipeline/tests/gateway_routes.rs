@@ -111,3 +111,14 @@ async fn only_the_runs_own_players_name_an_actions_identity_and_time() {
     let (status, row) = posted(&state, &mut rx, Some("players"), r#"{"action": "no identity"}"#).await;
     assert_eq!((status, row.is_none()), (StatusCode::UNPROCESSABLE_ENTITY, true), "a player names its run and id");
 }
+
+#[tokio::test]
+async fn a_poll_asking_to_wait_for_ever_is_bounded_not_a_crash() {
+    let shutdown = CancellationToken::new();
+    shutdown.cancel(); // a stopping gateway answers waiting polls at once
+    let state = GatewayState::new(watch::channel(true).1, shutdown);
+    for wait in ["1e300", "1e20", "-5", "nan", "inf"] {
+        let (status, body) = call(&state, get(&format!("/poll?wait={wait}"))).await;
+        assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "wait={wait}: {status} {body}");
+    }
+}

@@ -174,6 +174,8 @@ async fn long_poll(s: &GatewayState, session: Option<u64>, q: PollQuery) -> axum
     let wait = q
         .wait
         .filter(|w| w.is_finite() && *w >= 0.0)
+        // Bounded before it becomes a Duration (which a huge number would overflow).
+        .map(|w| w.min(crate::gateway::longpoll::MAX_WAIT.as_secs_f64()))
         .map_or(crate::gateway::longpoll::DEFAULT_WAIT, std::time::Duration::from_secs_f64);
     let max = q.max.unwrap_or(crate::gateway::longpoll::MAX_PAGE).clamp(1, crate::gateway::longpoll::MAX_PAGE);
     let page = s.backlog.poll(q.cursor, session, max, wait, &s.shutdown).await;
