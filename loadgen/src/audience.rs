@@ -30,6 +30,11 @@ pub struct Tally {
     last_in_session: std::collections::HashMap<u64, u64>,
     /// Updates from another run (left over on shared topics).
     pub foreign: u64,
+    /// Updates of this run with an id it never sent (not counted as delivered).
+    pub unexpected: u64,
+    /// The run's live count of events sent: ids far beyond it are refused at once, so no
+    /// id makes the tally grow without bound.
+    sent: Option<Arc<AtomicU64>>,
     /// Updates that could not be read; the first reason is kept.
     pub unreadable: u64,
     pub first_unreadable: Option<String>,
@@ -67,6 +72,8 @@ impl Tally {
             reordered: 0,
             last_in_session: std::collections::HashMap::new(),
             foreign: 0,
+            unexpected: 0,
+            sent: None,
             unreadable: 0,
             first_unreadable: None,
             warmup: None,
@@ -74,6 +81,39 @@ impl Tally {
             observer: ObserverSlot(None),
             spans: None,
         }
+    }
+
+    /// How far beyond the live count of events sent an id may be and still be kept until
+    /// [`Self::settle`] (the delivery can overtake the count by a moment).
+    pub const AHEAD: u64 = 1 << 16;
+
+    /// Takes ids only up to [`Self::AHEAD`] beyond `sent` (the run's live count of events
+    /// sent); ids further ahead are counted as unexpected at once.
+    pub fn bound_by(&mut self, sent: Arc<AtomicU64>) {
+        self.sent = Some(sent);
+    }
+
+    /// Once the load is over and `sent` events were sent: deliveries of ids at or beyond it
+    /// were never sent, so they are moved from `delivered` to `unexpected`.
+    pub fn settle(&mut self, sent: u64) {
+        let beyond: u64 = self
+            .seen
+            .iter()
+            .enumerate()
+            .map(|(word, bits)| {
+                let first = word as u64 * 64;
+                let mask = if first >= sent {
+                    u64::MAX
+                } else if sent - first >= 64 {
+                    0
+                } else {
+                    u64::MAX << (sent - first)
+                };
+                u64::from((bits & mask).count_ones())
+            })
+            .sum();
+        self.delivered -= beyond;
+        self.unexpected += beyond;
     }
 
     /// Also hands every distinct delivery (warm-up included) to `observer`, e.g. a live view.
@@ -99,6 +139,12 @@ impl Tally {
         };
         if d.run != self.run {
             self.foreign += 1;
+            return;
+        }
+        if let Some(sent) = &self.sent
+            && d.id >= sent.load(Ordering::Relaxed).saturating_add(Self::AHEAD)
+        {
+            self.unexpected += 1;
             return;
         }
         let (word, bit) = ((d.id / 64) as usize, 1u64 << (d.id % 64));
@@ -245,6 +291,23 @@ mod tests {
         format!(
             r#"{{"run":{run},"id":{id},"session":1,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","intended_ns":{intended},"stamps":"a:200:300","update":{{"text":"x"}}}}"#
         )
+    }
+
+    #[test]
+    fn ids_the_run_never_sent_are_neither_delivered_nor_a_reason_to_grow() {
+        let mut t = tally();
+        let sent = Arc::new(AtomicU64::new(100));
+        t.bound_by(Arc::clone(&sent));
+        t.observe(&delivery(7, 1 << 40, 5), 10);
+        assert_eq!((t.delivered, t.unexpected), (0, 1));
+        assert!(t.seen.len() < 4096, "no room made for a huge id: {} words", t.seen.len());
+        for id in [5, 99, 150] {
+            t.observe(&delivery(7, id, 5), 10);
+        }
+        assert_eq!(t.delivered, 3, "150 is within reach of the live count");
+        t.settle(100);
+        assert_eq!((t.delivered, t.unexpected), (2, 2), "only ids below the final count were sent");
+        assert!(t.has(99) && !t.has(100));
     }
 
     #[test]

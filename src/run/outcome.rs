@@ -58,7 +58,7 @@ impl Made<'_> {
             target_rate: load.rate,
             payload_bytes: load.payload_bytes as u64,
             achieved_rate: if duration_s > 0.0 {
-                (tally.delivered - tally.warmup_delivered) as f64 / duration_s
+                tally.delivered.saturating_sub(tally.warmup_delivered) as f64 / duration_s
             } else {
                 0.0
             },

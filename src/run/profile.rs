@@ -72,7 +72,7 @@ pub(super) async fn run(
     }
     let otlp = super::tracing::start_metrics(tracer.as_ref(), pipeline.metrics()).await?;
     let url = external.as_ref().map_or_else(|| format!("http://{gateway_addr}"), |e| e.gateway.clone());
-    let cx = Cx { scenario, opts, kafka: &kafka, run_id, external: external.as_ref() };
+    let cx = Cx { scenario, opts, kafka: &kafka, run_id, external: external.as_ref(), sent: &sent_live };
     let following = follow(&cx, &pipeline, times, url, otlp.clone()).await?;
 
     let stop = opts.stop.clone().unwrap_or_default();
@@ -95,6 +95,8 @@ pub(super) async fn run(
     let failure = watched.failure.clone().or(stopped);
     following.cancel.cancel();
     let mut tally = following.task.await.map_err(failed)?.map_err(failed)?;
+    // Only ids the run sent count as delivered.
+    tally.settle(watched.report.sent);
     let audit = pipeline::runtime::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(failed)?;
     let broker_info = broker.figures(!scenario.faults.is_empty());
     drop(broker); // everything that talks to it is done
@@ -154,6 +156,8 @@ struct Cx<'a> {
     kafka: &'a KafkaSettings,
     run_id: u64,
     external: Option<&'a ExternalStages>,
+    /// Events sent so far.
+    sent: &'a Arc<AtomicU64>,
 }
 
 /// Starts the audience on the gateway at `url` (and waits until an in-process gateway has
@@ -168,6 +172,7 @@ async fn follow(
     let hops = HopSet::new(SOURCE, &pipeline::STAGES, SINK, times.measure_from_ns, Duration::from_secs(1));
     let mut tally = Tally::new(cx.run_id, times.measure_from_ns, hops);
     tally.spans = cx.kafka.spans.clone();
+    tally.bound_by(Arc::clone(cx.sent));
     tally.warmup = Some(probes::LatencyRecorder::new(reports::WARMUP_TAG, times.start_ns, Duration::from_secs(1)));
     let (token, metrics, feed) =
         (cx.scenario.gateway.run_token(), Arc::clone(pipeline.metrics()), cx.opts.feed.clone());
@@ -354,6 +359,9 @@ fn notes(
     dead_lettered: u64,
     http: Option<&loadgen::ingress::HttpIngress>,
 ) {
+    if tally.unexpected > 0 {
+        eprintln!("warning: {} updates carried ids this run never sent (not counted as delivered)", tally.unexpected);
+    }
     if tally.unreadable > 0 {
         eprintln!(
             "warning: {} updates could not be read by the audience (first: {})",
