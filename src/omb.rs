@@ -76,10 +76,12 @@ pub fn import_text(text: &str) -> Result<Imported, String> {
     };
     unapplied(&fields, &mut notes);
 
+    // Whatever the workload's text holds stays on its line: a comment, or a quoted string.
+    let raw_name = one_line(raw_name);
     let mut s = String::new();
     let _ = writeln!(s, "# Imported from the OpenMessaging Benchmark workload `{raw_name}` by `tailgate import omb`.");
     for n in &notes {
-        let _ = writeln!(s, "# not applied: {n}");
+        let _ = writeln!(s, "# not applied: {}", one_line(n));
     }
     let _ = writeln!(s, "\nname = \"{name}\"");
     let _ = writeln!(s, "description = \"OMB workload {}\"", raw_name.replace(['"', '\\'], "'"));
@@ -148,6 +150,11 @@ fn unapplied(fields: &std::collections::BTreeMap<String, serde_norway::Value>, n
     }
 }
 
+/// `text` with every control character (a newline most of all) made a space.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 fn yaml_inline(v: &serde_norway::Value) -> String {
     serde_norway::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
 }
@@ -186,6 +193,16 @@ keyDistributor: KEY_ROUND_ROBIN
         let reported: Vec<&str> = i.notes.iter().map(|n| n.split(':').next().unwrap()).collect();
         assert_eq!(reported, ["consumerPerSubscription", "payloadFile", "producersPerTopic", "subscriptionsPerTopic"]);
         assert!(i.scenario.contains("# not applied: payloadFile"), "{}", i.scenario);
+    }
+
+    #[test]
+    fn a_workload_cannot_write_toml_of_its_own_into_the_scenario() {
+        let evil = "name: \"x\\n[broker]\\nbootstrap = 'evil:9092'\"\nproducerRate: 10\nbacklog: \"a\\n[kafka.producer]\\nacks = '0'\"\n";
+        let i = import_text(evil).unwrap();
+        let s = Scenario::parse(Path::new("imported.toml"), &i.scenario).unwrap();
+        assert_eq!(s.broker.bootstrap, None, "{}", i.scenario);
+        assert!(s.kafka.producer.is_empty(), "{}", i.scenario);
+        assert!(i.scenario.lines().all(|l| !l.starts_with("[kafka")), "{}", i.scenario);
     }
 
     #[test]
