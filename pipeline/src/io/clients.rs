@@ -103,7 +103,27 @@ fn check(p: &mut Problems, table: &str, settings: &BTreeMap<String, String>, kin
     for (k, v) in settings {
         if let Err(e) = check_setting(kind, k, v) {
             p.bad(table, None, k, e);
+        } else if let Some(why) = voids_accounting(kind, k, v) {
+            p.bad(table, None, k, why);
         }
+    }
+}
+
+/// Why a setting would void the run's at-least-once accounting, if it would.
+fn voids_accounting(kind: Client, key: &str, value: &str) -> Option<&'static str> {
+    let on = matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "1");
+    match (kind, key) {
+        (Client::Consumer, "enable.auto.offset.store") if on => Some(
+            "tailgate stores an offset only once the outputs it led to are acknowledged; storing them on receipt \
+             would let a stopped stage lose events",
+        ),
+        (Client::Consumer, "group.id") => {
+            Some("each stage reads in its own group (tailgate-<stage>, see the README's topics and groups)")
+        }
+        (Client::Producer, "acks" | "request.required.acks") if value.trim() == "0" => {
+            Some("with acks=0 nothing is acknowledged, so no offset could be stored safely; use 1 or all")
+        }
+        _ => None,
     }
 }
 
@@ -113,6 +133,27 @@ mod tests {
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn settings_that_would_void_at_least_once_are_refused() {
+        let mut bad = ClientSettings::default();
+        bad.producer.insert("acks".into(), "0".into());
+        bad.consumer.insert("enable.auto.offset.store".into(), "true".into());
+        bad.consumer.insert("group.id".into(), "mine".into());
+        let mut p = Problems::default();
+        bad.validate("kafka", &mut p);
+        let fields: Vec<String> = p.0.iter().map(crate::config::Problem::field).collect();
+        assert_eq!(
+            fields,
+            ["kafka.producer.acks", "kafka.consumer.enable.auto.offset.store", "kafka.consumer.group.id"]
+        );
+        let mut fine = ClientSettings::default();
+        fine.producer.insert("acks".into(), "1".into());
+        fine.consumer.insert("enable.auto.offset.store".into(), "false".into());
+        let mut p = Problems::default();
+        fine.validate("kafka", &mut p);
+        assert!(p.is_empty(), "{:?}", p.0);
     }
 
     #[test]
