@@ -140,6 +140,17 @@ async fn two_then_three_members_split_the_partitions_and_resume_from_committed_o
                 .map(|c| c.assignment().expect("assignment").elements().iter().map(|e| e.partition()).collect())
                 .collect()
         };
+        let ends: Vec<i64> =
+            (0..6).map(|p| a.fetch_watermarks("t", p, Duration::from_secs(5)).expect("watermarks").1).collect();
+        // Each member has read its own partitions to their end (not only the union of both:
+        // a member may have read a partition before the rebalance moved it to the other).
+        let caught_up = |c: &BaseConsumer| {
+            c.position()
+                .expect("position")
+                .elements()
+                .iter()
+                .all(|e| matches!(e.offset(), rdkafka::Offset::Offset(o) if o == ends[e.partition() as usize]))
+        };
         let seen = std::cell::RefCell::new(BTreeSet::new());
         poll_until(
             &[&a, &c],
@@ -148,7 +159,11 @@ async fn two_then_three_members_split_the_partitions_and_resume_from_committed_o
             },
             || {
                 let o = owners(&[&a, &c]);
-                seen.borrow().len() == 120 && o.iter().all(|s| !s.is_empty()) && o[0].len() + o[1].len() == 6
+                seen.borrow().len() == 120
+                    && o.iter().all(|s| !s.is_empty())
+                    && o[0].len() + o[1].len() == 6
+                    && caught_up(&a)
+                    && caught_up(&c)
             },
         );
         let o = owners(&[&a, &c]);
