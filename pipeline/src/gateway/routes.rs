@@ -30,8 +30,13 @@ pub fn app(state: GatewayState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
+
+/// The largest request body taken: an action of the largest payload a scenario allows
+/// (1 MB), and room for its JSON.
+pub const MAX_BODY: usize = 1_000_000 + 16 * 1024;
 
 async fn metrics(State(s): State<GatewayState>, headers: axum::http::HeaderMap) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -205,27 +210,59 @@ async fn session_poll(
     }
 }
 
+type Upgrade = Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
 async fn firehose_ws(
     State(s): State<GatewayState>,
     headers: axum::http::HeaderMap,
-    ws: axum::extract::ws::WebSocketUpgrade,
+    ws: Upgrade,
 ) -> axum::response::Response {
-    match authorize(&s, &headers, None) {
-        Ok(()) => ws.on_upgrade(move |socket| websocket(socket, s, None)),
-        Err(denied) => refusal(denied),
-    }
+    upgrade(s, &headers, ws, None)
 }
 
 async fn session_ws(
     State(s): State<GatewayState>,
     Path(id): Path<u64>,
     headers: axum::http::HeaderMap,
-    ws: axum::extract::ws::WebSocketUpgrade,
+    ws: Upgrade,
 ) -> axum::response::Response {
-    match authorize(&s, &headers, Some(id)) {
-        Ok(()) => ws.on_upgrade(move |socket| websocket(socket, s, Some(id))),
-        Err(denied) => refusal(denied),
+    upgrade(s, &headers, ws, Some(id))
+}
+
+/// Upgrades to a WebSocket of `session`'s updates (the firehose when `None`) once the
+/// caller may have it: a page of another site may not (a browser sends its `Origin`, which
+/// must name this gateway's host), and tokens are checked as for every stream.
+fn upgrade(
+    s: GatewayState,
+    headers: &axum::http::HeaderMap,
+    ws: Upgrade,
+    session: Option<u64>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !same_origin(headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "a WebSocket from another site's page is refused (its Origin is not this host)",
+        )
+            .into_response();
     }
+    if let Err(denied) = authorize(&s, headers, session) {
+        return refusal(denied);
+    }
+    match ws {
+        Ok(ws) => ws.on_upgrade(move |socket| websocket(socket, s, session)),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// Whether the request has no `Origin` (not from a browser page) or one whose host is the
+/// request's `Host`.
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else { return true };
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host =
+        origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// Sends one client's updates as WebSocket text messages (the same JSON as the SSE data),
