@@ -118,6 +118,7 @@ impl Series {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(h.encoded_histogram())
                 .map_err(|e| format!("interval at {:?}: bad base64: {e}", h.start_timestamp()))?;
+            bounded(&bytes).map_err(|e| format!("interval at {:?}: {e}", h.start_timestamp()))?;
             let (start_s, length_s) = (h.start_timestamp().as_secs_f64(), h.duration().as_secs_f64());
             // 16-bit counters take a quarter of the memory while decoding; an interval with a
             // bucket over 65535 is decoded again with 64-bit ones.
@@ -144,6 +145,41 @@ impl Series {
     pub fn count(&self) -> u64 {
         self.intervals.iter().map(Interval::len).sum()
     }
+}
+
+/// The histogram encodings (V2, and V2 compressed with zlib) by their first four bytes.
+const V2: u32 = 0x1c84_9313;
+const V2_COMPRESSED: u32 = 0x1c84_9314;
+/// The largest histogram an interval may ask for: payload, significant digits, highest value.
+const MAX_PAYLOAD: u32 = 16 << 20;
+const MAX_DIGITS: u32 = 5;
+const MAX_HIGHEST: u64 = 1 << 48;
+
+/// Checks an encoded histogram's header before it is decoded, which sizes its buffers and
+/// counts from that header: a crafted one would otherwise have gigabytes allocated.
+fn bounded(bytes: &[u8]) -> Result<(), String> {
+    use std::io::Read as _;
+    let be32 = |b: &[u8], at: usize| b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
+    let mut header = [0u8; 40];
+    match be32(bytes, 0) {
+        Some(V2) => {
+            header.get_mut(..bytes.len().min(40)).ok_or("short")?.copy_from_slice(&bytes[..bytes.len().min(40)])
+        }
+        Some(V2_COMPRESSED) => {
+            let mut inflate = flate2::read::ZlibDecoder::new(bytes.get(8..).unwrap_or_default());
+            inflate.read_exact(&mut header).map_err(|e| format!("bad histogram: {e}"))?;
+        }
+        _ => return Err("bad histogram: not a V2 encoding".into()),
+    }
+    let be64 = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap_or_default());
+    let (payload, digits, highest) = (be32(&header, 4).unwrap_or(0), be32(&header, 12).unwrap_or(0), be64(24));
+    if payload > MAX_PAYLOAD || digits > MAX_DIGITS || highest > MAX_HIGHEST {
+        return Err(format!(
+            "bad histogram: it asks for a {payload}-byte payload, {digits} digits and values up to {highest} (at most \
+             {MAX_PAYLOAD}, {MAX_DIGITS} and {MAX_HIGHEST})"
+        ));
+    }
+    Ok(())
 }
 
 /// The value at quantile `q` in milliseconds (0 for an empty histogram).
@@ -188,6 +224,22 @@ impl Stat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crafted_histogram_is_refused_before_anything_is_allocated_for_it() {
+        use base64::Engine as _;
+        let mut h = Vec::new();
+        h.extend(0x1c84_9313u32.to_be_bytes()); // V2
+        h.extend(0xffff_fff0u32.to_be_bytes()); // a 4 GiB payload
+        h.extend(0u32.to_be_bytes()); // normalizing offset
+        h.extend(3u32.to_be_bytes()); // digits
+        h.extend(1u64.to_be_bytes()); // lowest
+        h.extend(3_600_000_000u64.to_be_bytes()); // highest
+        h.extend(1.0f64.to_be_bytes());
+        let line = format!("0.0,1.0,2.0,{}\n", base64::engine::general_purpose::STANDARD.encode(&h));
+        let e = Series::parse(line.as_bytes()).unwrap_err();
+        assert!(e.contains("4294967280-byte payload"), "{e}");
+    }
     use probes::LatencyRecorder;
     use std::time::Duration;
 
