@@ -174,6 +174,7 @@ fn settings(opts: &StageOptions) -> Result<(Scenario, Resolved, KafkaSettings), 
     }
     scenario.agent.config(opts.state_dir.clone(), None).map_err(bad)?;
     kafka.bootstrap = bootstrap;
+    kafka.replication = scenario.broker.replication;
     kafka.converter = scenario.connector.converter;
     // Everyone's settings; the pipeline puts the stage's own over them.
     Ok((scenario, profile, kafka))

@@ -210,6 +210,7 @@ async fn open(
     dir: &Path,
 ) -> Result<(Broker, KafkaSettings, Option<Arc<telemetry::Tracer>>), RunError> {
     let mut kafka = super::base_kafka(profile);
+    kafka.replication = scenario.broker.replication;
     let broker = broker::start(scenario, profile, &mut kafka).await?;
     kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(failed)?;
     create_topics(&kafka, profile).await?;

@@ -172,11 +172,14 @@ pub struct Broker {
     /// Partitions per topic.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
+    /// Replicas per topic the run creates; absent: three where the cluster has three
+    /// brokers or more, else every broker (the embedded broker: one).
+    pub replication: Option<i32>,
 }
 
 impl Default for Broker {
     fn default() -> Self {
-        Self { bootstrap: None, partitions: default_partitions() }
+        Self { bootstrap: None, partitions: default_partitions(), replication: None }
     }
 }
 
@@ -189,6 +192,18 @@ impl Broker {
             && !valid_bootstrap(b)
         {
             p.bad("broker", None, "bootstrap", format!("`{b}` is not host:port[,host:port...]"));
+        }
+        match self.replication {
+            Some(r) if !(1..=16).contains(&r) => {
+                p.bad("broker", None, "replication", format!("must be 1 to 16, not {r}"));
+            }
+            Some(r) if r > 1 && self.bootstrap.is_none() => p.bad(
+                "broker",
+                None,
+                "replication",
+                "the embedded broker is one node: it keeps one replica (set `bootstrap` for a cluster)",
+            ),
+            _ => {}
         }
     }
 }
@@ -428,6 +443,15 @@ description = "batchy"
         )
         .unwrap();
         assert_eq!(s.streamjob.config().window, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn replication_is_for_clusters_and_within_bounds() {
+        let with = |broker: &str| format!("name = \"t\"\n[load]\nrate = 1\nduration = \"1s\"\n[broker]\n{broker}\n");
+        assert!(errors(&with("replication = 3")).contains("`broker.replication`: the embedded broker is one node"));
+        assert!(errors(&with("replication = 0")).contains("must be 1 to 16, not 0"));
+        let s = Scenario::parse(Path::new("s.toml"), &with("bootstrap = \"k:9092\"\nreplication = 3")).unwrap();
+        assert_eq!(s.broker.replication, Some(3));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct KafkaSettings {
     pub bootstrap: String,
     /// Partitions of each topic tailgate creates.
     pub partitions: i32,
+    /// Replicas of each topic tailgate creates; `None`: as many as the cluster has brokers,
+    /// up to three ([`replication_for`]).
+    pub replication: Option<i32>,
     /// librdkafka producer settings over tailgate's defaults.
     pub producer: BTreeMap<String, String>,
     /// librdkafka consumer settings over tailgate's defaults.
@@ -56,6 +59,7 @@ impl KafkaSettings {
         Self {
             bootstrap: bootstrap.into(),
             partitions: 3,
+            replication: None,
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
             converter: crate::convert::Converter::Json,
@@ -155,12 +159,15 @@ impl KafkaSettings {
     pub async fn ensure_topics(&self, topics: &[&str], config: &[(&str, &str)]) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             self.base("admin").create().map_err(|e| Error::Config(e.to_string()))?;
+        let replication = match self.replication {
+            Some(r) => r,
+            None => replication_for(self.brokers().await?),
+        };
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
-                config
-                    .iter()
-                    .fold(NewTopic::new(t, self.partitions, TopicReplication::Fixed(1)), |n, (k, v)| n.set(k, v))
+                let topic = NewTopic::new(t, self.partitions, TopicReplication::Fixed(replication));
+                config.iter().fold(topic, |n, (k, v)| n.set(k, v))
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -189,6 +196,25 @@ impl KafkaSettings {
         .await
         .map_err(|source| Error::Task { what: "a Kafka admin call", source })?
     }
+}
+
+impl KafkaSettings {
+    /// How many brokers the cluster has, as its metadata says.
+    pub async fn brokers(&self) -> Result<usize> {
+        let consumer: BaseConsumer = self.base("admin-meta").create().map_err(|e| Error::Config(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let md = consumer.fetch_metadata(None, Duration::from_secs(10)).map_err(kafka_err("cluster metadata"))?;
+            Ok(md.brokers().len())
+        })
+        .await
+        .map_err(|source| Error::Task { what: "a Kafka admin call", source })?
+    }
+}
+
+/// The replication factor of the topics tailgate creates on a cluster of `brokers`: three
+/// where there are three or more (Kafka's own advice for durability), else every broker.
+pub fn replication_for(brokers: usize) -> i32 {
+    brokers.clamp(1, 3) as i32
 }
 
 /// One record read back by [`KafkaSettings::read_to_end`].
@@ -356,4 +382,13 @@ fn effective(defaults: &[(&str, &str)], overrides: &BTreeMap<String, String>) ->
     let mut m: BTreeMap<String, String> = defaults.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     m.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn topics_get_three_replicas_where_the_cluster_has_them_else_every_broker() {
+        let r: Vec<i32> = [0, 1, 2, 3, 9].into_iter().map(super::replication_for).collect();
+        assert_eq!(r, [1, 1, 2, 3, 3]);
+    }
 }
