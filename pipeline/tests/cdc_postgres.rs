@@ -94,7 +94,7 @@ async fn rows_arrive_in_commit_order_without_loss_or_repeat_across_a_restart() {
     cancel.cancel();
     first.await.unwrap().unwrap();
     big.await.unwrap();
-    let key = Source::Postgres { url: url.clone(), slot: slot.clone() }.offsets_key();
+    let key = Source::Postgres { url: url.clone(), slot: slot.clone() }.offsets_key().unwrap();
     let recorded = connector::committed_position(&kafka, &key).await.unwrap();
     assert!(matches!(recorded, Position::Postgres { lsn, .. } if lsn > 0), "{recorded:?}");
 

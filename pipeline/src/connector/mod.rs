@@ -67,14 +67,20 @@ impl Source {
         Self::Sqlite { db: db.into(), poll_interval: Duration::from_micros(500), batch: 512 }
     }
 
-    /// The key of this source's position in the offsets topic, as Connect writes it.
-    pub fn offsets_key(&self) -> String {
+    /// The key of this source's position in the offsets topic, as Connect writes it. A
+    /// SQLite source is keyed by its path and by the id the file was created with, so a
+    /// file made again at the same path starts from its beginning rather than from where
+    /// the old one was left.
+    pub fn offsets_key(&self) -> Result<String> {
         let partition = match self {
-            Self::Sqlite { db, .. } => serde_json::json!({ "source": "sqlite", "db": db.display().to_string() }),
+            Self::Sqlite { db, .. } => {
+                let file = source::file_id(db)?;
+                serde_json::json!({ "source": "sqlite", "db": db.display().to_string(), "file": file })
+            }
             Self::Postgres { slot, .. } => serde_json::json!({ "source": "postgres", "slot": slot }),
             Self::Http(_) => serde_json::json!({ "source": "http" }),
         };
-        serde_json::json!([format!("tailgate-{NAME}"), partition]).to_string()
+        Ok(serde_json::json!([format!("tailgate-{NAME}"), partition]).to_string())
     }
 }
 
@@ -152,7 +158,7 @@ pub async fn run(
 ) -> Result<()> {
     let producer = open_producer(&kafka, NAME)?;
     let dlq = DeadLetters::new(producer.clone(), NAME, Arc::clone(&counters));
-    let key = config.source.offsets_key();
+    let key = config.source.offsets_key()?;
     let resume = committed_position(&kafka, &key).await?;
     let confirmed = Arc::new(AtomicU64::new(0));
     let (src_tx, mut src_rx) = mpsc::channel::<Captured>(4096);
@@ -427,12 +433,25 @@ mod tests {
     }
 
     #[test]
+    fn a_sqlite_file_made_again_at_the_same_path_is_another_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("source.sqlite");
+        let first = Source::sqlite(&db).offsets_key().unwrap();
+        drop(SourceWriter::open(&db).unwrap());
+        assert_eq!(Source::sqlite(&db).offsets_key().unwrap(), first, "the same file keeps its key");
+        std::fs::remove_file(&db).unwrap();
+        let again = Source::sqlite(&db).offsets_key().unwrap();
+        assert_ne!(again, first, "a new file at the same path starts over");
+        assert!(again.contains(&db.display().to_string()), "{again}");
+    }
+
+    #[test]
     fn positions_and_keys_are_written_as_connect_does() {
         let p = Position::Postgres { lsn: 0x10, txn: 0x20, rows: 3 };
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(json, r#"{"source":"postgres","lsn":16,"txn":32,"rows":3}"#);
         assert_eq!(serde_json::from_str::<Position>(&json).unwrap(), p);
-        let key = Source::Postgres { url: String::new(), slot: "s".into() }.offsets_key();
+        let key = Source::Postgres { url: String::new(), slot: "s".into() }.offsets_key().unwrap();
         assert_eq!(key, r#"["tailgate-connector",{"slot":"s","source":"postgres"}]"#);
     }
 

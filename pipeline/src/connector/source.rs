@@ -25,6 +25,21 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// The id `db` was created with (made on first open): whoever opens the file first, the
+/// writer or the connector, the other reads the same id.
+pub fn file_id(db: &Path) -> Result<String> {
+    let err = |source| Error::Source { path: db.display().to_string(), source };
+    let conn = open(db)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS tailgate_source (slot INTEGER PRIMARY KEY CHECK (slot = 1), id TEXT NOT NULL)",
+    )
+    .map_err(err)?;
+    let fresh = format!("{:016x}", probes::now_ns() ^ u64::from(std::process::id()).rotate_left(32));
+    conn.execute("INSERT INTO tailgate_source (slot, id) VALUES (1, ?1) ON CONFLICT DO NOTHING", [fresh])
+        .map_err(err)?;
+    conn.query_row("SELECT id FROM tailgate_source WHERE slot = 1", [], |r| r.get(0)).map_err(err)
+}
+
 /// The insert a player's writer binds each row to.
 static SQLITE_INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("INSERT INTO story_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
