@@ -122,12 +122,24 @@ impl Stage for ContextSink {
         vec![topics::CONTEXT.into()]
     }
 
-    async fn handle(&mut self, msg: &BorrowedMessage<'_>, _out: &mut Out<'_>) -> Result<Ack> {
+    async fn handle(&mut self, msg: &BorrowedMessage<'_>, out: &mut Out<'_>) -> Result<Ack> {
         let session = msg.key().and_then(|k| <[u8; 8]>::try_from(k).ok()).map(u64::from_be_bytes);
         let value = msg.payload().map(String::from_utf8_lossy);
         match session {
             Some(s) => {
-                self.cache.put(s, value.as_deref()).await?;
+                // The cache may be restarting: the write is tried again until it is done
+                // (writes are idempotent), so the offset is stored only after it.
+                let mut failures = 0u64;
+                while let Err(e) = self.cache.put(s, value.as_deref()).await {
+                    if failures == 0 {
+                        eprintln!("stage {SINK}: {e}; trying again");
+                    }
+                    failures += 1;
+                    tokio::select! {
+                        () = out.ctx.cancel.cancelled() => return Err(e),
+                        () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    }
+                }
                 self.counters.applied.fetch_add(1, Ordering::Relaxed);
             }
             None => {

@@ -69,3 +69,66 @@ async fn an_unreachable_redis_names_its_address() {
     let e = EdgeCache::open(&CacheAt::Redis("redis://127.0.0.1:9/0".into())).await.unwrap_err().to_string();
     assert!(e.contains("redis://127.0.0.1:9/0") && e.contains("redis-server"), "{e}");
 }
+
+/// A Redis server of this test's own, on a free port, that the test can stop and start.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> std::io::Result<Self> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Self { port, child: Some(child) })
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Retries `f` for up to `secs` seconds until it succeeds.
+async fn eventually<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() > deadline => panic!("still failing: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_cache_answers_within_its_bound_while_redis_is_down_and_reconnects_after() {
+    let test = "the_edge_cache_answers_within_its_bound_while_redis_is_down_and_reconnects_after";
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Some(mut redis) = testkit::needs(test, "redis", OwnRedis::start(port)) else { return };
+    let at = CacheAt::Redis(format!("redis://127.0.0.1:{}/0", redis.port));
+    let cache = eventually(10, || EdgeCache::open(&at)).await;
+    cache.put(1, Some("before")).await.unwrap();
+
+    redis.stop();
+    let began = std::time::Instant::now();
+    assert!(cache.get(1).await.is_err(), "Redis is down");
+    assert!(began.elapsed() < Duration::from_secs(15), "answered within its bound: {:?}", began.elapsed());
+
+    let _again = OwnRedis::start(port).unwrap();
+    eventually(20, || cache.put(2, Some("after"))).await;
+    assert_eq!(eventually(10, || cache.get(2)).await.as_deref(), Some("after"), "the same cache reconnected");
+}

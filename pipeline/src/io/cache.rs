@@ -37,11 +37,21 @@ impl CacheAt {
     }
 }
 
+/// The longest a Redis call (or a reconnection attempt) may take before it is an error.
+pub const REDIS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A connection to the edge cache; clones share it.
 #[derive(Clone)]
 pub enum EdgeCache {
-    Sqlite { conn: Arc<Mutex<Connection>>, path: PathBuf },
-    Redis { conn: redis::aio::MultiplexedConnection, url: String },
+    Sqlite {
+        conn: Arc<Mutex<Connection>>,
+        path: PathBuf,
+    },
+    /// Reconnects by itself after Redis restarts; every call answers within [`REDIS_WAIT`].
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        url: String,
+    },
 }
 
 impl std::fmt::Debug for EdgeCache {
@@ -87,11 +97,18 @@ impl EdgeCache {
                     cache_err(url, why)
                 };
                 let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
-                let mut conn =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), client.get_multiplexed_async_connection())
-                        .await
-                        .map_err(|_| cache_err(url, "cannot reach Redis: no answer within 5s"))?
-                        .map_err(unreachable)?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(REDIS_WAIT)
+                    .set_response_timeout(REDIS_WAIT)
+                    .set_number_of_retries(2)
+                    .set_max_delay(500);
+                let mut conn = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    client.get_connection_manager_with_config(config),
+                )
+                .await
+                .map_err(|_| cache_err(url, "cannot reach Redis: no answer within 5s"))?
+                .map_err(unreachable)?;
                 let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unreachable)?;
                 Ok(Self::Redis { conn, url: url.clone() })
             }
