@@ -3,8 +3,7 @@
 
 use crate::convert::Converter;
 use crate::event::StoryEvent;
-use crate::io::kafka::KafkaSettings;
-use crate::{Error, Result, kafka_err};
+use crate::{Error, Result};
 use probes::Incoming;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -15,20 +14,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Consumer context that reports when the group has assigned partitions, and counts
-/// assignments for a stage that must act on each (the agent restores state).
-#[derive(Debug)]
-pub struct ReadyContext {
-    ready: watch::Sender<bool>,
+/// Consumer context that counts the group's assignments, for the runtime to tell its stage
+/// of each (and to say the stage is ready once it has partitions).
+#[derive(Debug, Default)]
+pub struct GroupContext {
     assignments: watch::Sender<u64>,
 }
 
-impl ReadyContext {
-    /// A context that sets `ready` once partitions are assigned.
-    pub fn new(ready: watch::Sender<bool>) -> Self {
-        Self { ready, assignments: watch::Sender::new(0) }
-    }
-
+impl GroupContext {
     /// Changes on every assignment (a rebalance has completed; the consumer's assignment
     /// may differ). Assignments happen while the consumer is polled.
     pub fn assignments(&self) -> watch::Receiver<u64> {
@@ -36,37 +29,18 @@ impl ReadyContext {
     }
 }
 
-impl ClientContext for ReadyContext {}
+impl ClientContext for GroupContext {}
 
-impl ConsumerContext for ReadyContext {
+impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
+        if let Rebalance::Assign(_) = rebalance {
             self.assignments.send_modify(|n| *n += 1);
-            if tpl.count() > 0 {
-                self.ready.send_replace(true);
-            }
         }
     }
 }
 
 /// A consumer of a stage's input topic.
-pub type StageConsumer = StreamConsumer<ReadyContext>;
-
-/// Opens the consumer for `stage` on `input` in the group `tailgate-<stage>`; `ready` turns
-/// true once partitions are assigned.
-pub fn open_consumer(
-    kafka: &KafkaSettings,
-    stage: &'static str,
-    input: &str,
-    ready: watch::Sender<bool>,
-) -> Result<Arc<StageConsumer>> {
-    let consumer: StageConsumer = kafka
-        .own_consumer_config(stage)
-        .create_with_context(ReadyContext::new(ready))
-        .map_err(|e| Error::Config(format!("{stage} consumer: {e}")))?;
-    consumer.subscribe(&[input]).map_err(kafka_err(format!("{stage} subscribe to {input}")))?;
-    Ok(Arc::new(consumer))
-}
+pub type StageConsumer = StreamConsumer<GroupContext>;
 
 /// Commits what was stored and drops the consumer off the async runtime, giving up after
 /// a few seconds (a consumer's close can hang on a broker that went away).

@@ -15,7 +15,7 @@ pub mod dead_letters;
 pub mod emit;
 
 pub use ack::{Ack, AckError, Pending};
-pub use consume::{ReadyContext, StageConsumer, close_consumer, decode, next_message, open_consumer};
+pub use consume::{GroupContext, StageConsumer, close_consumer, decode, next_message};
 pub use dead_letters::{DeadLetterAudit, DeadLetters, audit_dead_letters};
 pub use emit::{
     Carried, Emitter, From, SideRecord, StageSpan, Upstream, open_producer, outgoing_headers, send_with_retry,
@@ -171,7 +171,7 @@ pub async fn run<S: Stage>(mut stage: S, ctx: StageContext) -> Result<()> {
     let input = names.join(",");
     let consumer: StageConsumer = stage
         .consumer_config(&ctx.kafka)
-        .create_with_context(ReadyContext::new(watch::Sender::new(false)))
+        .create_with_context(GroupContext::default())
         .map_err(|e| Error::Config(format!("{} consumer: {e}", S::NAME)))?;
     consumer.subscribe(&names).map_err(crate::kafka_err(format!("{} subscribe to {input}", S::NAME)))?;
     let consumer = Arc::new(consumer);
