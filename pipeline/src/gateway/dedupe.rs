@@ -38,7 +38,12 @@ impl Seen {
     /// Records `event`; false when it was pushed before.
     pub fn insert(&mut self, event: &StoryEvent) -> bool {
         self.clock += 1;
-        if !self.runs.contains_key(&event.run) && self.runs.len() >= Self::MAX_RUNS {
+        // One lookup per event for a run already known; the rest only when a run begins.
+        if let Some(w) = self.runs.get_mut(&event.run) {
+            w.last_seen = self.clock;
+            return w.insert(event.id);
+        }
+        if self.runs.len() >= Self::MAX_RUNS {
             let oldest = self.runs.iter().min_by_key(|(_, w)| w.last_seen).map(|(run, _)| *run);
             if let Some(run) = oldest {
                 self.runs.remove(&run);
