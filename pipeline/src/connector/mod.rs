@@ -28,8 +28,7 @@ use crate::convert::Converter;
 use crate::event::{StoryEvent, session_key};
 use crate::io::kafka::KafkaSettings;
 use crate::runtime::{
-    Ack, AckError, DeadLetters, MAX_IN_FLIGHT, StageCounters, StageSpan, open_producer, outgoing_headers,
-    send_with_retry,
+    Ack, DeadLetters, MAX_IN_FLIGHT, StageCounters, StageSpan, open_producer, outgoing_headers, send_with_retry,
 };
 pub use crate::table::{ACTION_COLUMNS, ActionRow, CapturedRow, SCHEMA};
 use crate::{Error, Result, topics};
@@ -369,14 +368,9 @@ async fn track(
                 if let Some(r) = t.reply {
                     let _ = r.send(acked.clone().map_err(|e| e.to_string()));
                 }
-                match acked {
-                    Ok(()) | Err(AckError::Abandoned) => {}
-                    // Kafka refused the record for good: it is counted (as lost) and the run goes on.
-                    Err(AckError::Refused(reason)) => counters.skip(NAME, &format!("record not acknowledged: {reason}")),
-                    Err(AckError::Failed(reason)) => {
-                        cancel.cancel();
-                        return Err(Error::Stage { stage: NAME, reason: format!("record not acknowledged: {reason}") });
-                    }
+                if let Err(failed) = acked.map_or_else(|e| e.settle(NAME, &counters), Ok) {
+                    cancel.cancel();
+                    return Err(failed);
                 }
                 if t.position != Position::Start {
                     position = t.position;

@@ -61,6 +61,21 @@ impl std::fmt::Display for AckError {
     }
 }
 
+impl AckError {
+    /// What `stage` does about it, for every acker alike: a refusal is counted as skipped
+    /// (accounted lost) and the stage goes on; a worker's failure is the stage's error.
+    pub fn settle(self, stage: &'static str, counters: &super::StageCounters) -> Result<()> {
+        match self {
+            Self::Abandoned => Ok(()),
+            Self::Refused(reason) => {
+                counters.skip(stage, &format!("output not acknowledged: {reason}"));
+                Ok(())
+            }
+            Self::Failed(reason) => Err(Error::Stage { stage, reason: format!("output not acknowledged: {reason}") }),
+        }
+    }
+}
+
 impl Ack {
     /// Waits for every output.
     pub async fn wait(self) -> Result<(), AckError> {
@@ -124,10 +139,11 @@ pub fn spawn_acker(
                 Ok(()) => {}
                 // The stage stopped abruptly; what follows is re-read by the next owner.
                 Err(AckError::Abandoned) => return Ok(()),
-                Err(AckError::Refused(reason)) => counters.skip(stage, &format!("output not acknowledged: {reason}")),
-                Err(reason) => {
-                    cancel.cancel();
-                    return Err(Error::Stage { stage, reason: format!("output not acknowledged: {reason}") });
+                Err(e) => {
+                    if let Err(failed) = e.settle(stage, &counters) {
+                        cancel.cancel();
+                        return Err(failed);
+                    }
                 }
             }
             // Fails only when the partition was revoked meanwhile; the new owner re-reads it.
