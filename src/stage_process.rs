@@ -166,7 +166,7 @@ fn settings(opts: &StageOptions) -> Result<(Scenario, Resolved, KafkaSettings), 
     if !crate::scenario::valid_bootstrap(&bootstrap) {
         return Err(bad(format!("--bootstrap `{bootstrap}` is not host:port[,host:port...]")));
     }
-    let mut kafka = base_kafka(&profile);
+    let mut kafka = base_kafka(&scenario, &profile);
     let own = profile.clients.for_stage(&kafka, name);
     own.check_settings().map_err(|e| bad(format!("{}: stage {name}: {e}", opts.config.display())))?;
     if opts.stage == StageName::Connector {
@@ -174,8 +174,6 @@ fn settings(opts: &StageOptions) -> Result<(Scenario, Resolved, KafkaSettings), 
     }
     scenario.agent.config(opts.state_dir.clone(), None).map_err(bad)?;
     kafka.bootstrap = bootstrap;
-    kafka.replication = scenario.broker.replication;
-    kafka.converter = scenario.connector.converter;
     // Everyone's settings; the pipeline puts the stage's own over them.
     Ok((scenario, profile, kafka))
 }

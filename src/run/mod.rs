@@ -133,7 +133,7 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
     // Every client setting of every profile and stage is checked before anything starts.
     for p in &profiles {
         for stage in pipeline::STAGES {
-            p.clients.for_stage(&base_kafka(p), stage).check_settings().map_err(|e| {
+            p.clients.for_stage(&base_kafka(&scenario, p), stage).check_settings().map_err(|e| {
                 RunError::BadInput(format!("{}: profile `{}`, stage {stage}: {e}", opts.scenario.display(), p.name))
             })?;
         }
@@ -212,9 +212,13 @@ fn write_sweep_file(dir: &Path, scenario: &Scenario, runs: &[ProfileRun]) -> std
     index.write(dir)
 }
 
-/// Client settings of `profile` for every stage.
-pub(crate) fn base_kafka(profile: &Resolved) -> KafkaSettings {
-    profile.clients.kafka("", profile.partitions)
+/// Client settings of `profile` of `scenario` for every stage (without a bootstrap
+/// address yet), with the topics' replication and the events' format the scenario asks.
+pub(crate) fn base_kafka(scenario: &Scenario, profile: &Resolved) -> KafkaSettings {
+    let mut kafka = profile.clients.kafka("", profile.partitions);
+    kafka.replication = scenario.broker.replication;
+    kafka.converter = scenario.connector.converter;
+    kafka
 }
 
 /// Creates the pipeline's topics that are missing, with the profile's topic settings (the

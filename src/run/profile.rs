@@ -209,12 +209,10 @@ async fn open(
     profile: &Resolved,
     dir: &Path,
 ) -> Result<(Broker, KafkaSettings, Option<Arc<telemetry::Tracer>>), RunError> {
-    let mut kafka = super::base_kafka(profile);
-    kafka.replication = scenario.broker.replication;
+    let mut kafka = super::base_kafka(scenario, profile);
     let broker = broker::start(scenario, profile, &mut kafka).await?;
     kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(failed)?;
     create_topics(&kafka, profile).await?;
-    kafka.converter = scenario.connector.converter;
     let tracer = super::start_tracer(scenario)?;
     kafka.spans = tracer.clone().map(|t| t as Arc<dyn probes::spans::SpanSink>);
     std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create run directory {}: {e}", dir.display())))?;
