@@ -8,7 +8,7 @@ use crate::scenario::{Scenario, SourceKind};
 use dashboard::{Feed, FeedSender, Sample};
 use loadgen::{Audience, DriveReport, Driver, Schedule, SystemClock, Tally};
 use pipeline::assemble::PipelineConfig;
-use pipeline::connector::{ActionRow, SourceWriter};
+use pipeline::connector::{ActionRow, Source, SourceWriter};
 use probes::TraceContext;
 use std::path::Path;
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub(super) async fn open_writer(
             // A run's own connector starts on an empty table and a new slot.
             pipeline::io::postgres::prepare(url, &c.slot, !external).await.map_err(failed)?;
             let writer = pipeline::io::postgres::PgWriter::open(url).await.map_err(failed)?;
-            let name = format!("postgres {} slot {}", pipeline::io::postgres::redact(url), c.slot);
+            let name = Source::Postgres { url: url.clone(), slot: c.slot.clone() }.describe();
             Ok((Writer::Postgres(writer, tokio::runtime::Handle::current()), name))
         }
         (SourceKind::Http, _) => {
@@ -83,7 +83,7 @@ pub(super) async fn open_writer(
         _ => {
             let db = config.source_file(dir);
             let writer = SourceWriter::open(&db).map_err(failed)?;
-            Ok((Writer::Sqlite(writer), format!("sqlite {}", db.display())))
+            Ok((Writer::Sqlite(writer), c.sqlite_source(&db).describe()))
         }
     }
 }

@@ -148,6 +148,20 @@ pub struct GatewayFigures {
     pub paused_ms: f64,
 }
 
+impl GatewayFigures {
+    pub(crate) fn of(g: &crate::gateway::GatewayState) -> Self {
+        let s = g.fanout_stats();
+        Self {
+            clients: g.subscribers() as u64,
+            peak_clients: n(&s.peak_clients),
+            dropped: n(&s.dropped),
+            disconnected: n(&s.disconnected),
+            pauses: n(&s.pauses),
+            paused_ms: n(&s.paused_ns) as f64 / 1e6,
+        }
+    }
+}
+
 /// A snapshot of the whole pipeline.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PipelineFigures {

@@ -216,10 +216,10 @@ impl Pipeline {
                 let source = self.source()?;
                 let what = format!(
                     "source {}, edge cache {}",
-                    describe(&source),
+                    source.describe(),
                     self.config.edge_cache_at(&self.env.dir).describe()
                 );
-                let ctx = StageContext { cancel: self.env.cancel.clone(), ..self.context(CONTEXT_SINK) };
+                let ctx = self.context(CONTEXT_SINK);
                 let sink = ContextSink::new(cache, Arc::clone(&self.sink_counters));
                 self.tasks.spawn(tagged(CONTEXT_SINK, runtime::run(sink, ctx)));
                 let (kafka, counters) = (self.kafka_for(CONNECTOR), Arc::clone(&self.counters[CONNECTOR]));
@@ -365,18 +365,7 @@ impl Pipeline {
                 .spawned
                 .contains(STREAMJOB)
                 .then(|| StreamJobFigures::of(&self.job_stats, self.enrich.as_ref())),
-            gateway: self.spawned.contains(GATEWAY).then(|| {
-                let s = self.gateway.fanout_stats();
-                let n = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-                GatewayFigures {
-                    clients: self.gateway.subscribers() as u64,
-                    peak_clients: n(&s.peak_clients),
-                    dropped: n(&s.dropped),
-                    disconnected: n(&s.disconnected),
-                    pauses: n(&s.pauses),
-                    paused_ms: n(&s.paused_ns) as f64 / 1e6,
-                }
-            }),
+            gateway: self.spawned.contains(GATEWAY).then(|| GatewayFigures::of(&self.gateway)),
             ..Default::default()
         };
         f.sink(&self.sink_counters);
@@ -443,15 +432,6 @@ impl Pipeline {
             }),
             (SourceKind::Sqlite, _) => Ok(c.sqlite_source(self.config.source_file(&self.env.dir))),
         }
-    }
-}
-
-/// How a source is named in summaries.
-fn describe(source: &Source) -> String {
-    match source {
-        Source::Sqlite { db, .. } => format!("sqlite {}", db.display()),
-        Source::Postgres { url, slot } => format!("postgres {} slot {slot}", crate::io::postgres::redact(url)),
-        Source::Http(_) => "http".into(),
     }
 }
 

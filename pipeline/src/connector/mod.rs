@@ -66,6 +66,15 @@ impl Source {
         Self::Sqlite { db: db.into(), poll_interval: Duration::from_micros(500), batch: 512 }
     }
 
+    /// How summaries and results name it (passwords hidden).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite { db, .. } => format!("sqlite {}", db.display()),
+            Self::Postgres { url, slot } => format!("postgres {} slot {slot}", crate::io::postgres::redact(url)),
+            Self::Http(_) => "http".into(),
+        }
+    }
+
     /// The key of this source's position in the offsets topic, as Connect writes it. A
     /// SQLite source is keyed by its path and by the id the file was created with, so a
     /// file made again at the same path starts from its beginning rather than from where

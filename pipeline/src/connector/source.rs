@@ -34,7 +34,7 @@ pub fn file_id(db: &Path) -> Result<String> {
         "CREATE TABLE IF NOT EXISTS tailgate_source (slot INTEGER PRIMARY KEY CHECK (slot = 1), id TEXT NOT NULL)",
     )
     .map_err(err)?;
-    let fresh = format!("{:016x}", probes::now_ns() ^ u64::from(std::process::id()).rotate_left(32));
+    let fresh = format!("{:016x}", rand::random::<u64>());
     conn.execute("INSERT INTO tailgate_source (slot, id) VALUES (1, ?1) ON CONFLICT DO NOTHING", [fresh])
         .map_err(err)?;
     conn.query_row("SELECT id FROM tailgate_source WHERE slot = 1", [], |r| r.get(0)).map_err(err)

@@ -100,7 +100,8 @@ impl GatewayState {
     ) -> Self {
         let fanout = Arc::new(crate::gateway::fanout::Fanout::new(config, shutdown.clone()));
         let backlog = Arc::new(crate::gateway::longpoll::Backlog::new(config.retain));
-        let ingress_run = probes::now_ns().rotate_left(17) >> 12;
+        // A run id no load generator's run has (theirs are random too, from another draw).
+        let ingress_run = rand::random::<u64>() >> 12;
         let assigned = Arc::new((ingress_run, std::sync::atomic::AtomicU64::new(0)));
         Self { fanout, backlog, shutdown, ready, ingress: None, metrics: None, auth: None, trusted: None, assigned }
     }
