@@ -151,19 +151,20 @@ impl Series {
 const V2: u32 = 0x1c84_9313;
 const V2_COMPRESSED: u32 = 0x1c84_9314;
 /// The largest histogram an interval may ask for: payload, significant digits, highest value.
-const MAX_PAYLOAD: u32 = 16 << 20;
-const MAX_DIGITS: u32 = 5;
+const MAX_PAYLOAD: u64 = 16 << 20;
+const MAX_DIGITS: u64 = 5;
 const MAX_HIGHEST: u64 = 1 << 48;
 
 /// Checks an encoded histogram's header before it is decoded, which sizes its buffers and
 /// counts from that header: a crafted one would otherwise have gigabytes allocated.
 fn bounded(bytes: &[u8]) -> Result<(), String> {
     use std::io::Read as _;
-    let be32 = |b: &[u8], at: usize| b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
+    // Cookie, payload length, normalizing offset, digits, lowest, highest, ratio: 40 bytes.
     let mut header = [0u8; 40];
-    match be32(bytes, 0) {
+    match bytes.get(..4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])) {
         Some(V2) => {
-            header.get_mut(..bytes.len().min(40)).ok_or("short")?.copy_from_slice(&bytes[..bytes.len().min(40)])
+            let n = bytes.len().min(header.len());
+            header[..n].copy_from_slice(&bytes[..n]);
         }
         Some(V2_COMPRESSED) => {
             let mut inflate = flate2::read::ZlibDecoder::new(bytes.get(8..).unwrap_or_default());
@@ -171,8 +172,8 @@ fn bounded(bytes: &[u8]) -> Result<(), String> {
         }
         _ => return Err("bad histogram: not a V2 encoding".into()),
     }
-    let be64 = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap_or_default());
-    let (payload, digits, highest) = (be32(&header, 4).unwrap_or(0), be32(&header, 12).unwrap_or(0), be64(24));
+    let field = |at: usize, len: usize| header[at..at + len].iter().fold(0u64, |v, b| v << 8 | u64::from(*b));
+    let (payload, digits, highest) = (field(4, 4), field(12, 4), field(24, 8));
     if payload > MAX_PAYLOAD || digits > MAX_DIGITS || highest > MAX_HIGHEST {
         return Err(format!(
             "bad histogram: it asks for a {payload}-byte payload, {digits} digits and values up to {highest} (at most \
