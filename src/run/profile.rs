@@ -136,14 +136,7 @@ pub(super) async fn run(
     result.faults = faults.lock().map(|f| f.clone()).unwrap_or_default();
     result.accounting_error.clone_from(&accounting_error);
     let failure = failure.or(accounting_error);
-    for (stage, f) in figures.stages.iter().filter(|(_, f)| f.skipped > 0) {
-        eprintln!(
-            "warning: the {stage} could neither pass on nor dead-letter {} events (counted as lost); first: {}",
-            f.skipped,
-            f.first_skip.as_deref().unwrap_or("?")
-        );
-    }
-    notes(&tally, &audit, accounting.dead_lettered, http.as_ref());
+    notes(&figures, &tally, &audit, accounting.dead_lettered, http.as_ref());
     let logs = super::outcome::logs(&mut tally, &mut watched.report.schedule_lag);
     reports::runs::write_run(dir, &result, &logs).map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
@@ -353,11 +346,19 @@ fn restarts(scenario: &Scenario) -> Vec<(&'static str, tokio::time::Instant)> {
 /// What a user should know besides the figures: events a stage had to skip, unreadable
 /// updates, the first dead letter's reason, actions the gateway refused.
 fn notes(
+    figures: &pipeline::assemble::PipelineFigures,
     tally: &Tally,
     audit: &pipeline::runtime::DeadLetterAudit,
     dead_lettered: u64,
     http: Option<&loadgen::ingress::HttpIngress>,
 ) {
+    for (stage, f) in figures.stages.iter().filter(|(_, f)| f.skipped > 0) {
+        eprintln!(
+            "warning: the {stage} could neither pass on nor dead-letter {} events (counted as lost); first: {}",
+            f.skipped,
+            f.first_skip.as_deref().unwrap_or("?")
+        );
+    }
     if tally.unexpected > 0 {
         eprintln!("warning: {} updates carried ids this run never sent (not counted as delivered)", tally.unexpected);
     }
