@@ -5,6 +5,8 @@
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::Path;
 use tailgate::result::RunResult;
 use tailgate::run::{RunOptions, run};
@@ -213,13 +215,8 @@ async fn dropped_connections_are_ridden_out_and_lose_nothing() {
         "{}\n[[faults]]\nkind = \"connections_drop\"\nat = \"2s\"\n",
         SCENARIO.replace("e2e-test", "blip-test")
     );
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, text).unwrap();
-    let outcome =
-        run(RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() }).await.unwrap();
-    assert_eq!(outcome.runs[0].failure, None, "no stage stopped");
-    let r = &outcome.runs[0].result;
+    // No stage stopped (the helper checks the run did not fail).
+    let r = support::run_text(&text).await;
     let c = r.counts;
     assert_eq!((c.sent, c.delivered, c.lost, c.dead_lettered), (800, 800, 0, 0), "{c:?}");
     let effects = r.broker.faults.expect("the broker's fault counts");
@@ -243,13 +240,8 @@ drain = "30s"
 [kafka.stages.agent.producer]
 "message.max.bytes" = "600000"
 "#;
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, text).unwrap();
-    let outcome =
-        run(RunOptions { scenario, out: Some(dir.path().join("run")), ..RunOptions::default() }).await.unwrap();
-    assert_eq!(outcome.runs[0].failure, None, "no stage stopped");
-    let c = outcome.runs[0].result.counts;
+    // No stage stopped (the helper checks the run did not fail).
+    let c = support::run_text(text).await.counts;
     assert_eq!((c.sent, c.delivered, c.dead_lettered, c.lost), (15, 0, 15, 0), "{c:?}");
 }
 
