@@ -94,6 +94,8 @@ pub enum Error {
     Advertised(String),
     #[error("data directory {path}: {source}")]
     Data { path: String, source: std::io::Error },
+    #[error("a broker that keeps its log in memory cannot restart; give it a data directory")]
+    NoData,
 }
 
 /// Result with this crate's [`Error`].
@@ -291,12 +293,43 @@ fn random_u128() -> u128 {
 pub struct Broker {
     shared: Arc<Shared>,
     bootstrap: String,
+    /// The address bound (its port chosen when the configuration said 0).
+    listening: std::net::SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Broker {
     /// Binds, restores the data directory if there is one, and starts serving.
     pub async fn start(config: Config) -> Result<Self> {
+        Self::serve(config, Arc::default()).await
+    }
+
+    /// Stops as a crash would (the listening socket and every connection closed at once,
+    /// nothing more written), stays down for `down`, then starts again on the same address
+    /// from the data directory, with the same fault switches. A broker in memory has
+    /// nothing to start again from: [`Error::NoData`].
+    pub async fn restart(&mut self, down: Duration) -> Result<()> {
+        if self.shared.config.data.is_none() {
+            return Err(Error::NoData);
+        }
+        let config = Config { listen: self.listening.to_string(), ..self.shared.config.clone() };
+        let faults = Arc::clone(&self.shared.faults);
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        // Every connection's task lets go of the old state before the new one reads the
+        // directory, so no write of the old broker lands after it.
+        let gone = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.shared) > 1 && tokio::time::Instant::now() < gone {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(down).await;
+        *self = Self::serve(config, faults).await?;
+        Ok(())
+    }
+
+    async fn serve(config: Config, faults: Arc<Faults>) -> Result<Self> {
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| Error::Listen { addr: config.listen.clone(), source })?;
@@ -315,7 +348,7 @@ impl Broker {
             producers: Mutex::new(HashMap::new()),
             next_producer: AtomicI64::new(1000),
             offsets_log: Mutex::new(None),
-            faults: Arc::default(),
+            faults,
             stats: Stats::default(),
             config,
         };
@@ -360,7 +393,7 @@ impl Broker {
                 }
             })
         };
-        Ok(Self { shared, bootstrap: advertised, tasks: vec![accept, timers] })
+        Ok(Self { shared, bootstrap: advertised, listening: local, tasks: vec![accept, timers] })
     }
 
     /// `host:port` for clients.

@@ -40,6 +40,9 @@ pub struct Tally {
     pub first_unreadable: Option<String>,
     /// End-to-end latency of warm-up events, when set (kept apart from the statistics).
     pub warmup: Option<probes::LatencyRecorder>,
+    /// End-to-end latency of the events intended in each of these windows (a fault's, say),
+    /// warm-up or not.
+    pub windows: Vec<IntendedWindow>,
     delivered_live: Arc<AtomicU64>,
     observer: ObserverSlot,
     /// Where each distinct delivery is reported for tracing (the receive span, or the whole
@@ -77,6 +80,7 @@ impl Tally {
             unreadable: 0,
             first_unreadable: None,
             warmup: None,
+            windows: Vec::new(),
             delivered_live: Arc::default(),
             observer: ObserverSlot(None),
             spans: None,
@@ -171,6 +175,10 @@ impl Tally {
         {
             sink.delivered(&trace, d.id, d.intended_ns, &d.stamps, received_ns);
         }
+        let latency_ns = received_ns.saturating_sub(d.intended_ns);
+        for w in self.windows.iter_mut().filter(|w| (w.from_ns..w.until_ns).contains(&d.intended_ns)) {
+            w.histogram.saturating_record(latency_ns / 1_000);
+        }
         if d.intended_ns < self.measure_from_ns {
             self.warmup_delivered += 1;
             if let Some(w) = &mut self.warmup {
@@ -184,6 +192,21 @@ impl Tally {
     fn unreadable(&mut self, why: String) {
         self.unreadable += 1;
         self.first_unreadable.get_or_insert(why);
+    }
+}
+
+/// The events intended from `from_ns` until `until_ns` (epoch ns), and their end-to-end
+/// latency in microseconds.
+#[derive(Debug, Clone)]
+pub struct IntendedWindow {
+    pub from_ns: u64,
+    pub until_ns: u64,
+    pub histogram: hdrhistogram::Histogram<u64>,
+}
+
+impl IntendedWindow {
+    pub fn new(from_ns: u64, until_ns: u64) -> Self {
+        Self { from_ns, until_ns, histogram: probes::recorder::new_histogram() }
     }
 }
 

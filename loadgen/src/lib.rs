@@ -13,7 +13,7 @@ pub mod keys;
 pub mod payload;
 pub mod schedule;
 
-pub use audience::{Audience, Observer, Tally};
+pub use audience::{Audience, IntendedWindow, Observer, Tally};
 pub use driver::{Clock, DriveReport, Driver, Send, SystemClock};
 pub use keys::KeyDist;
 pub use payload::Payloads;

@@ -3,7 +3,7 @@
 
 use crate::{Error, Result};
 
-pub use broker::faults::{Fault, FaultCounts, Plan};
+pub use broker::faults::{Fault, FaultCounts, Faults, Plan};
 pub use broker::{Config, KIND, VERSION};
 
 /// A running embedded broker; stopped when dropped.
@@ -38,6 +38,12 @@ impl EmbeddedBroker {
     /// Where the log is kept: `memory`, or `disk:DIR`.
     pub fn storage(&self) -> String {
         self.inner.storage()
+    }
+
+    /// Stops as a crash would and starts again on the same address from its data
+    /// directory after `down` (see [`broker::Broker::restart`]).
+    pub async fn restart(&mut self, down: std::time::Duration) -> Result<()> {
+        self.inner.restart(down).await.map_err(|e| Error::Embedded(Box::new(e)))
     }
 
     /// The broker itself: its fault hooks and counters.

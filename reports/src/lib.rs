@@ -11,6 +11,7 @@ pub mod frames;
 pub mod gate;
 pub mod hlog;
 pub mod omb;
+pub mod recovery;
 pub mod render;
 pub mod result;
 pub mod runs;

@@ -11,7 +11,8 @@ pub use probes::hops::{SINK, SOURCE};
 /// Statistics every latency metric has in `result.json`.
 pub const STATS: [&str; 8] = ["count", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"];
 /// Counters in `result.json`'s `counts`.
-pub const COUNTS: [&str; 7] = ["sent", "delivered", "dead_lettered", "filtered", "lost", "duplicates", "reordered"];
+pub const COUNTS: [&str; 8] =
+    ["sent", "delivered", "dead_lettered", "filtered", "lost", "duplicates", "client_duplicates", "reordered"];
 /// Numbers at the top of `result.json`.
 pub const RATES: [&str; 4] = ["achieved_rate", "target_rate", "duration_s", "warmup_s"];
 /// Latency metrics besides the hops: `end_to_end.p99_ms`, `schedule_lag.max_ms`.
@@ -93,15 +94,20 @@ impl FaultEffects {
     }
 }
 
-/// A fault the run applied (`[[faults]]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A fault the run applied (`[[faults]]`), and what it cost.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FaultRecord {
-    /// `broker_stall`, `connections_drop` or `topic_latency`.
+    /// One of the `[[faults]]` kinds: `broker_stall`, `broker_restart`, `connections_drop`,
+    /// `topic_latency`, `stage_kill`, `stage_restart`, `postgres_restart`, `redis_stall`.
     pub kind: String,
     /// When the scenario asked for it, seconds after the load started (warm-up included).
     pub at_s: f64,
     /// When it took effect, on the same clock.
     pub began_at_s: f64,
+    /// When it was over (the broker serving again, the stage started again, the database
+    /// reachable again); absent for a latency that lasts to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_s: Option<f64>,
     /// How long it lasted, where it has a length (absent for a latency: to the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
@@ -109,6 +115,21 @@ pub struct FaultRecord {
     pub topic: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// The stage it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// End-to-end latency of the events intended while it lasted (its first second, for a
+    /// fault without a length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub during: Option<Summary>,
+    /// Seconds from its end until the first second whose p99 (by arrival) was back under
+    /// `recovery_bound_ms`; absent when that never happened before the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_s: Option<f64>,
+    /// What recovery was measured against: the scenario's `end_to_end.p99` objective, or
+    /// without one, twice the p99 of the measured seconds before the first fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_bound_ms: Option<f64>,
     /// What it did, in words.
     pub what: String,
 }
@@ -134,6 +155,10 @@ pub struct Counts {
     pub lost: u64,
     /// Repeat deliveries of an event already delivered (at-least-once); not in `delivered`.
     pub duplicates: u64,
+    /// Of those, the ones that reached a client (the gateway keeps the rest away); 0 when
+    /// every client saw every event once.
+    #[serde(default)]
+    pub client_duplicates: u64,
     /// Deliveries that overtook an earlier event of their session (order broken).
     #[serde(default)]
     pub reordered: u64,

@@ -1,5 +1,5 @@
 //! The broker phase: the embedded broker (or the cluster named by a bootstrap address),
-//! what `result.json` says of it, and the scenario's `[[faults]]` applied to it on schedule.
+//! what `result.json` says of it, and the handle the scheduled faults act on it through.
 
 use super::{RunError, failed};
 use crate::result::BrokerInfo;
@@ -8,68 +8,63 @@ use pipeline::KafkaSettings;
 use pipeline::io::secrets::redact_settings;
 use std::sync::Arc;
 
-/// Applies the scenario's `[[faults]]` to the embedded broker on schedule (`start_ns` is
-/// when the load starts); what took effect, and when, is gathered in the returned list.
-pub(super) fn apply_faults(
-    scenario: &Scenario,
-    broker: &Broker,
-    start_ns: u64,
-    pipeline: &mut pipeline::assemble::Pipeline,
-    say: bool,
-) -> Arc<std::sync::Mutex<Vec<reports::result::FaultRecord>>> {
-    let applied = Arc::new(std::sync::Mutex::new(Vec::new()));
-    #[cfg(feature = "embedded")]
-    if let Some(b) = broker.embedded.as_ref().filter(|_| !scenario.faults.is_empty()) {
-        let plan =
-            pipeline::embedded::Plan { faults: scenario.faults.iter().map(|f| (f.at, f.broker_fault())).collect() };
-        let sections = scenario.faults.clone();
-        let (hooks, cancel, list) = (Arc::clone(b.broker().faults()), pipeline.cancel(), Arc::clone(&applied));
-        let start =
-            tokio::time::Instant::now() + std::time::Duration::from_nanos(start_ns.saturating_sub(probes::now_ns()));
-        pipeline.spawn_task("faults", async move {
-            let run = plan.run(&hooks, start, |i, began| {
-                let (f, fault) = (&sections[i], &plan.faults[i].1);
-                if say {
-                    eprintln!("fault: {} at {:.1}s: {fault}", f.kind.name(), began.as_secs_f64());
-                }
-                if let Ok(mut list) = list.lock() {
-                    list.push(reports::result::FaultRecord {
-                        kind: f.kind.name().into(),
-                        at_s: f.at.as_secs_f64(),
-                        began_at_s: began.as_secs_f64(),
-                        duration_s: f.duration.map(|d| d.as_secs_f64()),
-                        topic: f.topic.clone(),
-                        latency_ms: f.latency.map(|d| d.as_secs_f64() * 1e3),
-                        what: fault.to_string(),
-                    });
-                }
-            });
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = run => cancel.cancelled().await,
-            }
-            Ok(())
-        });
-    }
-    #[cfg(not(feature = "embedded"))]
-    let _ = (scenario, broker, start_ns, pipeline, say);
-    applied
+pub(super) struct Broker {
+    target: Target,
+    pub(super) info: BrokerInfo,
+    /// The on-disk log kept for a scheduled restart, removed with the broker.
+    _log: Option<LogDir>,
 }
 
-pub(super) struct Broker {
+/// What the faults act on: the embedded broker, when the run has one.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Target {
     #[cfg(feature = "embedded")]
-    embedded: Option<pipeline::embedded::EmbeddedBroker>,
-    pub(super) info: BrokerInfo,
+    embedded: Option<Arc<tokio::sync::Mutex<pipeline::embedded::EmbeddedBroker>>>,
+    #[cfg(feature = "embedded")]
+    hooks: Option<Arc<pipeline::embedded::Faults>>,
+}
+
+impl Target {
+    /// The embedded broker's fault switches.
+    #[cfg(feature = "embedded")]
+    pub(super) fn hooks(&self) -> Option<Arc<pipeline::embedded::Faults>> {
+        self.hooks.clone()
+    }
+
+    /// Restarts the embedded broker from its on-disk log after `down`.
+    pub(super) async fn restart(&self, down: std::time::Duration) -> pipeline::Result<()> {
+        #[cfg(feature = "embedded")]
+        if let Some(b) = &self.embedded {
+            return b.lock().await.restart(down).await;
+        }
+        let _ = down;
+        Err(pipeline::Error::Config("no embedded broker to restart".into()))
+    }
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+struct LogDir(std::path::PathBuf);
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Broker {
+    /// What the scheduled faults act on.
+    pub(super) fn target(&self) -> Target {
+        self.target.clone()
+    }
+
     /// What `result.json` says of the broker, with what its fault hooks did when the run
     /// scheduled faults.
     pub(super) fn figures(&self, faults_scheduled: bool) -> BrokerInfo {
         let info = self.info.clone();
         #[cfg(feature = "embedded")]
-        if let Some(b) = self.embedded.as_ref().filter(|_| faults_scheduled) {
-            let c = b.broker().faults().counts();
+        if let Some(hooks) = self.target.hooks.as_ref().filter(|_| faults_scheduled) {
+            let c = hooks.counts();
             let faults = reports::result::FaultEffects {
                 stalled_responses: c.stalled_responses,
                 delayed_fetches: c.delayed_fetches,
@@ -83,10 +78,13 @@ impl Broker {
     }
 }
 
+/// Starts the embedded broker (its log on disk under `dir` when a restart is scheduled, in
+/// memory otherwise), or names the scenario's cluster.
 pub(super) async fn start(
     scenario: &Scenario,
     profile: &Resolved,
     kafka: &mut KafkaSettings,
+    dir: &std::path::Path,
 ) -> Result<Broker, RunError> {
     // What the results say of the clients, their credentials hidden.
     let (producer, consumer) =
@@ -113,19 +111,21 @@ pub(super) async fn start(
     };
     if let Some(b) = &scenario.broker.bootstrap {
         kafka.bootstrap.clone_from(b);
-        return Ok(Broker {
-            #[cfg(feature = "embedded")]
-            embedded: None,
-            info: info("external", "unknown", b, "the cluster's own"),
-        });
+        let info = info("external", "unknown", b, "the cluster's own");
+        return Ok(Broker { target: Target::default(), info, _log: None });
     }
     #[cfg(feature = "embedded")]
     {
-        use pipeline::embedded::{EmbeddedBroker, KIND, VERSION};
-        let broker = EmbeddedBroker::start().await.map_err(failed)?;
+        use pipeline::embedded::{Config, EmbeddedBroker, KIND, VERSION};
+        let restarts = scenario.faults.iter().any(|f| f.kind == crate::scenario::FaultKind::BrokerRestart);
+        let log = restarts.then(|| LogDir(dir.join("broker-log")));
+        let config = Config { data: log.as_ref().map(|l| l.0.clone()), ..Config::default() };
+        let broker = EmbeddedBroker::start_with(config).await.map_err(failed)?;
         kafka.bootstrap = broker.bootstrap().to_owned();
         let info = info(KIND, VERSION, broker.bootstrap(), &format!("{} (in-process)", broker.storage()));
-        Ok(Broker { embedded: Some(broker), info })
+        let hooks = Some(Arc::clone(broker.broker().faults()));
+        let target = Target { embedded: Some(Arc::new(tokio::sync::Mutex::new(broker))), hooks };
+        Ok(Broker { target, info, _log: log })
     }
     #[cfg(not(feature = "embedded"))]
     Err(RunError::BadInput(

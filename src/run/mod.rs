@@ -7,8 +7,10 @@ mod broker;
 mod drain;
 mod drive;
 mod external;
+mod faults;
 mod outcome;
 mod profile;
+mod relay;
 mod tracing;
 mod watch;
 

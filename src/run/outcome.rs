@@ -43,6 +43,7 @@ impl Made<'_> {
             filtered: a.filtered,
             lost: a.lost,
             duplicates: tally.duplicates + self.figures.stage(pipeline::topology::GATEWAY).duplicates,
+            client_duplicates: tally.duplicates,
             reordered: tally.reordered,
             warmup_sent: report.warmup_sent,
         };

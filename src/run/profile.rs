@@ -7,6 +7,7 @@ use super::broker::{self, Broker};
 use super::drain::{self, Look};
 use super::drive::{self, Roots, Times};
 use super::external::ExternalStages;
+use super::faults;
 use super::outcome::Made;
 use super::watch::{self, Live};
 use super::{CONNECT_TIMEOUT, ProfileRun, READY_TIMEOUT, RunError, RunOptions, create_topics, describe_exit, failed};
@@ -32,7 +33,7 @@ pub(super) async fn run(
     let started = std::time::SystemTime::now();
     let (broker, kafka, tracer) = open(scenario, profile, dir).await?;
     let run_id = random_u64() >> 12;
-    let config = scenario.pipeline_config();
+    let mut config = scenario.pipeline_config();
     let external = scenario.stages.external.then(|| ExternalStages::new(&scenario.stages));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
     let gateway_addr = listener.local_addr().map_err(failed)?;
@@ -44,6 +45,9 @@ pub(super) async fn run(
         // The run seeds a profile per session; an in-process stream job opens the database.
         pipeline::streamjob::enrich::seed(&e.at, scenario.load.sessions).await.map_err(failed)?;
     }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    // Stages reach a database a fault acts on through a relay; the load writes to it directly.
+    let relays = faults::relays(scenario, &mut config, &cancel).await?;
     let sent_live = Arc::new(AtomicU64::new(0));
     let env = Env {
         kafka: kafka.clone(),
@@ -58,7 +62,7 @@ pub(super) async fn run(
         listener: external.is_none().then_some(listener),
         grpc: None,
         players: Some(players),
-        cancel: tokio_util::sync::CancellationToken::new(),
+        cancel,
     };
     let mut pipeline = Pipeline::build(&config, env);
     start(&mut pipeline, scenario, external.as_ref(), &kafka).await?;
@@ -66,7 +70,8 @@ pub(super) async fn run(
     let start_ns = probes::now_ns() + 100_000_000;
     let times = Times { start_ns, measure_from_ns: start_ns + nanos(scenario.load.warmup) };
     publish_rule_changes(&mut pipeline, scenario, &kafka, start_ns)?;
-    let faults = broker::apply_faults(scenario, &broker, start_ns, &mut pipeline, opts.progress);
+    let recorder = Arc::new(faults::Recorder { applied: Arc::default(), start_ns, say: opts.progress });
+    faults::start(scenario, &broker, relays, Arc::clone(&recorder), &mut pipeline);
     if let Some(feed) = &opts.feed {
         feed.deliver(Feed::Meta(live_meta(scenario, &profile.name, &broker, start_ns)));
     }
@@ -79,7 +84,7 @@ pub(super) async fn run(
     let http = writer.http();
     let roots = Roots { spans: kafka.spans.clone(), ratio: tracer.as_ref().map_or(1.0, |t| t.config().sample_ratio) };
     let mut players = drive::start_players(scenario, times, run_id, writer, roots, &stop, &sent_live)?;
-    let restarts = restarts(scenario);
+    let stage_faults = faults::stage_faults(scenario, start_ns);
     let live = Live {
         sent: &sent_live,
         delivered: &following.delivered,
@@ -87,7 +92,7 @@ pub(super) async fn run(
         progress: opts.progress,
         stop: &stop,
     };
-    let mut watched = watch::watch(&mut pipeline, &mut players, restarts, &live).await?;
+    let mut watched = watch::watch(&mut pipeline, &mut players, stage_faults, &recorder, &live).await?;
 
     settle(&cx, &pipeline, &watched, &following, http.as_ref()).await;
 
@@ -133,11 +138,15 @@ pub(super) async fn run(
     };
     let mut result = made.result(broker_info);
     result.telemetry = telemetry;
-    result.faults = faults.lock().map(|f| f.clone()).unwrap_or_default();
     result.accounting_error.clone_from(&accounting_error);
     let failure = failure.or(accounting_error);
     notes(&figures, &tally, &audit, accounting.dead_lettered, http.as_ref());
     let logs = super::outcome::logs(&mut tally, &mut watched.report.schedule_lag);
+    result.faults = recorder.applied.lock().map(|f| f.clone()).unwrap_or_default();
+    if !result.faults.is_empty() {
+        let e2e = reports::hlog::Series::parse(&logs.end_to_end).map(|s| s.intervals).unwrap_or_default();
+        faults::cost(&mut result.faults, scenario, &tally.windows, &e2e);
+    }
     reports::runs::write_run(dir, &result, &logs).map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
 }
@@ -167,6 +176,7 @@ async fn follow(
     tally.spans = cx.kafka.spans.clone();
     tally.bound_by(Arc::clone(cx.sent));
     tally.warmup = Some(probes::LatencyRecorder::new(reports::WARMUP_TAG, times.start_ns, Duration::from_secs(1)));
+    tally.windows = faults::windows(cx.scenario, times.start_ns);
     let (token, metrics, feed) =
         (cx.scenario.gateway.run_token(), Arc::clone(pipeline.metrics()), cx.opts.feed.clone());
     let following = drive::start_audience(tally, format!("{url}/events"), token, metrics, otlp, feed).await?;
@@ -203,7 +213,7 @@ async fn open(
     dir: &Path,
 ) -> Result<(Broker, KafkaSettings, Option<Arc<telemetry::Tracer>>), RunError> {
     let mut kafka = super::base_kafka(scenario, profile);
-    let broker = broker::start(scenario, profile, &mut kafka).await?;
+    let broker = broker::start(scenario, profile, &mut kafka, dir).await?;
     kafka.check_reachable(CONNECT_TIMEOUT).await.map_err(failed)?;
     create_topics(&kafka, profile).await?;
     let tracer = super::start_tracer(scenario)?;
@@ -329,18 +339,6 @@ fn publish_rule_changes(
         Ok(())
     });
     Ok(())
-}
-
-/// The stages the scenario stops abruptly once, mid-run, and when.
-fn restarts(scenario: &Scenario) -> Vec<(&'static str, tokio::time::Instant)> {
-    let load_began = tokio::time::Instant::now() + Duration::from_millis(100);
-    [
-        (pipeline::topology::AGENT, scenario.agent.restart_at),
-        (pipeline::topology::STREAMJOB, scenario.streamjob.restart_at),
-    ]
-    .into_iter()
-    .filter_map(|(stage, at)| Some((stage, load_began + at?)))
-    .collect()
 }
 
 /// What a user should know besides the figures: events a stage had to skip, unreadable

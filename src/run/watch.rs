@@ -3,6 +3,7 @@
 //! (which stops it too; what was measured is written).
 
 use super::drive::Players;
+use super::faults::{Recorder, StageFault};
 use super::{RunError, describe_exit, failed};
 use dashboard::{Feed, FeedSender, Progress, StageLag};
 use loadgen::DriveReport;
@@ -29,12 +30,12 @@ pub(super) struct Live<'a> {
     pub stop: &'a Arc<AtomicBool>,
 }
 
-/// Watches until the players are done; restarts each stage of `restarts` once, abruptly,
-/// at its time.
+/// Watches until the players are done; applies each stage fault once, at its time.
 pub(super) async fn watch(
     pipeline: &mut Pipeline,
     players: &mut Players,
-    mut restarts: Vec<(&'static str, tokio::time::Instant)>,
+    mut restarts: Vec<StageFault>,
+    recorder: &Recorder,
     live: &Live<'_>,
 ) -> Result<Watched, RunError> {
     let began = Instant::now();
@@ -43,15 +44,18 @@ pub(super) async fn watch(
     tick.tick().await;
     let mut ticks = 0u64;
     let report = loop {
-        let next_restart = restarts.iter().map(|(_, at)| *at).min();
+        let next_restart = restarts.iter().map(|f| f.at).min();
         tokio::select! {
             () = tokio::time::sleep_until(next_restart.unwrap_or_else(tokio::time::Instant::now)), if next_restart.is_some() => {
                 let now = tokio::time::Instant::now();
-                for (stage, _) in restarts.iter().filter(|(_, at)| *at <= now) {
-                    eprintln!("stopping the {stage} abruptly ({stage}.restart_at) and starting it again");
-                    pipeline.restart(stage).map_err(failed)?;
+                for f in restarts.iter().filter(|f| f.at <= now) {
+                    if f.section.is_none() {
+                        eprintln!("stopping the {} abruptly ({}.restart_at) and starting it again", f.stage, f.stage);
+                    }
+                    recorder.stage(f);
+                    pipeline.stop_and_start(f.stage, f.how, f.down).map_err(failed)?;
                 }
-                restarts.retain(|(_, at)| *at > now);
+                restarts.retain(|f| f.at > now);
             },
             r = &mut players.done => break r.map_err(|_| failed("the load generator thread died"))?,
             _ = tick.tick() => {

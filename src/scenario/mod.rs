@@ -11,7 +11,7 @@ mod profiles;
 mod sections;
 mod sla;
 
-pub use faults::{FaultKind, FaultSection};
+pub use faults::{FaultKind, FaultSection, RESTARTABLE};
 pub use pipeline::agent::config::AgentSection;
 pub use pipeline::config::valid_bootstrap;
 pub use pipeline::connector::config::{ConnectorSection, SourceKind};
@@ -265,6 +265,24 @@ impl Scenario {
         }
     }
 
+    /// What the scenario's faults can act on.
+    pub fn fault_targets(&self) -> faults::Targets {
+        let pg = |url: &Option<String>| url.as_deref().is_some_and(|u| u.starts_with("postgres"));
+        let enrich = self.streamjob.enrich.as_ref().is_some_and(|e| pg(&e.url));
+        faults::Targets {
+            external_broker: self.broker.bootstrap.is_some(),
+            external_stages: self.stages.external,
+            postgres: enrich
+                || (self.connector.source == pipeline::connector::config::SourceKind::Postgres
+                    && pg(&self.connector.postgres)),
+            redis: self
+                .edge_cache
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("redis://") || u.starts_with("rediss://")),
+        }
+    }
+
     /// Every semantic problem, each located in `text` where the field is written.
     pub fn validate(&self, text: &str) -> Vec<Problem> {
         let mut p = Problems::default();
@@ -281,7 +299,7 @@ impl Scenario {
         self.streamjob.validate(&around, &mut p);
         self.gateway.validate(&mut p);
         self.telemetry.validate(&self.sla, &mut p);
-        faults::validate(&self.faults, self.load.ends(), self.broker.bootstrap.is_some(), &mut p);
+        faults::validate(&self.faults, self.load.ends(), self.fault_targets(), &mut p);
         profiles::validate(&self.kafka, &self.profiles, &mut p);
         sla::validate(&self.sla, &mut p);
         problems::locate_all(text, p)

@@ -98,6 +98,15 @@ pub struct Env {
     pub cancel: CancellationToken,
 }
 
+/// How [`Pipeline::stop_and_start`] stops a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Its task aborted: nothing drained, nothing committed (a crash, or SIGKILL).
+    Kill,
+    /// Cancelled: it drains, commits what it acknowledged, leaves its group and closes.
+    InOrder,
+}
+
 /// A task that ended: its name and how.
 pub type Exit = std::result::Result<(&'static str, Result<()>), JoinError>;
 
@@ -113,9 +122,11 @@ pub struct Pipeline {
     ingress: Option<mpsc::Receiver<Ingress>>,
     grpc_addr: Option<std::net::SocketAddr>,
     tasks: JoinSet<(&'static str, Result<()>)>,
-    /// The task of each restartable stage, and the tasks aborted to be started again.
-    running: HashMap<&'static str, AbortHandle>,
-    restarting: HashMap<Id, &'static str>,
+    /// The task of each restartable stage with its own stop token, the tasks stopped to be
+    /// started again (and how long each stays down), and the waits of those that stay down.
+    running: HashMap<&'static str, (AbortHandle, CancellationToken)>,
+    restarting: HashMap<Id, (&'static str, std::time::Duration)>,
+    down: HashMap<Id, &'static str>,
     sink_counters: Arc<SinkCounters>,
     agent_stats: Arc<AgentStats>,
     job_stats: Arc<StreamJobStats>,
@@ -167,6 +178,7 @@ impl Pipeline {
             tasks: JoinSet::new(),
             running: HashMap::new(),
             restarting: HashMap::new(),
+            down: HashMap::new(),
             sink_counters: Arc::default(),
             agent_stats: Arc::default(),
             job_stats: Arc::default(),
@@ -279,7 +291,10 @@ impl Pipeline {
 
     /// Starts the agent or the stream job on what is already open.
     fn start(&mut self, stage: &'static str) -> Result<()> {
-        let ctx = self.context(stage);
+        let mut ctx = self.context(stage);
+        // Its own token, so that it can be stopped in order on its own.
+        let stop = ctx.cancel.child_token();
+        ctx.cancel = stop.clone();
         let handle = match stage {
             AGENT => {
                 let config =
@@ -299,17 +314,26 @@ impl Pipeline {
                 self.tasks.spawn(tagged(STREAMJOB, runtime::run(job, ctx)))
             }
         };
-        self.running.insert(stage, handle);
+        self.running.insert(stage, (handle, stop));
         Ok(())
     }
 
     /// Stops the agent or the stream job abruptly; it starts again once its task has
     /// ended (see [`Self::next_exit`]).
     pub fn restart(&mut self, stage: &'static str) -> Result<()> {
-        let handle =
+        self.stop_and_start(stage, Stop::Kill, std::time::Duration::ZERO)
+    }
+
+    /// Stops the agent or the stream job as `how` says; it starts again `down` after its
+    /// task has ended (see [`Self::next_exit`]).
+    pub fn stop_and_start(&mut self, stage: &'static str, how: Stop, down: std::time::Duration) -> Result<()> {
+        let (handle, stop) =
             self.running.get(stage).ok_or_else(|| Error::Config(format!("`{stage}` cannot be restarted here")))?;
-        handle.abort();
-        self.restarting.insert(handle.id(), stage);
+        match how {
+            Stop::Kill => handle.abort(),
+            Stop::InOrder => stop.cancel(),
+        }
+        self.restarting.insert(handle.id(), (stage, down));
         Ok(())
     }
 
@@ -327,7 +351,22 @@ impl Pipeline {
                 Ok((id, _)) => *id,
                 Err(e) => e.id(),
             };
-            if let Some(stage) = self.restarting.remove(&id) {
+            let stopped = self.restarting.remove(&id);
+            if let Some((stage, down)) = stopped.filter(|(_, down)| !down.is_zero()) {
+                // It stays down a while first.
+                self.ready[stage].send_replace(false);
+                let cancel = self.env.cancel.clone();
+                let wait = self.tasks.spawn(tagged(stage, async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(down) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                    Ok(())
+                }));
+                self.down.insert(wait.id(), stage);
+                continue;
+            }
+            if let Some(stage) = stopped.map(|(s, _)| s).or_else(|| self.down.remove(&id)) {
                 self.ready[stage].send_replace(false);
                 if let Err(e) = self.start(stage) {
                     return Some(Ok((stage, Err(e))));

@@ -185,6 +185,10 @@ pub(super) fn pg_row(columns: Vec<(String, Option<String>)>) -> std::result::Res
     })
 }
 
+/// Streams the slot from `resume` until `cancel`. A connection lost once streaming has
+/// begun (a server restart, a network blip) is opened again, with backoff, from the last
+/// change handed on, so nothing is captured twice or skipped; the first connection's
+/// failure, and an undecodable change, end the capture.
 async fn capture_postgres(
     url: String,
     slot: String,
@@ -193,14 +197,53 @@ async fn capture_postgres(
     confirmed: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    use crate::io::postgres::{Change, Decoder, Replication, Streamed, TABLE};
-    let (from, skip_txn, skip_rows) = match resume {
+    let mut at = match resume {
         Position::Postgres { lsn, txn, rows } => (lsn, txn, rows),
         _ => (0, 0, 0),
     };
-    confirmed.store(from, Ordering::Release);
-    let mut repl = Replication::connect(&url).await?;
-    repl.start(&slot, from).await?;
+    confirmed.store(at.0, Ordering::Release);
+    let (mut streamed, mut backoff) = (false, Duration::from_millis(100));
+    loop {
+        match stream_postgres(&url, &slot, &mut at, &mut streamed, &tx, &confirmed, &cancel).await {
+            Ok(()) => return Ok(()),
+            Err(Lost::Fatal(e)) => return Err(e),
+            Err(Lost::Connection(e)) if !streamed => return Err(e),
+            Err(Lost::Connection(e)) => {
+                eprintln!("connector: {e}; connecting again in {backoff:?}");
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Why streaming stopped.
+enum Lost {
+    /// The connection: worth opening again.
+    Connection(Error),
+    /// The stream itself: opening again would only meet it again.
+    Fatal(Error),
+}
+
+/// One replication connection, streaming from `at` (the commit LSN to start after, and
+/// the transaction and rows of it already handed on), which it keeps up to date.
+async fn stream_postgres(
+    url: &str,
+    slot: &str,
+    at: &mut (u64, u64, u64),
+    streamed: &mut bool,
+    tx: &mpsc::Sender<Captured>,
+    confirmed: &AtomicU64,
+    cancel: &CancellationToken,
+) -> std::result::Result<(), Lost> {
+    use crate::io::postgres::{Change, Decoder, Replication, Streamed, TABLE};
+    let (from, skip_txn, skip_rows) = *at;
+    let mut repl = Replication::connect(url).await.map_err(Lost::Connection)?;
+    repl.start(slot, from).await.map_err(Lost::Connection)?;
+    *streamed = true;
     let mut decoder = Decoder::default();
     let (mut done_lsn, mut txn, mut rows) = (from, 0u64, 0u64);
     let mut status = tokio::time::interval(Duration::from_secs(1));
@@ -208,21 +251,23 @@ async fn capture_postgres(
         let streamed = tokio::select! {
             () = cancel.cancelled() => break,
             _ = status.tick() => {
-                repl.status(confirmed.load(Ordering::Acquire)).await?;
+                repl.status(confirmed.load(Ordering::Acquire)).await.map_err(Lost::Connection)?;
                 continue;
             }
-            s = repl.next() => s?,
+            s = repl.next() => s.map_err(Lost::Connection)?,
         };
         let (bytes, received_ns) = match streamed {
             Streamed::ReplyRequested => {
-                repl.status(confirmed.load(Ordering::Acquire)).await?;
+                repl.status(confirmed.load(Ordering::Acquire)).await.map_err(Lost::Connection)?;
                 continue;
             }
             Streamed::Data { bytes, received_ns } => (bytes, received_ns),
         };
-        let change = decoder.decode(&bytes).map_err(|e| Error::Postgres {
-            at: "replication stream".into(),
-            source: format!("undecodable pgoutput message: {e}").into(),
+        let change = decoder.decode(&bytes).map_err(|e| {
+            Lost::Fatal(Error::Postgres {
+                at: "replication stream".into(),
+                source: format!("undecodable pgoutput message: {e}").into(),
+            })
         })?;
         let captured = match change {
             Change::Begin { final_lsn, .. } => {
@@ -232,7 +277,7 @@ async fn capture_postgres(
             Change::Insert { table, columns } if table == TABLE => {
                 rows += 1;
                 if txn == skip_txn && rows <= skip_rows {
-                    continue; // delivered before the restart
+                    continue; // handed on before
                 }
                 Captured {
                     position: Position::Postgres { lsn: done_lsn, txn, rows },
@@ -252,6 +297,9 @@ async fn capture_postgres(
             }
             Change::Insert { .. } | Change::Other(_) => continue,
         };
+        if let Position::Postgres { lsn, txn, rows } = captured.position {
+            *at = (lsn, txn, rows);
+        }
         if tx.send(captured).await.is_err() {
             break;
         }

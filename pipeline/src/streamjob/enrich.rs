@@ -138,8 +138,19 @@ enum Db {
     /// Blocking connections, each used by one lookup at a time on the blocking pool, and
     /// a handle to interrupt each.
     Sqlite(Vec<(Arc<Mutex<rusqlite::Connection>>, Arc<rusqlite::InterruptHandle>)>),
-    /// Connections with the lookup prepared; queries on one connection are pipelined.
-    Postgres(Vec<Arc<(tokio_postgres::Client, tokio_postgres::Statement)>>),
+    /// Connections with the lookup prepared; queries on one connection are pipelined. A
+    /// connection the server closed is opened again by the next lookup that leases it.
+    Postgres(Vec<Mutex<Arc<PgConn>>>),
+}
+
+/// One PostgreSQL connection and the lookup prepared on it.
+type PgConn = (tokio_postgres::Client, tokio_postgres::Statement);
+
+/// Opens a connection to `url` and prepares `query` on it.
+async fn pg_open(at: &EnrichAt, url: &str, query: &str) -> Result<PgConn> {
+    let client = crate::io::postgres::connect(url).await?;
+    let stmt = client.prepare(query).await.map_err(|e| enrich_err(at, format!("query {query:?}: {e}")))?;
+    Ok((client, stmt))
 }
 
 struct Inner {
@@ -208,12 +219,7 @@ impl Enricher {
             EnrichAt::Postgres(url) => {
                 let mut conns = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let client = crate::io::postgres::connect(url).await?;
-                    let stmt = client
-                        .prepare(&query)
-                        .await
-                        .map_err(|e| enrich_err(&config.at, format!("query {query:?}: {e}")))?;
-                    conns.push(Arc::new((client, stmt)));
+                    conns.push(Mutex::new(Arc::new(pg_open(&config.at, url, &query).await?)));
                 }
                 Db::Postgres(conns)
             }
@@ -333,7 +339,18 @@ impl Enricher {
                 return answer?;
             }
             Db::Postgres(conns) => {
-                let conn = Arc::clone(&conns[i]);
+                let current = conns[i].lock().map(|c| Arc::clone(&c)).map_err(|_| "a lookup panicked".to_owned())?;
+                let conn = if current.0.is_closed() {
+                    // The server closed it (a restart, say): open it again, for this lookup and later ones.
+                    let EnrichAt::Postgres(url) = &inner.at else { return Err("not a PostgreSQL lookup".into()) };
+                    let fresh = Arc::new(pg_open(&inner.at, url, &inner.query).await.map_err(|e| e.to_string())?);
+                    if let Ok(mut c) = conns[i].lock() {
+                        *c = Arc::clone(&fresh);
+                    }
+                    fresh
+                } else {
+                    current
+                };
                 tokio::spawn(async move {
                     let _lease = lease;
                     let row = conn.0.query_opt(&conn.1, &[&id]).await.map_err(|e| e.to_string())?;
