@@ -9,4 +9,4 @@ pub mod model;
 pub mod ui;
 
 pub use app::{FeedSender, feed_channel, run_app};
-pub use model::{Budget, DashState, Feed, Meta, Progress, Sample, StageLag, Verdict, WindowSize};
+pub use model::{Budget, DashState, FaultMark, Feed, Meta, Progress, Sample, StageLag, Verdict, WindowSize};

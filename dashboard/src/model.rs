@@ -81,6 +81,18 @@ pub enum Feed {
     Finished(Verdict),
     /// The run failed; the text says why.
     Failed(String),
+    /// A scheduled fault began, or ended (the same `kind` and `began_ns` again).
+    Fault(FaultMark),
+}
+
+/// A fault the run applied, marked on the chart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultMark {
+    pub kind: String,
+    /// Epoch ns.
+    pub began_ns: u64,
+    /// Epoch ns; `None` while it lasts.
+    pub ended_ns: Option<u64>,
 }
 
 /// Rolling window lengths the user cycles through.
@@ -237,6 +249,8 @@ pub struct DashState {
     pub dropped: u64,
     /// Samples whose stamps could not be read.
     pub unreadable: u64,
+    /// The run's faults so far, the latest [`Self::MAX_FAULTS`].
+    pub faults: Vec<FaultMark>,
     hop_names: Vec<(String, bool)>,
     buckets: VecDeque<Bucket>,
 }
@@ -254,6 +268,7 @@ impl DashState {
             failure: None,
             dropped: 0,
             unreadable: 0,
+            faults: Vec::new(),
             hop_names: Vec::new(),
             buckets: VecDeque::new(),
         }
@@ -272,7 +287,22 @@ impl DashState {
             Feed::Progress(p) => self.progress = p,
             Feed::Finished(v) => self.verdict = Some(v),
             Feed::Failed(why) => self.failure = Some(why),
+            Feed::Fault(f) => self.mark(f),
         }
+    }
+
+    /// Faults kept for the chart.
+    pub const MAX_FAULTS: usize = 16;
+
+    fn mark(&mut self, f: FaultMark) {
+        if let Some(known) = self.faults.iter_mut().find(|k| k.kind == f.kind && k.began_ns == f.began_ns) {
+            *known = f;
+            return;
+        }
+        if self.faults.len() >= Self::MAX_FAULTS {
+            self.faults.remove(0);
+        }
+        self.faults.push(f);
     }
 
     /// Advances the view's clock (ignored while paused).

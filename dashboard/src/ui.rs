@@ -136,6 +136,14 @@ fn draw_throughput(frame: &mut Frame<'_>, area: Rect, s: &DashState, v: &WindowV
     if let Some(lag) = p.schedule_lag_ms {
         lines.push(Line::raw(format!("schedule lag max {lag:.2} ms")));
     }
+    if let Some(f) = s.faults.last() {
+        let ago = s.now_ns.saturating_sub(f.began_ns) as f64 / 1e9;
+        let state = f.ended_ns.map_or_else(
+            || "going on".to_owned(),
+            |e| format!("over after {:.1}s", e.saturating_sub(f.began_ns) as f64 / 1e9),
+        );
+        lines.push(Line::styled(format!("fault {} {ago:.0}s ago, {state}", f.kind), Style::new().fg(Color::Yellow)));
+    }
     if !p.lags.is_empty() {
         let lags: Vec<String> = p.lags.iter().map(|l| format!("{} {}", l.stage, l.events)).collect();
         lines.push(Line::raw(format!("lag: {}", lags.join("  "))));
@@ -169,6 +177,34 @@ fn draw_chart(frame: &mut Frame<'_>, area: Rect, s: &DashState, v: &WindowView) 
             .style(Style::new().fg(Color::Magenta))
             .data(&p99),
     ];
+    // Each fault of the last minute: a bar over its window (at least a column wide).
+    let secs_ago = |ns: u64| -(s.now_ns.saturating_sub(ns) as f64 / 1e9);
+    let bars: Vec<Vec<(f64, f64)>> = s
+        .faults
+        .iter()
+        .filter(|f| secs_ago(f.ended_ns.unwrap_or(s.now_ns)) >= -60.0)
+        .map(|f| {
+            let (from, to) = (secs_ago(f.began_ns).max(-60.0), secs_ago(f.ended_ns.unwrap_or(s.now_ns)));
+            let steps = (((to - from) * 4.0).ceil() as usize).max(1);
+            (0..=steps)
+                .flat_map(|i| {
+                    let x = from + (to - from) * i as f64 / steps as f64;
+                    [(x, 0.0), (x, top)]
+                })
+                .collect()
+        })
+        .collect();
+    for (i, bar) in bars.iter().enumerate() {
+        let name = if i == 0 { "fault" } else { "" };
+        datasets.push(
+            Dataset::default()
+                .name(name)
+                .marker(symbols::Marker::Dot)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(Color::Yellow))
+                .data(bar),
+        );
+    }
     if !sla_line.is_empty() {
         datasets.push(
             Dataset::default()
@@ -330,6 +366,21 @@ mod tests {
             .lines()
             .enumerate()
             .find_map(|(y, l)| l.find(needle).map(|byte| (l[..byte].chars().count() as u16, y as u16)))
+    }
+
+    #[test]
+    fn a_fault_is_marked_on_the_chart_and_named_until_it_is_over() {
+        let mut st = state(20);
+        let mark = |ended_ns| crate::model::FaultMark { kind: "broker_restart".into(), began_ns: 108 * S, ended_ns };
+        st.apply(Feed::Fault(mark(None)));
+        let t = text(&render(&st, 120, 40));
+        assert!(t.contains("fault broker_restart 4s ago, going on"), "{t}");
+        assert!(t.contains("fault"), "the chart's legend names the mark: {t}");
+        // The same fault again, ended: one mark, updated.
+        st.apply(Feed::Fault(mark(Some(109 * S))));
+        assert_eq!(st.faults.len(), 1);
+        let t = text(&render(&st, 120, 40));
+        assert!(t.contains("fault broker_restart 4s ago, over after 1.0s"), "{t}");
     }
 
     #[test]

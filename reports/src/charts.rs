@@ -203,13 +203,15 @@ impl Chart for Percentiles<'_> {
     }
 }
 
-/// p50 and p99 per second for one profile, warm-up shaded, SLA dashed.
+/// p50 and p99 per second for one profile, warm-up and faults shaded, SLA dashed.
 #[derive(Debug)]
 pub struct OverTime<'a> {
     pub profile: &'a str,
     pub seconds: &'a DataFrame,
     pub limits: Vec<(f64, f64, String)>,
     pub warmup_s: f64,
+    /// The faults the run applied: when each began and ended (absent: to the end).
+    pub faults: &'a [crate::result::FaultRecord],
 }
 
 impl Chart for OverTime<'_> {
@@ -255,6 +257,18 @@ impl Chart for OverTime<'_> {
                 .draw_series(std::iter::once(Rectangle::new([(0.0, 0.0), (self.warmup_s, y_max)], shade)))?
                 .label("warm-up (not in the statistics)")
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], shade));
+        }
+        // Each fault's window, at least a quarter second wide so an instant one shows.
+        let shade = RGBColor(220, 60, 40).mix(0.22).filled();
+        for (i, f) in self.faults.iter().enumerate() {
+            let end = f.ended_at_s.unwrap_or(t_max).max(f.began_at_s + 0.25);
+            let band =
+                chart.draw_series(std::iter::once(Rectangle::new([(f.began_at_s, 0.0), (end, y_max)], shade)))?;
+            if i == 0 {
+                band.label("fault").legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], shade));
+            }
+            let label = Text::new(f.kind.clone(), (f.began_at_s, y_max * 0.97), (FONT, 11).into_font().color(&BLACK));
+            chart.draw_series(std::iter::once(label))?;
         }
         for (phase, style) in [(WARMUP, 0.45), (MEASURED, 1.0)] {
             let pts = |v: &[f64]| -> Vec<(f64, f64)> {

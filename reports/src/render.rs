@@ -106,6 +106,7 @@ impl Report {
                     seconds: &self.seconds,
                     limits: limits.clone(),
                     warmup_s: p.result.warmup_s,
+                    faults: &p.result.faults,
                 },
                 &format!("Latency over time: {}", p.name),
             )?;
@@ -291,9 +292,48 @@ impl Report {
             let _ = writeln!(h, "<h2>{}</h2><figure>{}</figure>", esc(title), strip_xml_declaration(svg));
         }
         self.html_hops(&mut h);
+        self.html_faults(&mut h);
         self.html_footer(&mut h);
         h.push_str("</body></html>\n");
         h
+    }
+
+    /// The faults table: each fault, its window, what the events intended during it took,
+    /// and how long the p99 took to come back under the bound.
+    fn html_faults(&self, h: &mut String) {
+        if self.profiles.iter().all(|p| p.result.faults.is_empty()) {
+            return;
+        }
+        h.push_str(
+            "<h2>Faults</h2><p>Shaded red on the latency-over-time charts. <i>During</i>: end-to-end latency of the events intended while the fault lasted (its first second, for an instant one). <i>Recovery</i>: from the fault's end until the per-second p99 was back under the bound.</p><table><tr><th>profile</th><th>fault</th><th>began s</th><th>ended s</th><th>events during</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>recovery s</th><th>bound ms</th></tr>",
+        );
+        let ms = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+        for p in &self.profiles {
+            for f in &p.result.faults {
+                let d = f.during;
+                let recovery = match (f.recovery_s, f.recovery_bound_ms) {
+                    (Some(r), _) => format!("{r:.1}"),
+                    (None, Some(_)) => "not before the end".into(),
+                    (None, None) => "-".into(),
+                };
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td><code>{}</code><br><small>{}</small></td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&p.name),
+                    esc(&f.kind),
+                    esc(&f.what),
+                    f.began_at_s,
+                    ms(f.ended_at_s, 1),
+                    d.map_or("-".to_owned(), |d| d.count.to_string()),
+                    ms(d.map(|d| d.p50_ms), 2),
+                    ms(d.map(|d| d.p99_ms), 2),
+                    ms(d.map(|d| d.max_ms), 2),
+                    esc(&recovery),
+                    ms(f.recovery_bound_ms, 0),
+                );
+            }
+        }
+        h.push_str("</table>\n");
     }
 
     /// The profiles table: verdict, rate, percentiles and counts per profile.

@@ -30,6 +30,18 @@ impl RunResult {
         let _ = writeln!(s, "broker    {} {} at {} (storage: {})", b.kind, b.version, b.bootstrap, b.storage);
         for f in &self.faults {
             let _ = writeln!(s, "fault     {} at {:.1}s: {}", f.kind, f.began_at_s, f.what);
+            let cost = f.during.map(|d| {
+                format!("events intended during it: {}, p99 {:.2} ms, max {:.2} ms", d.count, d.p99_ms, d.max_ms)
+            });
+            let recovery = match (f.recovery_s, f.recovery_bound_ms) {
+                (Some(r), Some(b)) => Some(format!("p99 back under {b:.0} ms {r:.1}s after it ended")),
+                (None, Some(b)) => Some(format!("p99 not back under {b:.0} ms before the run ended")),
+                _ => None,
+            };
+            let said: Vec<String> = cost.into_iter().chain(recovery).collect();
+            if !said.is_empty() {
+                let _ = writeln!(s, "          {}", said.join("; "));
+            }
         }
         if let Some(e) = &b.faults {
             let _ = writeln!(s, "          the broker {}", e.describe());

@@ -99,6 +99,8 @@ pub(super) struct Recorder {
     pub applied: Applied,
     pub start_ns: u64,
     pub say: bool,
+    /// The live view, which marks each fault.
+    pub feed: Option<dashboard::FeedSender>,
 }
 
 impl Recorder {
@@ -109,6 +111,7 @@ impl Recorder {
 
     /// `f` began at `began_s` and ended now (`None`: it lasts to the run's end).
     fn record(&self, f: &FaultSection, began_s: f64, ended: bool, what: String) {
+        self.mark(f.kind, began_s, ended.then(|| self.now_s()));
         if let Ok(mut list) = self.applied.lock() {
             list.push(FaultRecord {
                 kind: f.kind.name().into(),
@@ -130,7 +133,18 @@ impl Recorder {
         if self.say {
             eprintln!("fault: {} at {began:.1}s: {what}", f.kind.name());
         }
+        self.mark(f.kind, began, None);
         began
+    }
+
+    /// Marks the fault on the live view (seconds since the load started).
+    fn mark(&self, kind: FaultKind, began_s: f64, ended_s: Option<f64>) {
+        let ns = |s: f64| self.start_ns + (s * 1e9) as u64;
+        if let Some(feed) = &self.feed {
+            let mark =
+                dashboard::FaultMark { kind: kind.name().into(), began_ns: ns(began_s), ended_ns: ended_s.map(ns) };
+            feed.deliver(dashboard::Feed::Fault(mark));
+        }
     }
 
     /// A stage fault, applied by the watch: recorded as over once the stage is started
@@ -138,8 +152,9 @@ impl Recorder {
     pub(super) fn stage(&self, f: &StageFault) {
         let Some(section) = &f.section else { return };
         let how = if f.how == Stop::Kill { "stopped abruptly" } else { "stopped in order" };
-        let what = format!("the {} {how}, started again after {:?}", f.stage, f.down);
+        let what = format!("the {} {how}, started again {}", f.stage, after(f.down));
         let began = self.begins(section, &what);
+        self.mark(section.kind, began, Some(began + f.down.as_secs_f64()));
         if let Ok(mut list) = self.applied.lock() {
             list.push(FaultRecord {
                 kind: section.kind.name().into(),
@@ -193,6 +208,11 @@ pub(super) fn start(
     });
 }
 
+/// "at once", or "after 1s".
+fn after(down: Duration) -> String {
+    if down.is_zero() { "at once".into() } else { format!("after {down:?}") }
+}
+
 /// Applies one fault and waits until it is over.
 async fn apply(
     f: &FaultSection,
@@ -218,7 +238,7 @@ async fn apply(
             }
         }
         FaultKind::BrokerRestart => {
-            let what = format!("the broker stopped as a crash would, started again from its log after {lasts:?}");
+            let what = format!("the broker stopped as a crash would, started again from its log {}", after(lasts));
             let began = recorder.begins(f, &what);
             target.restart(lasts).await?;
             recorder.record(f, began, true, what);

@@ -70,7 +70,8 @@ pub(super) async fn run(
     let start_ns = probes::now_ns() + 100_000_000;
     let times = Times { start_ns, measure_from_ns: start_ns + nanos(scenario.load.warmup) };
     publish_rule_changes(&mut pipeline, scenario, &kafka, start_ns)?;
-    let recorder = Arc::new(faults::Recorder { applied: Arc::default(), start_ns, say: opts.progress });
+    let recorder =
+        Arc::new(faults::Recorder { applied: Arc::default(), start_ns, say: opts.progress, feed: opts.feed.clone() });
     faults::start(scenario, &broker, relays, Arc::clone(&recorder), &mut pipeline);
     if let Some(feed) = &opts.feed {
         feed.deliver(Feed::Meta(live_meta(scenario, &profile.name, &broker, start_ns)));

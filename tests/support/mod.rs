@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod process;
+
 use tailgate::result::RunResult;
 use tailgate::run::{RunOptions, run};
 
