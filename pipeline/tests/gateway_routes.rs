@@ -156,3 +156,49 @@ async fn a_websocket_from_another_sites_page_is_refused() {
         assert_ne!(call(&state, ws(origin)).await.0, StatusCode::FORBIDDEN, "{origin:?}");
     }
 }
+
+/// Over a real socket: a client that trickles its headers is cut off after the header-read
+/// timeout, and clients past the connection limit wait (are not served, nothing is
+/// allocated for them) until a slot frees; the gateway answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_and_connections_past_the_limit_wait() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_ready, rx) = watch::channel(true);
+    let cancel = CancellationToken::new();
+    let state = GatewayState::new(rx, cancel.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let timeout = Duration::from_secs(2);
+    let server = tokio::spawn(pipeline::gateway::serve_with(listener, state, cancel.clone(), 2, timeout));
+    let health = || async move {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut answer)).await.map(|_| answer)
+    };
+
+    // Two slowloris clients take both slots: a third client is not served meanwhile...
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        slow.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = tokio::spawn(health());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "past the limit, a connection waits");
+    // ...until the header-read timeout closes theirs; then it is answered.
+    for c in &mut slow {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "closed after the header-read timeout");
+        assert!(!String::from_utf8_lossy(&rest).contains("200 OK"), "never answered");
+    }
+    let answer = waiting.await.unwrap().expect("answered once a slot freed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(health().await.unwrap().starts_with("HTTP/1.1 200"));
+    cancel.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -4,8 +4,8 @@
 
 use super::auth::{authorize, refusal};
 use super::{DRAIN_TIMEOUT, GatewayState, INGRESS_TIMEOUT};
+use crate::Result;
 use crate::connector::Ingress;
-use crate::{Error, Result};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,6 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures::StreamExt as _;
 use std::convert::Infallible;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -295,24 +296,68 @@ async fn websocket(mut socket: axum::extract::ws::WebSocket, s: GatewayState, se
     }
 }
 
-/// Serves the routes on `listener` until `cancel`; then each open stream is sent what was
-/// queued for it and ends, and the server finishes in-flight responses, for at most
+/// Connections served at once. Past it the gateway stops accepting (more wait in the
+/// kernel's queue) rather than run out of memory or file descriptors.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How long a client may take to send a request's headers before its connection is closed,
+/// so connections that trickle headers (slowloris) cannot hold the server's slots.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the routes on `listener` until `cancel`, at most [`MAX_CONNECTIONS`] at once,
+/// each given [`HEADER_READ_TIMEOUT`] for its headers; then each open stream is sent what
+/// was queued for it and ends, and in-flight responses finish, for at most
 /// [`DRAIN_TIMEOUT`].
 pub async fn serve(listener: TcpListener, state: GatewayState, cancel: CancellationToken) -> Result<()> {
-    use axum::serve::ListenerExt;
-    // Updates are small writes: without TCP_NODELAY, Nagle's algorithm holds each one until
-    // the client's delayed ACK (up to 40 ms) arrives.
-    let listener = listener.tap_io(|tcp| {
+    serve_with(listener, state, cancel, MAX_CONNECTIONS, HEADER_READ_TIMEOUT).await
+}
+
+/// [`serve`] with its limits given.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: GatewayState,
+    cancel: CancellationToken,
+    max_connections: usize,
+    header_read_timeout: std::time::Duration,
+) -> Result<()> {
+    let app = app(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => tokio::select! {
+                    () = cancel.cancelled() => break,
+                    a = listener.accept() => a.map(|(tcp, _)| (tcp, slot)),
+                },
+                Err(_) => break,
+            },
+        };
+        let Ok((tcp, slot)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await; // out of descriptors, say
+            continue;
+        };
+        // Updates are small writes: without TCP_NODELAY, Nagle's algorithm holds each one
+        // until the client's delayed ACK (up to 40 ms) arrives.
         let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(cancel.clone().cancelled_owned());
-    // Streams are drained on shutdown, but a client that stops reading would hold the
-    // server forever: after DRAIN_TIMEOUT the connections still open are closed.
-    tokio::select! {
-        r = server => r.map_err(Error::from),
-        () = async {
-            cancel.cancelled().await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } => Ok(()),
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let cancel = cancel.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read_timeout);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service).with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            // Streams are drained on shutdown, but a client that stops reading would hold
+            // the server forever: after DRAIN_TIMEOUT the connection is closed.
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+        });
     }
+    while conns.join_next().await.is_some() {}
+    Ok(())
 }
