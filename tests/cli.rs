@@ -72,39 +72,82 @@ fn a_failed_objective_exits_1_and_still_writes_the_run() {
     assert!(run_dir.join("result.json").exists());
 }
 
+/// Runs the scenario `text` (the report included) and checks that none of `secrets`
+/// appears in its output or in any file of its run directory; returns `result.json`.
+fn run_keeping_secrets(text: &str, secrets: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "secret.toml", text);
+    let run_dir = dir.path().join("run");
+    let out = tailgate().arg("run").arg(&f).arg("--out").arg(&run_dir).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let mut files = vec![run_dir.clone()];
+    let mut read = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        for secret in secrets {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{} holds {secret}", p.display());
+        }
+        read += 1;
+    }
+    for secret in secrets {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed:\n{stdout}\n{stderr}");
+    }
+    assert!(read >= 4, "result.json, the logs and the report were looked at");
+    std::fs::read_to_string(run_dir.join("result.json")).unwrap()
+}
+
 #[test]
 fn client_credentials_reach_no_file_of_the_run_and_no_output() {
     const SECRET: &str = "hunter2-never-shown";
-    let dir = tempfile::tempdir().unwrap();
-    let f = write(
-        &dir,
-        "secret.toml",
+    let result = run_keeping_secrets(
         &format!(
             "name = \"secret\"\n[load]\nrate = 50\nwarmup = \"1s\"\nduration = \"1s\"\n\
              [kafka.producer]\n\"sasl.password\" = \"{SECRET}\"\n\
              [kafka.consumer]\n\"sasl.password\" = \"{SECRET}\"\n\
              [kafka.stages.agent.producer]\n\"sasl.password\" = \"{SECRET}\"\n"
         ),
+        &[SECRET],
     );
-    let run_dir = dir.path().join("run");
-    let out = tailgate().arg("run").arg(&f).arg("--out").arg(&run_dir).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "{stdout}\n{stderr}");
-    let mut files = vec![run_dir.clone()];
-    let mut read = 0;
-    while let Some(p) = files.pop() {
-        if p.is_dir() {
-            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-        } else {
-            let bytes = std::fs::read(&p).unwrap();
-            assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{} holds the secret", p.display());
-            read += 1;
-        }
-    }
-    assert!(read >= 4, "result.json, the logs and the report were looked at");
-    let result = std::fs::read_to_string(run_dir.join("result.json")).unwrap();
     assert!(result.contains("\"sasl.password\": \"***\""), "the setting is named, its value hidden");
+}
+
+/// A `sasl.password`, a PostgreSQL password (the change-data-capture source and the
+/// enrichment) and a Redis password (the edge cache), each used for real: none of them is
+/// in the run's output or files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_and_client_passwords_reach_no_file_of_the_run_and_no_output() {
+    const TEST: &str = "database_and_client_passwords_reach_no_file_of_the_run_and_no_output";
+    let (Some(pg), Some(redis)) = (testkit::postgres_with_secret(TEST).await, testkit::redis_with_secret(TEST).await)
+    else {
+        return;
+    };
+    let password = |url: &str| {
+        url.split_once("://")
+            .and_then(|(_, r)| r.split_once('@'))
+            .and_then(|(c, _)| c.rsplit_once(':'))
+            .map(|(_, p)| p.to_owned())
+            .unwrap()
+    };
+    let (pg_secret, redis_secret) = (password(&pg), password(&redis));
+    const SASL: &str = "sasl-Secret-never-shown";
+    let slot = format!("tg_secret_{}", probes::now_ns() % 1_000_000_007);
+    let text = format!(
+        "name = \"secrets\"\n[load]\nrate = 50\nwarmup = \"1s\"\nduration = \"1s\"\n\
+         [connector]\nsource = \"postgres\"\npostgres = \"{pg}\"\nslot = \"{slot}\"\n\
+         [streamjob.enrich]\nurl = \"{pg}\"\ntimeout = \"5s\"\n\
+         [edge_cache]\nurl = \"{redis}\"\n\
+         [kafka.producer]\n\"sasl.password\" = \"{SASL}\"\n"
+    );
+    let result = tokio::task::block_in_place(|| run_keeping_secrets(&text, &[&pg_secret, &redis_secret, SASL]));
+    assert!(result.contains("\"delivered\": 100"), "{result}");
+    assert!(result.contains("tailgate_secret:***@"), "the PostgreSQL user is named, its password hidden");
+    let db = pipeline::io::postgres::connect(&pg).await.unwrap();
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.unwrap();
 }
 
 #[test]

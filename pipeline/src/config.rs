@@ -74,10 +74,19 @@ pub fn valid_bootstrap(s: &str) -> bool {
 /// A human duration: "250ms", "30s", "1m".
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
+    let d = humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!("`{s}` is not a duration ({e}); write e.g. \"250ms\" or \"30s\""))
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "`{s}` is longer than a year, the longest duration a scenario takes"
+        )));
+    }
+    Ok(d)
 }
+
+/// The longest duration a scenario takes (a year): sums of durations cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A human duration that may be left out (use with `#[serde(default)]`).
 pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -1,11 +1,12 @@
 //! The broker phase: the embedded broker (or the cluster named by a bootstrap address),
 //! what `result.json` says of it, and the handle the scheduled faults act on it through.
 
-use super::{RunError, failed};
+use super::RunError;
 use crate::result::BrokerInfo;
 use crate::scenario::{Resolved, Scenario};
 use pipeline::KafkaSettings;
 use pipeline::io::secrets::redact_settings;
+#[cfg(feature = "embedded")]
 use std::sync::Arc;
 
 pub(super) struct Broker {
@@ -120,13 +121,15 @@ pub(super) async fn start(
         let restarts = scenario.faults.iter().any(|f| f.kind == crate::scenario::FaultKind::BrokerRestart);
         let log = restarts.then(|| LogDir(dir.join("broker-log")));
         let config = Config { data: log.as_ref().map(|l| l.0.clone()), ..Config::default() };
-        let broker = EmbeddedBroker::start_with(config).await.map_err(failed)?;
+        let broker = EmbeddedBroker::start_with(config).await.map_err(super::failed)?;
         kafka.bootstrap = broker.bootstrap().to_owned();
         let info = info(KIND, VERSION, broker.bootstrap(), &format!("{} (in-process)", broker.storage()));
         let hooks = Some(Arc::clone(broker.broker().faults()));
         let target = Target { embedded: Some(Arc::new(tokio::sync::Mutex::new(broker))), hooks };
         Ok(Broker { target, info, _log: log })
     }
+    #[cfg(not(feature = "embedded"))]
+    let _ = dir;
     #[cfg(not(feature = "embedded"))]
     Err(RunError::BadInput(
         "this build has no embedded broker (feature `embedded`); give --bootstrap HOST:PORT or broker.bootstrap".into(),

@@ -141,7 +141,7 @@ impl Load {
 
     /// How long the load goes, warm-up included.
     pub fn ends(&self) -> Duration {
-        self.warmup + self.duration
+        self.warmup.saturating_add(self.duration)
     }
 
     fn validate(&self, p: &mut Problems) {

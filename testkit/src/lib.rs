@@ -71,6 +71,27 @@ mod with_pipeline {
         crate::needs(test, "postgres", found).map(|()| url)
     }
 
+    /// A PostgreSQL URL whose password no file of the repository holds except
+    /// `scripts/services` (`TAILGATE_TEST_POSTGRES_SECRET`), or `None` to skip: for tests
+    /// that look for credentials where they must not be.
+    pub async fn postgres_with_secret(test: &str) -> Option<String> {
+        let found = match std::env::var("TAILGATE_TEST_POSTGRES_SECRET") {
+            Ok(url) => pipeline::io::postgres::connect(&url).await.map(|_| url).map_err(|e| e.to_string()),
+            Err(_) => Err("TAILGATE_TEST_POSTGRES_SECRET is not set (scripts/services sets it)".into()),
+        };
+        crate::needs(test, "postgres", found)
+    }
+
+    /// A Redis URL with a password (`TAILGATE_TEST_REDIS_SECRET`), or `None` to skip.
+    pub async fn redis_with_secret(test: &str) -> Option<String> {
+        use pipeline::io::cache::{CacheAt, EdgeCache};
+        let found = match std::env::var("TAILGATE_TEST_REDIS_SECRET") {
+            Ok(url) => EdgeCache::open(&CacheAt::Redis(url.clone())).await.map(|_| url).map_err(|e| e.to_string()),
+            Err(_) => Err("TAILGATE_TEST_REDIS_SECRET is not set (scripts/services sets it)".into()),
+        };
+        crate::needs(test, "redis", found)
+    }
+
     /// The Redis URL to test against, or `None` (after saying why) to skip.
     pub async fn redis(test: &str) -> Option<String> {
         use pipeline::io::cache::{CacheAt, EdgeCache};
@@ -81,7 +102,9 @@ mod with_pipeline {
 }
 
 #[cfg(feature = "pipeline")]
-pub use with_pipeline::{DEFAULT_POSTGRES, DEFAULT_REDIS, broker, postgres, redis};
+pub use with_pipeline::{
+    DEFAULT_POSTGRES, DEFAULT_REDIS, broker, postgres, postgres_with_secret, redis, redis_with_secret,
+};
 
 #[cfg(test)]
 mod tests {

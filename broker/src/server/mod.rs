@@ -5,6 +5,9 @@
 mod admin;
 mod coordinator;
 mod data;
+pub mod request;
+
+pub use request::{Decoded, Request};
 
 use crate::batch::{Batch, BatchError};
 use crate::groups::{Committed, JoinRequest};
@@ -30,7 +33,7 @@ use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponseParti
 use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes, decode_request_header_from_buffer};
+use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -150,62 +153,42 @@ impl Conn {
 }
 
 /// Handles one request frame; `None` when no response is due (a produce with acks 0).
-pub(crate) async fn handle(shared: &Arc<Shared>, mut frame: Bytes, peer: &str) -> Result<Option<Bytes>, Close> {
-    let key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api = ApiKey::try_from(key).map_err(|()| Close::Malformed(format!("unknown API key {key}")))?;
-    let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+pub(crate) async fn handle(shared: &Arc<Shared>, frame: Bytes, peer: &str) -> Result<Option<Bytes>, Close> {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let range = supported(api);
-    if !range.is_some_and(|(lo, hi)| (lo..=hi).contains(&version)) {
-        if api == ApiKey::ApiVersions {
-            // Answered in version 0 so any client can read which versions to use.
+    let (version, c, client, body) = match request::decode(frame)? {
+        Decoded::OldApiVersions { correlation } => {
             let mut r = api_versions_body();
             r.error_code = E::UnsupportedVersion.code();
             return encode(correlation, 0, &r).map(Some);
         }
-        return Err(Close::Malformed(match range {
-            Some((lo, hi)) => format!("{api:?} version {version} is not supported (versions {lo}..={hi} are)"),
-            None => format!("{api:?} is not implemented by this broker"),
-        }));
-    }
-    let header =
-        decode_request_header_from_buffer(&mut frame).map_err(|e| Close::Malformed(format!("{api:?} header: {e}")))?;
-    crate::shape::check(api, version, &frame).map_err(|e| Close::Malformed(format!("{api:?} v{version} body: {e}")))?;
-    let client = header.client_id.as_ref().map_or("", |c| c.as_str()).to_owned();
+        Decoded::Request { version, correlation, client, body } => (version, correlation, client, body),
+    };
     let h = Handler { shared, version, client, peer };
-    macro_rules! body {
-        ($t:ty) => {
-            <$t>::decode(&mut frame, version).map_err(|e| Close::Malformed(format!("{api:?} v{version} body: {e}")))?
-        };
-    }
-    let c = correlation;
     let v = version;
-    Ok(Some(match api {
-        ApiKey::ApiVersions => encode(c, v, &api_versions_body())?,
-        ApiKey::Metadata => encode(c, v, &h.metadata(body!(MetadataRequest)))?,
-        ApiKey::Produce => match h.produce(body!(ProduceRequest)) {
+    Ok(Some(match body {
+        Request::ApiVersions => encode(c, v, &api_versions_body())?,
+        Request::Metadata(r) => encode(c, v, &h.metadata(r))?,
+        Request::Produce(r) => match h.produce(r) {
             Some(r) => encode(c, v, &r)?,
             None => return Ok(None),
         },
-        ApiKey::Fetch => encode(c, v, &h.fetch(body!(FetchRequest)).await)?,
-        ApiKey::ListOffsets => encode(c, v, &h.list_offsets(body!(ListOffsetsRequest)))?,
-        ApiKey::CreateTopics => encode(c, v, &h.create_topics(body!(CreateTopicsRequest)))?,
-        ApiKey::DeleteTopics => encode(c, v, &h.delete_topics(body!(DeleteTopicsRequest)))?,
-        ApiKey::DeleteRecords => encode(c, v, &h.delete_records(body!(DeleteRecordsRequest)))?,
-        ApiKey::DescribeConfigs => encode(c, v, &h.describe_configs(body!(DescribeConfigsRequest)))?,
-        ApiKey::InitProducerId => encode(c, v, &h.init_producer_id(body!(InitProducerIdRequest)))?,
-        ApiKey::OffsetForLeaderEpoch => encode(c, v, &h.offset_for_leader_epoch(body!(OffsetForLeaderEpochRequest)))?,
-        ApiKey::FindCoordinator => encode(c, v, &h.find_coordinator(body!(FindCoordinatorRequest)))?,
-        ApiKey::JoinGroup => encode(c, v, &h.join_group(body!(JoinGroupRequest)).await)?,
-        ApiKey::SyncGroup => encode(c, v, &h.sync_group(body!(SyncGroupRequest)).await)?,
-        ApiKey::Heartbeat => encode(c, v, &h.heartbeat(body!(HeartbeatRequest)))?,
-        ApiKey::LeaveGroup => encode(c, v, &h.leave_group(body!(LeaveGroupRequest)))?,
-        ApiKey::OffsetCommit => encode(c, v, &h.offset_commit(body!(OffsetCommitRequest)))?,
-        ApiKey::OffsetFetch => encode(c, v, &h.offset_fetch(body!(OffsetFetchRequest)))?,
-        ApiKey::DescribeGroups => encode(c, v, &h.describe_groups(body!(DescribeGroupsRequest)))?,
-        ApiKey::ListGroups => encode(c, v, &h.list_groups(body!(ListGroupsRequest)))?,
-        other => return Err(Close::Malformed(format!("{other:?} is not implemented by this broker"))),
+        Request::Fetch(r) => encode(c, v, &h.fetch(r).await)?,
+        Request::ListOffsets(r) => encode(c, v, &h.list_offsets(r))?,
+        Request::CreateTopics(r) => encode(c, v, &h.create_topics(r))?,
+        Request::DeleteTopics(r) => encode(c, v, &h.delete_topics(r))?,
+        Request::DeleteRecords(r) => encode(c, v, &h.delete_records(r))?,
+        Request::DescribeConfigs(r) => encode(c, v, &h.describe_configs(r))?,
+        Request::InitProducerId(r) => encode(c, v, &h.init_producer_id(r))?,
+        Request::OffsetForLeaderEpoch(r) => encode(c, v, &h.offset_for_leader_epoch(r))?,
+        Request::FindCoordinator(r) => encode(c, v, &h.find_coordinator(r))?,
+        Request::JoinGroup(r) => encode(c, v, &h.join_group(r).await)?,
+        Request::SyncGroup(r) => encode(c, v, &h.sync_group(r).await)?,
+        Request::Heartbeat(r) => encode(c, v, &h.heartbeat(r))?,
+        Request::LeaveGroup(r) => encode(c, v, &h.leave_group(r))?,
+        Request::OffsetCommit(r) => encode(c, v, &h.offset_commit(r))?,
+        Request::OffsetFetch(r) => encode(c, v, &h.offset_fetch(r))?,
+        Request::DescribeGroups(r) => encode(c, v, &h.describe_groups(r))?,
+        Request::ListGroups(r) => encode(c, v, &h.list_groups(r))?,
     }))
 }
 

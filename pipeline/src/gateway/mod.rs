@@ -37,7 +37,9 @@ mod routes;
 
 pub use auth::{Auth, Denied, Scope};
 pub use dedupe::{IdWindow, Seen};
-pub use routes::{ActionBody, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, PollQuery, app, serve, serve_with};
+pub use routes::{
+    ActionBody, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, PollQuery, app, serve, serve_connection, serve_with,
+};
 
 use crate::connector::Ingress;
 use crate::event::StoryEvent;

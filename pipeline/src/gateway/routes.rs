@@ -311,6 +311,31 @@ pub async fn serve(listener: TcpListener, state: GatewayState, cancel: Cancellat
     serve_with(listener, state, cancel, MAX_CONNECTIONS, HEADER_READ_TIMEOUT).await
 }
 
+/// Serves HTTP/1.1 (WebSocket upgrades included) on one connection until the client is
+/// done, or until `cancel` and then at most [`DRAIN_TIMEOUT`] more. Every request the
+/// gateway reads is parsed here.
+pub async fn serve_connection<I>(
+    io: I,
+    app: axum::Router,
+    header_read_timeout: std::time::Duration,
+    cancel: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let conn = http.serve_connection(io, service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    // Streams are drained on shutdown, but a client that stops reading would hold the
+    // server forever: after DRAIN_TIMEOUT the connection is closed.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+}
+
 /// [`serve`] with its limits given.
 pub async fn serve_with(
     listener: TcpListener,
@@ -341,21 +366,10 @@ pub async fn serve_with(
         // Updates are small writes: without TCP_NODELAY, Nagle's algorithm holds each one
         // until the client's delayed ACK (up to 40 ms) arrives.
         let _ = tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let cancel = cancel.clone();
+        let (app, cancel) = (app.clone(), cancel.clone());
         conns.spawn(async move {
             let _slot = slot;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read_timeout);
-            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service).with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                () = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-            // Streams are drained on shutdown, but a client that stops reading would hold
-            // the server forever: after DRAIN_TIMEOUT the connection is closed.
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+            serve_connection(hyper_util::rt::TokioIo::new(tcp), app, header_read_timeout, cancel).await;
         });
     }
     while conns.join_next().await.is_some() {}
