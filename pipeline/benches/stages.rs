@@ -95,7 +95,7 @@ fn agent(c: &mut Criterion) {
     c.bench_function("agent: compose a beat (state + context + prompt)", |b| {
         b.iter(|| {
             e.id += 1;
-            black_box(compose(&mut state, &e, Some(context), 3))
+            black_box(compose(&mut state, &e, e.id as i64, Some(context), 3))
         });
     });
     let dir = tempfile::tempdir().expect("temp dir");

@@ -70,7 +70,8 @@ impl Process {
     pub fn stop(mut self) -> (Option<i32>, String) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let status = self.child.wait().unwrap();
-        self.seen.extend(self.lines.try_iter());
+        // Everything it said: the reader ends at the end of its stderr.
+        self.seen.extend(self.lines.iter());
         (status.code(), self.seen.join("\n"))
     }
 }

@@ -35,7 +35,10 @@ pub enum Request {
 
 /// A frame, decoded.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant, reason = "made once per frame and taken apart at once; boxing would allocate per request")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per frame and taken apart at once; boxing would allocate per request"
+)]
 pub enum Decoded {
     /// An ApiVersions request in a version this broker does not speak: answered in version
     /// 0, so that any client learns which versions to use.

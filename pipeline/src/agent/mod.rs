@@ -97,12 +97,18 @@ fn clip(s: &str, n: usize) -> &str {
     s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
-/// Builds the beat for `event` from the session's state and context, applying the event to
-/// the state unless it was applied before. Returns the beat (its text is the simulated
-/// reply) and whether the state changed.
-pub fn compose(state: &mut SessionState, event: &StoryEvent, context: Option<&str>, history: usize) -> (Beat, bool) {
+/// Builds the beat for `event` (read at input `offset`) from the session's state and
+/// context, applying the event to the state unless it was applied before. Returns the beat
+/// (its text is the simulated reply) and whether the state changed.
+pub fn compose(
+    state: &mut SessionState,
+    event: &StoryEvent,
+    offset: i64,
+    context: Option<&str>,
+    history: usize,
+) -> (Beat, bool) {
     let action = clip(&event.action, 48);
-    let replayed = state.beat_of(event.id);
+    let replayed = state.replay(event.id, offset);
     let number = match replayed {
         Some(n) => n,
         None => state.actions + 1,
@@ -130,7 +136,7 @@ pub fn compose(state: &mut SessionState, event: &StoryEvent, context: Option<&st
     let text = format!("Beat {number}: the tale turns on \"{}\".", clip(action, 16));
     if replayed.is_none() {
         state.actions = number;
-        state.remember(event.id);
+        state.remember(event.id, offset);
         if state.recent.len() == history {
             state.recent.pop_front();
         }
@@ -372,7 +378,7 @@ impl Worker {
         }
         let context = self.context(event.session).await;
         let state = self.states.entry((event.run, event.session)).or_default();
-        let (beat, changed) = compose(state, event, context.as_deref(), self.config.history);
+        let (beat, changed) = compose(state, event, job.offset, context.as_deref(), self.config.history);
         let mut acks = Vec::with_capacity(2);
         if changed {
             let skey = state::state_key(event.run, event.session);
@@ -418,15 +424,15 @@ mod tests {
     #[test]
     fn prompts_recall_recent_choices_and_the_context() {
         let mut s = SessionState::default();
-        assert_eq!(compose(&mut s, &event(1, 1, "open the door"), None, 2).0.number, 1);
-        compose(&mut s, &event(2, 1, "light a torch"), None, 2);
+        assert_eq!(compose(&mut s, &event(1, 1, "open the door"), 0, None, 2).0.number, 1);
+        compose(&mut s, &event(2, 1, "light a torch"), 1, None, 2);
         let ctx = r#"{"character": "a tide witch", "world": "a drowned city"}"#;
-        let (b, changed) = compose(&mut s, &event(3, 1, "run"), Some(ctx), 2);
+        let (b, changed) = compose(&mut s, &event(3, 1, "run"), 2, Some(ctx), 2);
         assert!(changed);
         assert_eq!(b.number, 3);
         assert!(b.prompt.contains("open the door; light a torch"), "{}", b.prompt);
         assert!(b.prompt.contains("a tide witch, in a drowned city"), "{}", b.prompt);
-        let (b, _) = compose(&mut s, &event(4, 1, "jump"), None, 2);
+        let (b, _) = compose(&mut s, &event(4, 1, "jump"), 3, None, 2);
         assert!(b.prompt.contains("light a torch; run") && !b.prompt.contains("open the door"), "{}", b.prompt);
     }
 
@@ -434,13 +440,32 @@ mod tests {
     fn a_redelivered_event_keeps_its_beat_number_and_leaves_the_state_alone() {
         let mut s = SessionState::default();
         for id in 10..15 {
-            compose(&mut s, &event(id, 1, "go"), None, 3);
+            compose(&mut s, &event(id, 1, "go"), id as i64, None, 3);
         }
         let before = s.clone();
-        let (b, changed) = compose(&mut s, &event(12, 1, "go"), None, 3);
+        let (b, changed) = compose(&mut s, &event(12, 1, "go"), 12, None, 3);
         assert_eq!((b.number, changed), (3, false));
         assert_eq!(s, before);
-        assert_eq!(compose(&mut s, &event(15, 1, "go"), None, 3).0.number, 6);
+        assert_eq!(compose(&mut s, &event(15, 1, "go"), 15, None, 3).0.number, 6);
+    }
+
+    /// After a crash, every event since the last commit is read again, however many of a
+    /// session's there are: none is applied twice, so the next new one is numbered on.
+    #[test]
+    fn a_redelivery_longer_than_the_remembered_ids_applies_nothing_twice() {
+        let mut s = SessionState::default();
+        let n = state::REMEMBERED as u64 * 3;
+        for i in 0..n {
+            compose(&mut s, &event(100 + i, 1, "go"), i as i64, None, 3);
+        }
+        let before = s.clone();
+        for i in 0..n {
+            let (b, changed) = compose(&mut s, &event(100 + i, 1, "go"), i as i64, None, 3);
+            assert!(!changed, "event {i} was applied before");
+            assert!(b.number <= n);
+        }
+        assert_eq!(s, before);
+        assert_eq!(compose(&mut s, &event(100 + n, 1, "go"), n as i64, None, 3).0.number, n + 1);
     }
 
     #[test]

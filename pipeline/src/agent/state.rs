@@ -29,6 +29,11 @@ pub struct SessionState {
     pub recent: VecDeque<String>,
     /// Ids of the last applied events, oldest first; the last is beat `actions`.
     pub applied: VecDeque<u64>,
+    /// The input offset of the last applied event (a session's events all come from one
+    /// partition, in offset order): an event at or before it was applied already, however
+    /// long ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_offset: Option<i64>,
 }
 
 impl SessionState {
@@ -38,12 +43,24 @@ impl SessionState {
         Some(self.actions - (self.applied.len() - 1 - pos) as u64)
     }
 
-    /// Records that `id` was applied.
-    pub fn remember(&mut self, id: u64) {
+    /// Whether the event at input `offset` (with `id`) was applied already, and the beat
+    /// number it got: exact among the remembered events; for an older one, the number
+    /// before the oldest remembered (its beat was delivered long since, and downstream
+    /// knows it by id).
+    pub fn replay(&self, id: u64, offset: i64) -> Option<u64> {
+        self.beat_of(id).or_else(|| {
+            let older = self.last_offset.is_some_and(|last| offset <= last);
+            older.then(|| (self.actions + 1).saturating_sub(self.applied.len() as u64).saturating_sub(1).max(1))
+        })
+    }
+
+    /// Records that `id`, at input `offset`, was applied.
+    pub fn remember(&mut self, id: u64, offset: i64) {
         if self.applied.len() == REMEMBERED {
             self.applied.pop_front();
         }
         self.applied.push_back(id);
+        self.last_offset = Some(offset);
     }
 }
 
@@ -256,19 +273,23 @@ mod tests {
         let mut s = SessionState::default();
         for id in 10..40 {
             s.actions += 1;
-            s.remember(id);
+            s.remember(id, id as i64);
         }
         assert_eq!(s.applied.len(), REMEMBERED);
         assert_eq!(s.beat_of(39), Some(30));
         assert_eq!(s.beat_of(30), Some(21));
         assert_eq!(s.beat_of(10), None); // forgotten
+        // ...but still known as applied, by its offset.
+        assert_eq!(s.replay(39, 39), Some(30));
+        assert_eq!(s.replay(10, 10), Some(14), "the number before the oldest remembered (15)");
+        assert_eq!(s.replay(40, 40), None, "a new event");
     }
 
     #[test]
     fn the_store_keeps_state_per_run_and_a_clean_mark_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let s = SessionState { actions: 2, recent: ["a".into()].into(), applied: [5, 6].into() };
+        let s = SessionState { actions: 2, recent: ["a".into()].into(), applied: [5, 6].into(), last_offset: Some(9) };
         store.put(&state_key(1, 7), &s).unwrap();
         store.put(&state_key(2, 7), &SessionState::default()).unwrap();
         assert_eq!(store.load(Some(1)).unwrap(), HashMap::from([((1, 7), s.clone())]));
