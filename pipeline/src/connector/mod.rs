@@ -209,7 +209,9 @@ pub async fn run(
             break; // the tracker failed; it says why
         }
     }
-    drop((workers, order_tx));
+    // The capture ends once nothing reads what it captures (the tracker may have failed:
+    // a position that could not be recorded), rather than wait for ever on a full channel.
+    drop((workers, order_tx, src_rx));
     let captured = source.await.unwrap_or_else(|e| Err(Error::Stage { stage: NAME, reason: e.to_string() }));
     let tracked = tracker.await.unwrap_or_else(|e| Err(Error::Stage { stage: NAME, reason: e.to_string() }));
     captured.and(tracked)

@@ -131,7 +131,9 @@ impl Carried {
     }
 }
 
-/// Enqueues a record, waiting while librdkafka's queue is full.
+/// Enqueues a record, waiting while librdkafka's queue is full (for at most 10 s). The wait
+/// is a blocking one (callers are synchronous), so on a multi-threaded runtime the worker
+/// thread's other tasks are handed to another thread first.
 pub fn send_with_retry<'a>(
     producer: &FutureProducer,
     mut record: FutureRecord<'a, [u8], [u8]>,
@@ -143,7 +145,11 @@ pub fn send_with_retry<'a>(
             Ok(fut) => return Ok(fut),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
-                std::thread::sleep(Duration::from_millis(1));
+                let wait = || std::thread::sleep(Duration::from_millis(1));
+                match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+                    _ => wait(),
+                }
             }
             Err((KafkaError::MessageProduction(code), _)) => {
                 return Err(Error::Unproducible { stage, reason: code.to_string() });
