@@ -35,6 +35,17 @@ pub struct Tally {
     /// The run's live count of events sent: ids far beyond it are refused at once, so no
     /// id makes the tally grow without bound.
     sent: Option<Arc<AtomicU64>>,
+    /// Times the stream ended before the run did and the audience subscribed again.
+    pub reconnects: u64,
+    /// Distinct events read from the gateway's backlog after a gap (a reconnect, or
+    /// updates the gateway dropped for this subscriber).
+    pub caught_up: u64,
+    /// Updates that had left the gateway's backlog before a catch-up could read them: the
+    /// audience's gap, not the pipeline's loss.
+    pub missed: u64,
+    /// Ids read from the backlog that the stream may still bring (not repeats of the
+    /// gateway's); at most a backlog's worth.
+    caught: std::collections::HashSet<u64>,
     /// Updates that could not be read; the first reason is kept.
     pub unreadable: u64,
     pub first_unreadable: Option<String>,
@@ -77,6 +88,10 @@ impl Tally {
             foreign: 0,
             unexpected: 0,
             sent: None,
+            reconnects: 0,
+            caught_up: 0,
+            missed: 0,
+            caught: std::collections::HashSet::new(),
             unreadable: 0,
             first_unreadable: None,
             warmup: None,
@@ -137,27 +152,51 @@ impl Tally {
 
     /// Takes one SSE `data` payload received at `received_ns`.
     pub fn observe(&mut self, data: &str, received_ns: u64) {
+        self.take(data, received_ns, true);
+    }
+
+    /// Takes one update read from the gateway's backlog after a gap: one already received
+    /// is passed over (it is not a repeat delivery), a new one is timed as it arrives now.
+    pub fn catch_up(&mut self, data: &str, received_ns: u64) {
+        if self.caught.len() >= Self::AHEAD as usize {
+            self.caught.clear(); // ids from catch-ups long past: the stream brought them already
+        }
+        if self.take(data, received_ns, false) {
+            self.caught_up += 1;
+        }
+    }
+
+    /// Takes one update; whether it was a distinct delivery of this run.
+    fn take(&mut self, data: &str, received_ns: u64, repeats_count: bool) -> bool {
         let d: Delivery<'_, IgnoredAny> = match serde_json::from_str(data) {
             Ok(d) => d,
-            Err(e) => return self.unreadable(format!("not a delivery: {e}")),
+            Err(e) => {
+                self.unreadable(format!("not a delivery: {e}"));
+                return false;
+            }
         };
         if d.run != self.run {
-            self.foreign += 1;
-            return;
+            self.foreign += u64::from(repeats_count);
+            return false;
         }
         if let Some(sent) = &self.sent
             && d.id >= sent.load(Ordering::Relaxed).saturating_add(Self::AHEAD)
         {
             self.unexpected += 1;
-            return;
+            return false;
         }
         let (word, bit) = ((d.id / 64) as usize, 1u64 << (d.id % 64));
         if word >= self.seen.len() {
             self.seen.resize(word + 1024, 0);
         }
         if self.seen[word] & bit != 0 {
-            self.duplicates += 1;
-            return;
+            // What a catch-up read first is not repeated by the gateway when the stream brings it.
+            let ours = self.caught.remove(&d.id);
+            self.duplicates += u64::from(repeats_count && !ours);
+            return false;
+        }
+        if !repeats_count {
+            self.caught.insert(d.id);
         }
         self.seen[word] |= bit;
         let last = self.last_in_session.entry(d.session).or_insert(d.id);
@@ -187,6 +226,7 @@ impl Tally {
         } else if let Err(e) = self.hops.record(d.intended_ns, d.stamps.as_bytes(), received_ns) {
             self.unreadable(format!("event {}: {e}", d.id));
         }
+        true
     }
 
     fn unreadable(&mut self, why: String) {
@@ -221,32 +261,19 @@ pub struct Audience {
 
 impl Audience {
     /// Connects (answering once the gateway accepted the subscription), then listens on a
-    /// task until `cancel`, returning the tally. `url` is `http://host:port/path`.
+    /// task until `cancel`, returning the tally. `url` is `http://host:port/path`. When the
+    /// stream ends before `cancel` (the gateway restarted, say), or the gateway says it
+    /// dropped updates this subscriber was too slow for, the audience subscribes again and
+    /// reads what it missed from the gateway's long-poll backlog (`/poll`), so a gap of its
+    /// own is not taken for a loss of the pipeline's.
     pub async fn start(self, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<Result<Tally>>> {
         let Self { url, mut tally, token } = self;
         let fail = |reason: String| Error::Subscribe { url: url.clone(), reason };
         let rest = url.strip_prefix("http://").ok_or_else(|| fail("only http:// URLs are supported".into()))?;
         let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-        let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| fail(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        tokio::spawn(conn);
-        let mut request = hyper::Request::get(path)
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::ACCEPT, "text/event-stream");
-        if let Some(t) = &token {
-            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let request =
-            request.body(http_body_util::Empty::<hyper::body::Bytes>::new()).map_err(|e| fail(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(Error::Status { url, status: response.status().as_u16() });
-        }
+        let gateway = Gateway { url: url.clone(), authority: authority.to_owned(), token };
+        let mut body = gateway.get(&path, "text/event-stream").await?.into_body();
         Ok(tokio::spawn(async move {
-            let mut body = response.into_body();
             let mut buf = Vec::<u8>::with_capacity(64 * 1024);
             loop {
                 let frame = tokio::select! {
@@ -254,25 +281,130 @@ impl Audience {
                     frame = body.frame() => frame,
                 };
                 let received_ns = probes::now_ns();
-                match frame {
-                    None => break,
-                    Some(Err(e)) => return Err(Error::Stream { url, reason: e.to_string() }),
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(bytes) => buf.extend_from_slice(&bytes),
-                        Err(_) => continue, // trailers
-                    },
-                }
-                let consumed = for_each_event(&buf, |data| tally.observe(data, received_ns));
+                let ended = match frame {
+                    None => Some("the stream ended".to_owned()),
+                    Some(Err(e)) => Some(e.to_string()),
+                    Some(Ok(frame)) => {
+                        if let Ok(bytes) = frame.into_data() {
+                            buf.extend_from_slice(&bytes);
+                        }
+                        None
+                    }
+                };
+                let mut lagged = false;
+                let consumed = for_each_event(
+                    &buf,
+                    |data| tally.observe(data, received_ns),
+                    |c| lagged |= c.starts_with("lagged"),
+                );
                 buf.drain(..consumed);
+                if let Some(why) = ended {
+                    eprintln!(
+                        "audience: {why} ({url}); subscribing again and reading what was missed from the backlog"
+                    );
+                    buf.clear();
+                    let Some(again) = gateway.resubscribe(&path, &cancel).await else { break };
+                    body = again.into_body();
+                    tally.reconnects += 1;
+                    lagged = true;
+                }
+                if lagged {
+                    gateway.catch_up(&mut tally).await?;
+                }
             }
             Ok(tally)
         }))
     }
 }
 
-/// Calls `f` with the `data` of every complete event in `buf` and returns how many bytes
-/// were consumed. Events are separated by a blank line; multi-line data is joined by `\n`.
-pub fn for_each_event(buf: &[u8], mut f: impl FnMut(&str)) -> usize {
+/// Where the audience listens, and how it asks.
+#[derive(Debug, Clone)]
+struct Gateway {
+    url: String,
+    authority: String,
+    token: Option<String>,
+}
+
+impl Gateway {
+    /// `GET path` on a connection of its own; the response once its status is a success.
+    async fn get(&self, path: &str, accept: &str) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let fail = |reason: String| Error::Subscribe { url: self.url.clone(), reason };
+        let stream = tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| fail(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(conn);
+        let mut request = hyper::Request::get(path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::ACCEPT, accept);
+        if let Some(t) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let request =
+            request.body(http_body_util::Empty::<hyper::body::Bytes>::new()).map_err(|e| fail(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| fail(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(Error::Status { url: self.url.clone(), status: response.status().as_u16() });
+        }
+        Ok(response)
+    }
+
+    /// Subscribes again, trying every 200 ms until it works; `None` once `cancel`.
+    async fn resubscribe(
+        &self,
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Option<hyper::Response<hyper::body::Incoming>> {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+            if let Ok(r) = self.get(path, "text/event-stream").await {
+                return Some(r);
+            }
+        }
+    }
+
+    /// Reads the whole long-poll backlog into `tally` (updates it has are passed over);
+    /// what had left the backlog is counted in `tally.missed`.
+    async fn catch_up(&self, tally: &mut Tally) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            cursor: u64,
+            missed: u64,
+            updates: Vec<Box<serde_json::value::RawValue>>,
+        }
+        let mut cursor = 0;
+        let mut first = true;
+        loop {
+            let path = format!("/poll?cursor={cursor}&wait=0&max=1000");
+            let body = self.get(&path, "application/json").await?.into_body();
+            let bytes =
+                body.collect().await.map_err(|e| Error::Stream { url: self.url.clone(), reason: e.to_string() })?;
+            let page: Page = serde_json::from_slice(&bytes.to_bytes())
+                .map_err(|e| Error::Stream { url: self.url.clone(), reason: format!("a backlog page: {e}") })?;
+            if first {
+                tally.missed += page.missed;
+                first = false;
+            }
+            let received_ns = probes::now_ns();
+            for u in &page.updates {
+                tally.catch_up(u.get(), received_ns);
+            }
+            if page.updates.is_empty() || page.cursor == cursor {
+                return Ok(());
+            }
+            cursor = page.cursor;
+        }
+    }
+}
+
+/// Calls `f` with the `data` of every complete event in `buf`, and `comment` with the text
+/// of every comment line, and returns how many bytes were consumed. Events are separated
+/// by a blank line; multi-line data is joined by `\n`.
+pub fn for_each_event(buf: &[u8], mut f: impl FnMut(&str), mut comment: impl FnMut(&str)) -> usize {
     let mut consumed = 0;
     let mut data = String::new();
     while let Some(end) = find_blank_line(&buf[consumed..]) {
@@ -281,6 +413,9 @@ pub fn for_each_event(buf: &[u8], mut f: impl FnMut(&str)) -> usize {
         data.clear();
         for line in block.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(c) = line.strip_prefix(b":") {
+                comment(String::from_utf8_lossy(c.strip_prefix(b" ").unwrap_or(c)).trim());
+            }
             if let Some(v) = line.strip_prefix(b"data:") {
                 let v = v.strip_prefix(b" ").unwrap_or(v);
                 if !data.is_empty() {
@@ -337,7 +472,7 @@ mod tests {
     fn sse_frames_split_on_blank_lines_and_keep_partial_tails() {
         let buf = b"event: update\ndata: one\n\n: keepalive\n\ndata: two\ndata: lines\n\ndata: part";
         let mut got = Vec::new();
-        let n = for_each_event(buf, |d| got.push(d.to_owned()));
+        let n = for_each_event(buf, |d| got.push(d.to_owned()), |_| {});
         assert_eq!(got, ["one", "two\nlines"]);
         assert_eq!(&buf[n..], b"data: part");
     }

@@ -358,6 +358,18 @@ fn notes(
             f.first_skip.as_deref().unwrap_or("?")
         );
     }
+    if tally.reconnects > 0 || tally.caught_up > 0 {
+        eprintln!(
+            "note: the audience's stream ended {} times; it subscribed again and read {} updates it had not had from the gateway's backlog",
+            tally.reconnects, tally.caught_up
+        );
+    }
+    if tally.missed > 0 {
+        eprintln!(
+            "warning: {} updates had left the gateway's backlog before the audience could read them after a gap ([gateway] retain): they count as lost",
+            tally.missed
+        );
+    }
     if tally.unexpected > 0 {
         eprintln!("warning: {} updates carried ids this run never sent (not counted as delivered)", tally.unexpected);
     }

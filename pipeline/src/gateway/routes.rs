@@ -372,6 +372,8 @@ pub async fn serve_with(
             serve_connection(hyper_util::rt::TokioIo::new(tcp), app, header_read_timeout, cancel).await;
         });
     }
+    // The port closes at once; open connections are drained.
+    drop(listener);
     while conns.join_next().await.is_some() {}
     Ok(())
 }
