@@ -52,13 +52,13 @@ pub(super) fn next(look: &Look, trust_live: bool) -> Next {
 /// `look()` gives the live figures (its `audited` is filled in here).
 pub(super) async fn drain(
     kafka: &KafkaSettings,
-    run: u64,
+    (run, since): (u64, &std::collections::HashMap<i32, i64>),
     external: bool,
     until: Instant,
     look: impl Fn() -> Look,
     failed: impl Fn() -> bool,
 ) {
-    let audit = || pipeline::runtime::audit_dead_letters(kafka, run, Duration::from_secs(5));
+    let audit = || pipeline::runtime::audit_dead_letters(kafka, run, since, Duration::from_secs(5));
     let (mut audited, mut next_audit, mut trust_live) = (0, Instant::now(), true);
     while !failed() && Instant::now() < until {
         if (external || !trust_live) && Instant::now() >= next_audit {

@@ -33,6 +33,7 @@ pub(super) async fn run(
     let started = std::time::SystemTime::now();
     let (broker, kafka, tracer) = open(scenario, profile, dir).await?;
     let run_id = random_u64() >> 12;
+    let dead_letters_since = kafka.high_watermarks(pipeline::topics::DLQ).await.map_err(failed)?;
     let mut config = scenario.pipeline_config();
     let external = scenario.stages.external.then(|| ExternalStages::new(&scenario.stages));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
@@ -78,7 +79,15 @@ pub(super) async fn run(
     }
     let otlp = super::tracing::start_metrics(tracer.as_ref(), pipeline.metrics()).await?;
     let url = external.as_ref().map_or_else(|| format!("http://{gateway_addr}"), |e| e.gateway.clone());
-    let cx = Cx { scenario, opts, kafka: &kafka, run_id, external: external.as_ref(), sent: &sent_live };
+    let cx = Cx {
+        scenario,
+        opts,
+        kafka: &kafka,
+        run_id,
+        external: external.as_ref(),
+        sent: &sent_live,
+        dead_letters_since: &dead_letters_since,
+    };
     let following = follow(&cx, &pipeline, times, url, otlp.clone()).await?;
 
     let stop = opts.stop.clone().unwrap_or_default();
@@ -103,7 +112,9 @@ pub(super) async fn run(
     let mut tally = following.task.await.map_err(failed)?.map_err(failed)?;
     // Only ids the run sent count as delivered.
     tally.settle(watched.report.sent);
-    let audit = pipeline::runtime::audit_dead_letters(&kafka, run_id, Duration::from_secs(10)).await.map_err(failed)?;
+    let audit = pipeline::runtime::audit_dead_letters(&kafka, run_id, &dead_letters_since, Duration::from_secs(10))
+        .await
+        .map_err(failed)?;
     let broker_info = broker.figures(!scenario.faults.is_empty());
     drop(broker); // everything that talks to it is done
 
@@ -161,6 +172,8 @@ struct Cx<'a> {
     external: Option<&'a ExternalStages>,
     /// Events sent so far.
     sent: &'a Arc<AtomicU64>,
+    /// The dead-letter topic's end before the run: its dead letters are after it.
+    dead_letters_since: &'a std::collections::HashMap<i32, i64>,
 }
 
 /// Starts the audience on the gateway at `url` (and waits until an in-process gateway has
@@ -204,7 +217,8 @@ async fn settle(
         Look { sent: watched.report.sent, delivered, dead_lettered_live, audited: 0, filtered }
     };
     let until = Instant::now() + cx.scenario.load.drain;
-    drain::drain(cx.kafka, cx.run_id, cx.external.is_some(), until, look, || watched.failure.is_some()).await;
+    let run = (cx.run_id, cx.dead_letters_since);
+    drain::drain(cx.kafka, run, cx.external.is_some(), until, look, || watched.failure.is_some()).await;
 }
 
 /// The broker, its topics, the tracer and the run directory.

@@ -148,10 +148,16 @@ pub struct DeadLetterAudit {
     pub first_reason: Option<String>,
 }
 
-/// Reads the dead-letter topic from the beginning up to its current end and collects the
-/// events of `run`, giving up after `timeout`.
-pub async fn audit_dead_letters(kafka: &KafkaSettings, run: u64, timeout: Duration) -> Result<DeadLetterAudit> {
-    let records = kafka.read_to_end(topics::DLQ, &std::collections::HashMap::new(), timeout).await?;
+/// Reads the dead-letter topic from `since` (per partition: its end when the run began, so
+/// a topic that grew over many runs is not read whole; absent: its beginning) up to its
+/// current end and collects the events of `run`, giving up after `timeout`.
+pub async fn audit_dead_letters(
+    kafka: &KafkaSettings,
+    run: u64,
+    since: &std::collections::HashMap<i32, i64>,
+    timeout: Duration,
+) -> Result<DeadLetterAudit> {
+    let records = kafka.read_to_end(topics::DLQ, since, timeout).await?;
     let mut audit = DeadLetterAudit::default();
     for r in records {
         match r.value.as_deref().and_then(|v| dead_letter_identity(kafka.converter, v)) {
