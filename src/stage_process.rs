@@ -193,7 +193,7 @@ async fn prepare(
         }
         StageName::Streamjob => {
             if let Some(e) = config.enrich(dir).filter(|e| e.query.is_none()) {
-                pipeline::streamjob::enrich::prepare(&e.at).await.map_err(failed)?;
+                pipeline::streamjob::profiles::prepare(&e.at).await.map_err(failed)?;
             }
         }
         _ => {}

@@ -9,7 +9,8 @@
 #[path = "common/beats.rs"]
 mod beats;
 
-use pipeline::streamjob::enrich::{EnrichAt, EnrichConfig, Enricher, ResultOrder, TABLE, seed, seed_profile};
+use pipeline::streamjob::enrich::{EnrichAt, EnrichConfig, Enricher, ResultOrder, TABLE};
+use pipeline::streamjob::profiles::{seed, seed_profile};
 use pipeline::streamjob::{StreamJob, StreamJobConfig};
 use pipeline::{KafkaSettings, StoryEvent, topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -109,15 +109,15 @@ impl Recorder {
         probes::now_ns().saturating_sub(self.start_ns) as f64 / 1e9
     }
 
-    /// `f` began at `began_s` and ended now (`None`: it lasts to the run's end).
-    fn record(&self, f: &FaultSection, began_s: f64, ended: bool, what: String) {
-        self.mark(f.kind, began_s, ended.then(|| self.now_s()));
+    /// `f` began at `began_s` and ended at `ended_s` (`None`: it lasts to the run's end).
+    fn record(&self, f: &FaultSection, began_s: f64, ended_s: Option<f64>, what: String) {
+        self.mark(f.kind, began_s, ended_s);
         if let Ok(mut list) = self.applied.lock() {
             list.push(FaultRecord {
                 kind: f.kind.name().into(),
                 at_s: f.at.as_secs_f64(),
                 began_at_s: began_s,
-                ended_at_s: ended.then(|| self.now_s()),
+                ended_at_s: ended_s,
                 duration_s: f.duration.map(|d| d.as_secs_f64()),
                 topic: f.topic.clone(),
                 latency_ms: f.latency.map(|d| d.as_secs_f64() * 1e3),
@@ -154,19 +154,7 @@ impl Recorder {
         let how = if f.how == Stop::Kill { "stopped abruptly" } else { "stopped in order" };
         let what = format!("the {} {how}, started again {}", f.stage, after(f.down));
         let began = self.begins(section, &what);
-        self.mark(section.kind, began, Some(began + f.down.as_secs_f64()));
-        if let Ok(mut list) = self.applied.lock() {
-            list.push(FaultRecord {
-                kind: section.kind.name().into(),
-                at_s: section.at.as_secs_f64(),
-                began_at_s: began,
-                ended_at_s: Some(began + f.down.as_secs_f64()),
-                duration_s: section.duration.map(|d| d.as_secs_f64()),
-                stage: Some(f.stage.into()),
-                what,
-                ..FaultRecord::default()
-            });
-        }
+        self.record(section, began, Some(began + f.down.as_secs_f64()), what);
     }
 }
 
@@ -234,14 +222,14 @@ async fn apply(
                     tokio::time::sleep(lasts).await;
                 }
                 let to_the_end = f.kind == FaultKind::TopicLatency && f.duration.is_none();
-                recorder.record(f, began, !to_the_end, what);
+                recorder.record(f, began, (!to_the_end).then(|| recorder.now_s()), what);
             }
         }
         FaultKind::BrokerRestart => {
             let what = format!("the broker stopped as a crash would, started again from its log {}", after(lasts));
             let began = recorder.begins(f, &what);
             target.restart(lasts).await?;
-            recorder.record(f, began, true, what);
+            recorder.record(f, began, Some(recorder.now_s()), what);
         }
         FaultKind::PostgresRestart | FaultKind::RedisStall => {
             let restart = f.kind == FaultKind::PostgresRestart;
@@ -257,7 +245,7 @@ async fn apply(
                 all.spawn(async move { if restart { r.restart(lasts).await } else { r.stall(lasts).await } });
             }
             while all.join_next().await.is_some() {}
-            recorder.record(f, began, true, what);
+            recorder.record(f, began, Some(recorder.now_s()), what);
         }
         FaultKind::StageKill | FaultKind::StageRestart => {}
     }
@@ -281,13 +269,18 @@ pub(super) fn windows(scenario: &Scenario, start_ns: u64) -> Vec<loadgen::Intend
 
 /// Adds what each fault cost: the latency of the events intended while it lasted (from the
 /// tally's `windows`, in the scenario's order), and the recovery, read off the end-to-end
-/// interval log (`e2e`, whose clock starts `warmup_s` after the load's).
+/// interval log (`e2e_log`, whose clock starts at the warm-up's end).
 pub(super) fn cost(
     records: &mut [FaultRecord],
     scenario: &Scenario,
     windows: &[loadgen::IntendedWindow],
-    e2e: &[reports::hlog::Interval],
+    e2e_log: &[u8],
 ) {
+    if records.is_empty() {
+        return;
+    }
+    let e2e = reports::hlog::Series::parse(e2e_log).map(|s| s.intervals).unwrap_or_default();
+    let e2e = &e2e[..];
     let warmup_s = scenario.load.warmup.as_secs_f64();
     let first = records.iter().map(|r| r.began_at_s).fold(f64::INFINITY, f64::min);
     let bound = scenario

@@ -44,7 +44,7 @@ pub(super) async fn run(
         drive::open_writer(scenario, &config, dir, (gateway_addr, &players), external.is_some()).await?;
     if let Some(e) = config.enrich(dir) {
         // The run seeds a profile per session; an in-process stream job opens the database.
-        pipeline::streamjob::enrich::seed(&e.at, scenario.load.sessions).await.map_err(failed)?;
+        pipeline::streamjob::profiles::seed(&e.at, scenario.load.sessions).await.map_err(failed)?;
     }
     let cancel = tokio_util::sync::CancellationToken::new();
     // Stages reach a database a fault acts on through a relay; the load writes to it directly.
@@ -108,27 +108,12 @@ pub(super) async fn run(
 
     let stopped = pipeline.shutdown(Duration::from_secs(20)).await;
     let failure = watched.failure.clone().or(stopped);
-    following.cancel.cancel();
-    let mut tally = following.task.await.map_err(failed)?.map_err(failed)?;
-    // Only ids the run sent count as delivered.
-    tally.settle(watched.report.sent);
-    let audit = pipeline::runtime::audit_dead_letters(&kafka, run_id, &dead_letters_since, Duration::from_secs(10))
-        .await
-        .map_err(failed)?;
+    let (mut tally, audit) = collect(&cx, following, watched.report.sent).await?;
     let broker_info = broker.figures(!scenario.faults.is_empty());
     drop(broker); // everything that talks to it is done
 
     let figures = pipeline.figures();
-    let delivered_too = audit.ids.iter().filter(|id| tally.has(**id)).count() as u64;
-    let in_topic = audit.ids.len() as u64;
-    let (accounting, accounting_error) =
-        match drain::account(watched.report.sent, tally.delivered, in_topic, delivered_too, figures.filtered()) {
-            Ok(a) => (a, None),
-            Err(why) => {
-                let dead_lettered = in_topic - delivered_too;
-                (drain::Accounting { dead_lettered, filtered: figures.filtered(), lost: 0 }, Some(why))
-            }
-        };
+    let (accounting, accounting_error) = account(watched.report.sent, &tally, &audit, &figures);
     // The last metrics export carries the run's accounting.
     pipeline.metrics().set_lost(accounting.lost);
     let telemetry = super::tracing::stop(tracer, otlp).await;
@@ -155,12 +140,46 @@ pub(super) async fn run(
     notes(&figures, &tally, &audit, accounting.dead_lettered, http.as_ref());
     let logs = super::outcome::logs(&mut tally, &mut watched.report.schedule_lag);
     result.faults = recorder.applied.lock().map(|f| f.clone()).unwrap_or_default();
-    if !result.faults.is_empty() {
-        let e2e = reports::hlog::Series::parse(&logs.end_to_end).map(|s| s.intervals).unwrap_or_default();
-        faults::cost(&mut result.faults, scenario, &tally.windows, &e2e);
-    }
+    faults::cost(&mut result.faults, scenario, &tally.windows, &logs.end_to_end);
     reports::runs::write_run(dir, &result, &logs).map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
+}
+
+/// Stops the audience and takes its tally (only ids the run sent count as delivered), and
+/// reads back the run's dead letters.
+async fn collect(
+    cx: &Cx<'_>,
+    following: drive::Following,
+    sent: u64,
+) -> Result<(Tally, pipeline::runtime::DeadLetterAudit), RunError> {
+    following.cancel.cancel();
+    let mut tally = following.task.await.map_err(failed)?.map_err(failed)?;
+    tally.settle(sent);
+    let since = cx.dead_letters_since;
+    let audit = pipeline::runtime::audit_dead_letters(cx.kafka, cx.run_id, since, Duration::from_secs(10))
+        .await
+        .map_err(failed)?;
+    Ok((tally, audit))
+}
+
+/// `sent = delivered + dead_lettered + filtered + lost`, from what the audience received
+/// and the dead-letter topic holds of the run; when the terms do not add up, the reason
+/// (and the terms as they stand, `lost` 0).
+fn account(
+    sent: u64,
+    tally: &Tally,
+    audit: &pipeline::runtime::DeadLetterAudit,
+    figures: &pipeline::assemble::PipelineFigures,
+) -> (drain::Accounting, Option<String>) {
+    let delivered_too = audit.ids.iter().filter(|id| tally.has(**id)).count() as u64;
+    let in_topic = audit.ids.len() as u64;
+    match drain::account(sent, tally.delivered, in_topic, delivered_too, figures.filtered()) {
+        Ok(a) => (a, None),
+        Err(why) => {
+            let dead_lettered = in_topic - delivered_too;
+            (drain::Accounting { dead_lettered, filtered: figures.filtered(), lost: 0 }, Some(why))
+        }
+    }
 }
 
 /// What the phases after the start share.

@@ -15,7 +15,7 @@
 //! The database is SQLite (a file, embedded) or PostgreSQL (a `postgres://` URL), queried
 //! over a pool of `connections`, one query per connection at a time. Both are queried
 //! with one statement taking the session id and returning one text column: by default from `story_profiles`, which
-//! [`seed`] fills. [`Later`] produces an event whose lookup was not cached, from a task of
+//! [`super::profiles::seed`] fills. [`Later`] produces an event whose lookup was not cached, from a task of
 //! its own.
 
 use crate::event::{Enrichment, StoryEvent};
@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-/// The table [`seed`] fills and the default query reads.
+/// The table [`super::profiles::seed`] fills and the default query reads.
 pub const TABLE: &str = "story_profiles";
 
 /// Where the profiles live.
@@ -177,7 +177,7 @@ impl std::fmt::Debug for Enricher {
     }
 }
 
-fn enrich_err(at: &EnrichAt, e: impl Into<crate::Cause>) -> Error {
+pub(super) fn enrich_err(at: &EnrichAt, e: impl Into<crate::Cause>) -> Error {
     Error::Enrich { at: at.describe(), source: e.into() }
 }
 
@@ -408,63 +408,6 @@ impl Drop for Interrupt {
     }
 }
 
-/// A session's profile as [`seed`] writes it.
-pub fn seed_profile(session: u64) -> String {
-    const GENRES: [&str; 5] = ["noir", "cozy", "epic", "horror", "comedy"];
-    const LEVELS: [&str; 3] = ["young", "teen", "adult"];
-    format!("{}/{}", GENRES[(session % 5) as usize], LEVELS[(session / 5 % 3) as usize])
-}
-
-/// Creates [`TABLE`] if missing (a SQLite file too), so a stream job can start before any
-/// run has seeded it.
-pub async fn prepare(at: &EnrichAt) -> Result<()> {
-    seed(at, 0).await
-}
-
-/// Creates [`TABLE`] if missing and writes a profile for sessions `0..sessions`.
-pub async fn seed(at: &EnrichAt, sessions: u64) -> Result<()> {
-    match at {
-        EnrichAt::Sqlite(path) => {
-            let path = path.clone();
-            let err_at = at.clone();
-            tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
-                let mut conn = rusqlite::Connection::open(&path)?;
-                conn.pragma_update(None, "journal_mode", "WAL")?;
-                conn.busy_timeout(Duration::from_secs(5))?;
-                conn.execute(
-                    &format!("CREATE TABLE IF NOT EXISTS {TABLE} (session INTEGER PRIMARY KEY, profile TEXT NOT NULL)"),
-                    [],
-                )?;
-                let tx = conn.transaction()?;
-                {
-                    let mut put = tx.prepare(&format!("INSERT OR REPLACE INTO {TABLE} VALUES (?1, ?2)"))?;
-                    for s in 0..sessions {
-                        put.execute(rusqlite::params![s as i64, seed_profile(s)])?;
-                    }
-                }
-                tx.commit()
-            })
-            .await
-            .map_err(|e| enrich_err(&err_at, e))?
-            .map_err(|e| enrich_err(at, e))
-        }
-        EnrichAt::Postgres(url) => {
-            let client = crate::io::postgres::connect(url).await?;
-            let create =
-                format!("CREATE TABLE IF NOT EXISTS {TABLE} (session BIGINT PRIMARY KEY, profile TEXT NOT NULL)");
-            client.batch_execute(&create).await.map_err(|e| enrich_err(at, e))?;
-            let ids: Vec<i64> = (0..sessions as i64).collect();
-            let profiles: Vec<String> = (0..sessions).map(seed_profile).collect();
-            let upsert = format!(
-                "INSERT INTO {TABLE} SELECT * FROM unnest($1::bigint[], $2::text[]) \
-                 ON CONFLICT (session) DO UPDATE SET profile = EXCLUDED.profile"
-            );
-            client.execute(&upsert, &[&ids, &profiles]).await.map_err(|e| enrich_err(at, e))?;
-            Ok(())
-        }
-    }
-}
-
 /// Enriches `event` at once when its profile is cached and nothing before it is still in
 /// flight (ordered mode), so a cache hit costs no task; true when it did.
 pub fn enriched_inline(
@@ -541,6 +484,7 @@ impl Later {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streamjob::profiles::{seed, seed_profile};
 
     async fn sqlite(dir: &tempfile::TempDir, sessions: u64) -> EnrichConfig {
         let at = EnrichAt::Sqlite(dir.path().join("profiles.sqlite"));

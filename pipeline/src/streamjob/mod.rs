@@ -36,6 +36,7 @@ mod changelog;
 pub mod config;
 pub mod enrich;
 mod patterns;
+pub mod profiles;
 mod rules;
 mod stage;
 
