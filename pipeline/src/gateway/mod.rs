@@ -221,8 +221,13 @@ impl Stage for Gateway {
             return Ok(Ack::Nothing);
         }
         if self.state.fanout.filled() && self.state.fanout.all_full() {
-            // Every client is a whole buffer behind: stop reading rather than drop.
-            wait_for_room(out.consumer, &self.state, &out.ctx.cancel).await;
+            // Every client is a whole buffer behind: stop reading rather than drop, for at
+            // most half the consumer's max.poll.interval.ms (past it the group would take
+            // the partitions away); clients that took nothing for that long then meet
+            // their slow-client policy.
+            let max_poll = out.ctx.kafka.effective_consumer().get("max.poll.interval.ms").and_then(|v| v.parse().ok());
+            let limit = std::time::Duration::from_millis(max_poll.unwrap_or(300_000u64) / 2);
+            wait_for_room(out.consumer, &self.state, &out.ctx.cancel, limit).await;
         }
         let from = From { partition: msg.partition(), offset: msg.offset(), ingress_ns };
         let state = &self.state;
@@ -233,8 +238,14 @@ impl Stage for Gateway {
     }
 }
 
-/// Pauses the consumer's partitions until a client has room (or shutdown), then resumes.
-async fn wait_for_room(consumer: &crate::runtime::StageConsumer, state: &GatewayState, cancel: &CancellationToken) {
+/// Pauses the consumer's partitions until a client has room, shutdown, or `limit` has
+/// passed, then resumes.
+async fn wait_for_room(
+    consumer: &crate::runtime::StageConsumer,
+    state: &GatewayState,
+    cancel: &CancellationToken,
+    limit: std::time::Duration,
+) {
     use rdkafka::consumer::Consumer;
     let stats = &state.fanout.stats;
     let assignment = consumer.assignment().ok();
@@ -243,7 +254,7 @@ async fn wait_for_room(consumer: &crate::runtime::StageConsumer, state: &Gateway
     }
     stats.pauses.fetch_add(1, Ordering::Relaxed);
     let began = std::time::Instant::now();
-    while state.fanout.all_full() && !cancel.is_cancelled() {
+    while state.fanout.all_full() && !cancel.is_cancelled() && began.elapsed() < limit {
         tokio::select! {
             () = state.fanout.wait_for_room() => {}
             () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
