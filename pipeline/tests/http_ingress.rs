@@ -112,3 +112,39 @@ async fn a_full_queue_answers_503_and_no_ingress_answers_404() {
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
     cancel.cancel();
 }
+
+/// The connector's position can no longer be recorded (its offsets topic is gone): the
+/// connector stops with that reason instead of waiting for ever on a capture that nobody
+/// reads any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_that_cannot_be_recorded_stops_the_connector_with_the_reason() {
+    use pipeline::connector::{ActionRow, SourceWriter};
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let (_broker, mut kafka) = testkit::broker(1).await;
+    kafka.producer.insert("message.timeout.ms".into(), "1000".into());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("source.sqlite");
+    let mut writer = SourceWriter::open(&db).unwrap();
+    let row = |id: u64| ActionRow {
+        run: 9,
+        event_id: id,
+        session: id % 4,
+        intended_ns: 1000,
+        traceparent: TraceContext::new_root().to_string().into(),
+        action: "go".into(),
+    };
+    writer.insert(&row(0)).unwrap();
+    let cancel = CancellationToken::new();
+    let counters = Arc::new(StageCounters::default());
+    let conn = tokio::spawn(connector::run(kafka.clone(), ConnectorConfig::new(Source::sqlite(&db)), counters, cancel));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let admin: AdminClient<_> = kafka.producer_config("admin").create().unwrap();
+    admin.delete_topics(&[topics::CONNECT_OFFSETS], &AdminOptions::new()).await.unwrap();
+    // Rows keep coming; their position cannot be written.
+    for id in 1..2000 {
+        writer.insert(&row(id)).unwrap();
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(60), conn).await.expect("the connector stops, not hangs");
+    let err = ended.unwrap().expect_err("the connector fails");
+    assert!(err.to_string().contains("position was not recorded"), "{err}");
+}

@@ -111,3 +111,26 @@ async fn valid_events_are_stamped_and_poison_is_dead_lettered_with_its_reason() 
     assert_eq!(counters.forwarded.load(Ordering::Relaxed), 1);
     assert_eq!(counters.dead_lettered.load(Ordering::Relaxed), 2);
 }
+
+/// A run's audit of the dead-letter topic reads from where the topic ended when the run
+/// began: a topic that holds many earlier runs' dead letters is not read whole (and a
+/// dead letter from before is not the run's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_audit_reads_only_what_came_after_the_run_began() {
+    let (_broker, kafka) = testkit::broker(1).await;
+    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
+    let dlq = pipeline::runtime::DeadLetters::new(producer, "agent", Arc::new(StageCounters::default()));
+    let letter = |id: u64| {
+        let e = StoryEvent { run: 9, id, session: 1, action: "x".into(), beat: None, window: None, enrichment: None };
+        dlq.send_event(&e, kafka.converter, OwnedHeaders::new(), "poison").unwrap().unwrap()
+    };
+    letter(1).await.unwrap().unwrap();
+    let since = kafka.high_watermarks(topics::DLQ).await.unwrap();
+    letter(2).await.unwrap().unwrap();
+    let timeout = Duration::from_secs(10);
+    let all =
+        pipeline::runtime::audit_dead_letters(&kafka, 9, &std::collections::HashMap::new(), timeout).await.unwrap();
+    let run = pipeline::runtime::audit_dead_letters(&kafka, 9, &since, timeout).await.unwrap();
+    assert_eq!(all.ids.len(), 2);
+    assert_eq!(run.ids.into_iter().collect::<Vec<_>>(), [2]);
+}

@@ -192,7 +192,14 @@ pub async fn run(
     let tracker =
         tokio::spawn(track(order_rx, producer.clone(), key, resume, confirmed, Arc::clone(&counters), cancel.clone()));
 
-    while let Some(c) = src_rx.recv().await {
+    loop {
+        let c = tokio::select! {
+            c = src_rx.recv() => match c {
+                Some(c) => c,
+                None => break,
+            },
+            () = order_tx.closed() => break, // the tracker failed; it says why
+        };
         let ack = match c.row {
             None => Ack::Nothing,
             Some(row) => {

@@ -103,6 +103,7 @@ pub(super) fn spawn_source(
             loop {
                 let ingress = tokio::select! {
                     () = cancel.cancelled() => return Ok(()),
+                    () = tx.closed() => return Ok(()),
                     i = rx.recv() => match i { Some(i) => i, None => return Ok(()) },
                 };
                 let c = Captured {
@@ -136,7 +137,8 @@ pub(super) fn capture_sqlite(
         )
         .map_err(db_err)?;
     let mut position = from;
-    while !cancel.is_cancelled() {
+    // Until cancelled, or until nothing reads what it captures (the connector stopped).
+    while !cancel.is_cancelled() && !tx.is_closed() {
         let mut rows = stmt.query(params![position, batch as i64]).map_err(db_err)?;
         let ingress_ns = probes::now_ns();
         let mut any = false;
@@ -250,6 +252,8 @@ async fn stream_postgres(
     loop {
         let streamed = tokio::select! {
             () = cancel.cancelled() => break,
+            () = tx.closed() => break, // the connector stopped
+
             _ = status.tick() => {
                 repl.status(confirmed.load(Ordering::Acquire)).await.map_err(Lost::Connection)?;
                 continue;
