@@ -18,24 +18,32 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// A gateway on `kafka` whose one client (returned, reading nothing yet) has room for 4
+/// updates, once its consumer has partitions; then 20 updates sent to it.
+async fn full_gateway(
+    kafka: &pipeline::KafkaSettings,
+    cancel: &CancellationToken,
+) -> (GatewayState, pipeline::gateway::fanout::Subscription, tokio::task::JoinHandle<pipeline::Result<()>>) {
+    let (ready_tx, mut ready_rx) = watch::channel(false);
+    let config = FanoutConfig { buffer: 4, policy: SlowClient::DropOldest, ..FanoutConfig::default() };
+    let state = GatewayState::with_fanout(ready_rx.clone(), cancel.clone(), config);
+    let client = state.subscribe(None);
+    let ctx = StageContext { ready: ready_tx, cancel: cancel.clone(), ..StageContext::new(kafka.clone()) };
+    let consumer = tokio::spawn(pipeline::runtime::run(pipeline::gateway::Gateway::new(state.clone()), ctx));
+    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
+    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
+    for id in 0..20u64 {
+        beats::send(&producer, topics::UPDATES, &beats::beat(3, id, 1, "go"), 1000).await;
+    }
+    (state, client, consumer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_client_pauses_the_consumer_and_reading_resumes_it_without_loss() {
     let (_broker, kafka) = testkit::broker(1).await;
 
     let cancel = CancellationToken::new();
-    let (ready_tx, mut ready_rx) = watch::channel(false);
-    let config = FanoutConfig { buffer: 4, policy: SlowClient::DropOldest, ..FanoutConfig::default() };
-    let state = GatewayState::with_fanout(ready_rx.clone(), cancel.clone(), config);
-    // The only client, which reads nothing for now.
-    let mut client = state.subscribe(None);
-    let ctx = StageContext { ready: ready_tx, cancel: cancel.clone(), ..StageContext::new(kafka.clone()) };
-    let consumer = tokio::spawn(pipeline::runtime::run(pipeline::gateway::Gateway::new(state.clone()), ctx));
-    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
-
-    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
-    for id in 0..20u64 {
-        beats::send(&producer, topics::UPDATES, &beats::beat(3, id, 1, "go"), 1000).await;
-    }
+    let (state, mut client, consumer) = full_gateway(&kafka, &cancel).await;
 
     // The queue fills (4) and the consumer pauses with the fifth update in hand.
     let stats = state.fanout_stats();
@@ -77,18 +85,7 @@ async fn a_pause_ends_before_the_consumer_would_be_dropped_from_its_group() {
         kafka.consumer.insert(k.into(), v.into());
     }
     let cancel = CancellationToken::new();
-    let (ready_tx, mut ready_rx) = watch::channel(false);
-    let config = FanoutConfig { buffer: 4, policy: SlowClient::DropOldest, ..FanoutConfig::default() };
-    let state = GatewayState::with_fanout(ready_rx.clone(), cancel.clone(), config);
-    let _client = state.subscribe(None); // never reads
-    let ctx = StageContext { ready: ready_tx, cancel: cancel.clone(), ..StageContext::new(kafka.clone()) };
-    let consumer = tokio::spawn(pipeline::runtime::run(pipeline::gateway::Gateway::new(state.clone()), ctx));
-    tokio::time::timeout(Duration::from_secs(60), ready_rx.wait_for(|r| *r)).await.unwrap().unwrap();
-
-    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
-    for id in 0..20u64 {
-        beats::send(&producer, topics::UPDATES, &beats::beat(3, id, 1, "go"), 1000).await;
-    }
+    let (state, _client, consumer) = full_gateway(&kafka, &cancel).await; // the client never reads
     let stats = state.fanout_stats();
     tokio::time::timeout(Duration::from_secs(30), async {
         while stats.dropped.load(Ordering::Relaxed) == 0 {
