@@ -1,6 +1,6 @@
 //! What tailgate reads from outside, each behind one entry point that takes arbitrary
 //! bytes: the header codec, scenario files, `.hlog` interval logs, OMB workloads, gateway
-//! requests and broker frames. `fuzz_targets/` runs each under libFuzzer
+//! requests, broker frames and record batches. `fuzz_targets/` runs each under libFuzzer
 //! (`cargo +nightly fuzz run NAME`); `tests/smoke.rs` runs each on seeds and their
 //! mutations in the test suite. An entry point returns normally for every input: a panic,
 //! a hang or an abort is the bug it looks for.
@@ -81,9 +81,52 @@ pub fn gateway(data: &[u8]) {
 }
 
 /// One Kafka request frame (without its size prefix), as the broker decodes it before
-/// acting on it.
+/// acting on it; a Produce request's records are then split and walked as an append does.
 pub fn frames(data: &[u8]) {
-    let _ = broker::server::request::decode(bytes::Bytes::copy_from_slice(data));
+    use broker::server::request::{Decoded, Request};
+    let Ok(Decoded::Request { body: Request::Produce(p), .. }) =
+        broker::server::request::decode(bytes::Bytes::copy_from_slice(data))
+    else {
+        return;
+    };
+    for t in p.topic_data {
+        for records in t.partition_data.into_iter().filter_map(|pd| pd.records) {
+            walk_batches(records);
+        }
+    }
+}
+
+/// Bytes a producer sends as a partition's records, with the first batch's CRC made right
+/// (random bytes would almost never pass it), so that the checks and the record walk past
+/// it are reached.
+pub fn batches(data: &[u8]) {
+    use broker::batch::HEADER_LEN;
+    let mut b = data.to_vec();
+    if b.len() >= HEADER_LEN {
+        let crc = crc32c::crc32c(&b[CRC_COVERS..]);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+    walk_batches(bytes::Bytes::from(b));
+}
+
+/// Where a batch's CRC-32C sits, and where the bytes it covers begin.
+const CRC_AT: usize = 17;
+const CRC_COVERS: usize = 21;
+
+/// What an append does with a partition's records: split into checked batches, each one's
+/// records walked, stamped with an offset and an append time, and compacted; a batch kept
+/// whole by compaction must split again to itself.
+fn walk_batches(records: bytes::Bytes) {
+    let Ok(batches) = broker::batch::Batch::split(records) else { return };
+    for b in batches {
+        let _ = (b.last_offset(), b.last_sequence(), b.max_timestamp(), b.producer_epoch());
+        let stamped = b.assign(7, Some(1_700_000_000_000));
+        assert_eq!(stamped.len(), b.len(), "stamping keeps a batch's size");
+        let Some(Ok(recs)) = b.records() else { continue };
+        let kept = b.retain(&recs, |_| true);
+        let again = broker::batch::Batch::split(kept.bytes().clone());
+        assert!(again.is_ok_and(|a| a.len() == 1), "a batch compacted to all its records splits again");
+    }
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {

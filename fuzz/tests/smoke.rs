@@ -1,12 +1,11 @@
 //! A short smoke run of every fuzz target, in the test suite: each target on its seeds
 //! and on deterministic mutations of them. The coverage-guided runs are
-//! `cargo +nightly fuzz run TARGET` (docs/fuzzing.md); this keeps every entry point
-//! building and keeps the inputs that once crashed one from crashing it again.
+//! `cargo +nightly fuzz run TARGET` (docs/fuzzing.md) and start from the same seeds:
+//! `fuzz/seeds/TARGET/` (the frames are what librdkafka sent the embedded broker in a
+//! quick-start run) and, for scenarios, `scenarios/`. An input that once crashed a target
+//! joins its seeds, so it stays fixed.
 
 #![allow(clippy::unwrap_used)]
-
-use kafka_protocol::messages::{ApiKey, MetadataRequest, ProduceRequest, RequestHeader};
-use kafka_protocol::protocol::{Encodable, StrBytes};
 
 /// Runs `target` on each seed and `n` mutations of it.
 fn smoke(target: fn(&[u8]), seeds: &[Vec<u8>], n: usize) {
@@ -19,82 +18,70 @@ fn smoke(target: fn(&[u8]), seeds: &[Vec<u8>], n: usize) {
     }
 }
 
+/// The files of `dir` (under the fuzz crate) whose names end with `ext`, in name order.
 fn files(dir: &str, ext: &str) -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .map(|p| std::fs::read(p).unwrap())
+        .filter(|p| p.to_string_lossy().ends_with(ext))
         .collect();
-    out.sort();
-    out
+    paths.sort();
+    paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    files(&format!("seeds/{target}"), "")
 }
 
 #[test]
 fn headers() {
-    let seed = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\xff1700000000000000000\xffconnector:1700000000000000100:1700000000000000200,agent:1700000000000000300:1700000000000000400";
-    smoke(fuzzing::headers, &[seed.to_vec(), Vec::new()], 2000);
+    smoke(fuzzing::headers, &seeds("headers"), 2000);
 }
 
 #[test]
 fn scenarios() {
-    let mut seeds = files("../scenarios", "toml");
-    seeds.extend(files("../scenarios/invalid", "toml"));
+    let mut seeds = files("../scenarios", ".toml");
+    seeds.extend(files("../scenarios/invalid", ".toml"));
     smoke(fuzzing::scenario, &seeds, 100);
 }
 
 #[test]
 fn hlog() {
-    let mut r = probes::LatencyRecorder::new("end_to_end", 1_000_000_000, std::time::Duration::from_secs(1));
-    for i in 0..3_000u64 {
-        r.record(1_000_000 + i * 7_919, 1_000_000_000 + i * 1_000_000);
+    let seeds = seeds("hlog");
+    for s in &seeds {
+        assert!(reports::hlog::Series::parse(s).is_ok(), "a seed is a log a run wrote");
     }
-    smoke(fuzzing::hlog, &[r.interval_log()], 300);
+    smoke(fuzzing::hlog, &seeds, 300);
 }
 
 #[test]
 fn omb() {
-    let seed = b"name: w\ntopics: 1\npartitionsPerTopic: 2\nmessageSize: 128\nproducerRate: 200\nkeyDistributor: KEY_ROUND_ROBIN\ntestDurationMinutes: 1\nwarmupDurationMinutes: 1\n";
-    smoke(fuzzing::omb, &[seed.to_vec()], 500);
+    smoke(fuzzing::omb, &seeds("omb"), 500);
 }
 
 #[test]
 fn gateway() {
-    let seeds = [
-        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
-        "GET /poll?cursor=0&wait=0&max=10 HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
-        "GET /sessions/7/poll?cursor=3&wait=0.01 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(),
-        format!(
-            "POST /sessions/7/actions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-            33, r#"{"run":1,"id":1,"action":"look"}"#
-        ),
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://evil.example\r\n\r\n".to_owned(),
-    ];
-    let seeds: Vec<Vec<u8>> = seeds.iter().map(|s| s.clone().into_bytes()).collect();
-    smoke(fuzzing::gateway, &seeds, 40);
-}
-
-/// A request frame as a client sends it, without the size prefix.
-fn frame<R: Encodable>(api: ApiKey, version: i16, header_version: i16, body: &R) -> Vec<u8> {
-    let mut buf = bytes::BytesMut::new();
-    let mut h = RequestHeader::default();
-    h.request_api_key = api as i16;
-    h.request_api_version = version;
-    h.correlation_id = 7;
-    h.client_id = Some(StrBytes::from_static_str("fuzz"));
-    h.encode(&mut buf, header_version).unwrap();
-    body.encode(&mut buf, version).unwrap();
-    buf.to_vec()
+    smoke(fuzzing::gateway, &seeds("gateway"), 40);
 }
 
 #[test]
 fn frames() {
-    let seeds = vec![
-        frame(ApiKey::Metadata, 12, 2, &MetadataRequest::default()),
-        frame(ApiKey::Produce, 9, 2, &ProduceRequest::default()),
-        frame(ApiKey::Produce, 3, 1, &ProduceRequest::default()),
-        vec![0, 18, 0, 3, 0, 0, 0, 1],
-    ];
-    smoke(fuzzing::frames, &seeds, 3000);
+    let seeds = seeds("frames");
+    for s in &seeds {
+        let decoded = broker::server::request::decode(bytes::Bytes::copy_from_slice(s));
+        assert!(decoded.is_ok(), "the broker decodes every frame librdkafka sent it: {decoded:?}");
+    }
+    smoke(fuzzing::frames, &seeds, 1000);
+}
+
+#[test]
+fn batches() {
+    let seeds = seeds("batches");
+    for s in &seeds {
+        let split = broker::batch::Batch::split(bytes::Bytes::copy_from_slice(s));
+        let records = split.as_ref().map(|b| b[0].records());
+        assert!(matches!(records, Ok(Some(Ok(_)))), "a seed is a valid uncompressed batch: {split:?}");
+    }
+    smoke(fuzzing::batches, &seeds, 2000);
 }
