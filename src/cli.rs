@@ -33,7 +33,7 @@ enum Command {
         /// An external Kafka cluster (host:port[,host:port...]) instead of the embedded broker.
         #[arg(long, value_name = "HOST:PORT")]
         bootstrap: Option<String>,
-        /// Events per second, over the scenario's.
+        /// Events per second throughout, over the scenario's rate or schedule.
         #[arg(long)]
         rate: Option<f64>,
         /// Measured duration ("30s", "2m"), over the scenario's.
@@ -57,6 +57,10 @@ enum Command {
         /// Do not write the report (report.html and the rest) into the run directory.
         #[arg(long)]
         no_report: bool,
+        /// Search for the highest rate the pipeline sustains (the scenario's [search], or
+        /// its defaults), each step a run of its own.
+        #[arg(long)]
+        find_max_rate: bool,
     },
     /// Build the report (HTML, Markdown, JUnit, JSON, charts) from run or sweep directories.
     Report {
@@ -222,6 +226,7 @@ pub fn main() -> ExitCode {
             profiles,
             baseline,
             no_report,
+            find_max_rate,
         } => {
             let opts = RunOptions {
                 scenario,
@@ -235,6 +240,13 @@ pub fn main() -> ExitCode {
                 stop: None,
                 profiles,
             };
+            if crate::search_command::asked(find_max_rate, &opts.scenario) {
+                if tui || baseline.is_some() {
+                    eprintln!("error: a capacity search prints its steps; it takes neither --tui nor --baseline");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+                return ExitCode::from(crate::search_command::search(&opts));
+            }
             let after = After { baseline, report: !no_report };
             if tui { run_with_dashboard(opts, &after) } else { run_blocking(opts, &after) }
         }

@@ -15,5 +15,6 @@ pub mod omb;
 pub use reports::result;
 pub mod run;
 pub mod scenario;
+mod search_command;
 pub mod stage_process;
 mod watch;

@@ -49,15 +49,13 @@ pub fn import_text(text: &str) -> Result<Imported, String> {
         .to_owned();
     let name = if name.is_empty() { "omb-workload".to_owned() } else { name };
 
+    // producerRate 0 asks for the highest sustainable rate: a capacity search.
     let rate = match num("producerRate")? {
-        Some(r) if r > 0.0 => r,
-        Some(_) => {
-            notes.push("producerRate: 0 asks OMB to search for the highest balanced rate; tailgate runs a fixed rate, 1000/s here (change load.rate)".into());
-            1000.0
-        }
+        Some(r) if r > 0.0 => Some(r),
+        Some(_) => None,
         None => {
             notes.push("producerRate: absent; 1000/s used".into());
-            1000.0
+            Some(1000.0)
         }
     };
     let payload = num("messageSize")?.unwrap_or(256.0).max(0.0) as u64;
@@ -85,8 +83,11 @@ pub fn import_text(text: &str) -> Result<Imported, String> {
     }
     let _ = writeln!(s, "\nname = \"{name}\"");
     let _ = writeln!(s, "description = \"OMB workload {}\"", raw_name.replace(['"', '\\'], "'"));
-    let _ =
-        writeln!(s, "\n[load]\nrate = {rate}\narrival = \"constant\"\nsessions = 64\nkey_distribution = \"{keys}\"");
+    let _ = writeln!(s, "\n[load]");
+    if let Some(rate) = rate {
+        let _ = writeln!(s, "rate = {rate}");
+    }
+    let _ = writeln!(s, "arrival = \"constant\"\nsessions = 64\nkey_distribution = \"{keys}\"");
     let _ = writeln!(s, "payload_bytes = {payload}");
     match warmup_min {
         Some(w) => {
@@ -98,6 +99,14 @@ pub fn import_text(text: &str) -> Result<Imported, String> {
     }
     let _ = writeln!(s, "duration = \"{}s\"", (duration_min * 60.0).round().max(1.0) as u64);
     let _ = writeln!(s, "\n[broker]\npartitions = {partitions}");
+    if rate.is_none() {
+        let _ = writeln!(
+            s,
+            "\n# producerRate: 0, OMB's search for the highest sustainable rate: `tailgate run` searches\n\
+             # (each step a run of its own; see docs/scenarios.md, Capacity search).\n[search]\nstart = 1000\n\
+             step = \"30s\"\nwarmup = \"5s\""
+        );
+    }
     let _ = writeln!(s, "\n[[sla]]\nmetric = \"end_to_end.p99_ms\"\nmax = 50.0");
     Ok(Imported { scenario: s, notes })
 }
@@ -185,7 +194,7 @@ keyDistributor: KEY_ROUND_ROBIN
         let i = import_text(WORKLOAD).unwrap();
         let s = Scenario::parse(Path::new("imported.toml"), &i.scenario).unwrap();
         assert_eq!(s.name, "1-topic---16-partitions---1kb");
-        assert_eq!(s.load.rate, 50000.0);
+        assert_eq!(s.load.rate, Some(50000.0));
         assert_eq!(s.load.payload_bytes, 1024);
         assert_eq!(s.broker.partitions, 16);
         assert_eq!(s.load.duration, std::time::Duration::from_secs(900));
@@ -213,7 +222,27 @@ keyDistributor: KEY_ROUND_ROBIN
         let e = import_text("name: x\n  bad: [indent\n").unwrap_err();
         assert!(e.contains("line"), "{e}");
         let i = import_text("producerRate: 0\nextraThing: 3\n").unwrap();
-        assert!(i.notes.iter().any(|n| n.starts_with("producerRate: 0")));
         assert!(i.notes.iter().any(|n| n.starts_with("extraThing: not an OMB workload field")));
+    }
+
+    #[test]
+    fn a_producer_rate_of_zero_becomes_a_capacity_search() {
+        let i = import_text("name: find\nproducerRate: 0\n").unwrap();
+        let s = Scenario::parse(Path::new("imported.toml"), &i.scenario).unwrap();
+        let search = s.search.expect("a [search] section");
+        assert_eq!(search.start, 1000.0);
+        assert_eq!(search.step, std::time::Duration::from_secs(30));
+        assert_eq!(s.load.rate, None);
+        assert!(i.notes.iter().all(|n| !n.starts_with("producerRate")), "{:?}", i.notes);
+    }
+
+    #[test]
+    fn the_largest_partition_counts_of_omb_workloads_are_accepted() {
+        let i = import_text("name: max\npartitionsPerTopic: 10000\nproducerRate: 100\n").unwrap();
+        let s = Scenario::parse(Path::new("imported.toml"), &i.scenario).unwrap();
+        assert_eq!(s.broker.partitions, 10_000);
+        let i = import_text("partitionsPerTopic: 10001\nproducerRate: 100\n").unwrap();
+        let e = Scenario::parse(Path::new("imported.toml"), &i.scenario).unwrap_err().to_string();
+        assert!(e.contains("`broker.partitions`: must be 1 to 10000, not 10001"), "{e}");
     }
 }

@@ -30,7 +30,7 @@ fn every_shipped_scenario_is_valid() {
 #[test]
 fn quickstart_is_what_the_readme_promises() {
     let s = Scenario::load(Path::new("scenarios/quickstart.toml")).unwrap();
-    assert_eq!(s.load.rate, 1000.0);
+    assert_eq!(s.load.rate, Some(1000.0));
     assert_eq!(s.load.sessions, 64);
     assert_eq!(s.load.payload_bytes, 256);
     assert_eq!(s.load.warmup.as_secs(), 5);

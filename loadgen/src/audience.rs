@@ -299,11 +299,11 @@ impl Audience {
                 );
                 buf.drain(..consumed);
                 if let Some(why) = ended {
-                    eprintln!(
-                        "audience: {why} ({url}); subscribing again and reading what was missed from the backlog"
-                    );
                     buf.clear();
+                    // Said once subscribed again: a stream that ends as the run stops the
+                    // gateway is no news.
                     let Some(again) = gateway.resubscribe(&path, &cancel).await else { break };
+                    eprintln!("audience: {why} ({url}); subscribed again, reading what was missed from the backlog");
                     body = again.into_body();
                     tally.reconnects += 1;
                     lagged = true;

@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn a_stalled_source_does_not_move_intended_times() {
         let clock = VirtualClock(Cell::new(0));
-        let schedule = Schedule::new(Arrival::Constant, 1000.0, Duration::from_millis(100), 0);
+        let schedule = Schedule::constant(Arrival::Constant, 1000.0, Duration::from_millis(100), 0);
         let mut driver = Driver::new(schedule, KeyDist::Uniform, 4, 8, 1);
         driver.start_ns = 10 * MS;
         driver.measure_from_ns = 10 * MS;
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn warmup_is_sent_but_not_measured_and_stop_ends_the_run() {
         let clock = VirtualClock(Cell::new(0));
-        let schedule = Schedule::new(Arrival::Constant, 100.0, Duration::from_secs(1), 0);
+        let schedule = Schedule::constant(Arrival::Constant, 100.0, Duration::from_secs(1), 0);
         let mut driver = Driver::new(schedule, KeyDist::Uniform, 4, 8, 1);
         driver.measure_from_ns = 500 * MS;
         let stop = AtomicBool::new(false);
@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn a_source_error_ends_the_run() {
         let clock = VirtualClock(Cell::new(0));
-        let schedule = Schedule::new(Arrival::Constant, 100.0, Duration::from_secs(1), 0);
+        let schedule = Schedule::constant(Arrival::Constant, 100.0, Duration::from_secs(1), 0);
         let driver = Driver::new(schedule, KeyDist::Uniform, 4, 8, 1);
         let err =
             driver
@@ -217,5 +217,30 @@ mod tests {
                 })
                 .unwrap_err();
         assert_eq!(err, "disk full");
+    }
+
+    #[test]
+    fn ramp_and_step_schedules_send_at_their_rates_on_a_virtual_clock() {
+        use crate::Shape;
+        let shapes = [
+            (Shape::Ramp { from: 100.0, to: 300.0, over_s: 2.0 }, vec![150, 250, 300]),
+            (Shape::Step { rates: vec![50.0, 200.0], every_s: 1.0 }, vec![50, 200, 200]),
+        ];
+        for (shape, want) in shapes {
+            let clock = VirtualClock(Cell::new(0));
+            let schedule = Schedule::new(Arrival::Constant, shape.clone(), Duration::from_secs(3), 0);
+            let driver = Driver::new(schedule, KeyDist::Uniform, 4, 8, 1);
+            let mut per_second = vec![0; 3];
+            let report = driver
+                .run(&clock, &AtomicBool::new(false), &AtomicU64::new(0), |e: &Send<'_>| {
+                    assert_eq!(clock.now_ns(), e.intended_ns, "sent when due");
+                    per_second[(e.intended_ns / 1_000_000_000) as usize] += 1;
+                    Ok::<_, Infallible>(())
+                })
+                .unwrap();
+            assert_eq!(per_second, want, "{shape:?}");
+            assert_eq!(report.sent, want.iter().sum::<u64>());
+            assert_eq!(report.schedule_lag.summary().max_ms, 0.0);
+        }
     }
 }

@@ -12,12 +12,13 @@ pub mod ingress;
 pub mod keys;
 pub mod payload;
 pub mod schedule;
+pub mod search;
 
 pub use audience::{Audience, IntendedWindow, Observer, Tally};
 pub use driver::{Clock, DriveReport, Driver, Send, SystemClock};
 pub use keys::KeyDist;
 pub use payload::Payloads;
-pub use schedule::{Arrival, Schedule};
+pub use schedule::{Arrival, Schedule, Shape};
 
 /// Errors of the load generator.
 #[derive(Debug, thiserror::Error)]

@@ -203,7 +203,8 @@ impl Chart for Percentiles<'_> {
     }
 }
 
-/// p50 and p99 per second for one profile, warm-up and faults shaded, SLA dashed.
+/// p50 and p99 per second for one profile, warm-up and faults shaded, SLA dashed; on the
+/// right-hand axis, the target rate of each second and the rate delivered.
 #[derive(Debug)]
 pub struct OverTime<'a> {
     pub profile: &'a str,
@@ -212,6 +213,8 @@ pub struct OverTime<'a> {
     pub warmup_s: f64,
     /// The faults the run applied: when each began and ended (absent: to the end).
     pub faults: &'a [crate::result::FaultRecord],
+    /// Events due in each second since the load began (empty for results that lack it).
+    pub target_per_s: &'a [f64],
 }
 
 impl Chart for OverTime<'_> {
@@ -228,10 +231,11 @@ impl Chart for OverTime<'_> {
         area.fill(&WHITE)?;
         let names = frames::strings(self.seconds, "profile");
         let phases = frames::strings(self.seconds, "phase");
-        let (t, p50, p99) = (
+        let (t, p50, p99, rate) = (
             frames::floats(self.seconds, "t_s"),
             frames::floats(self.seconds, "p50_ms"),
             frames::floats(self.seconds, "p99_ms"),
+            frames::floats(self.seconds, "rate"),
         );
         let rows: Vec<usize> = (0..names.len()).filter(|&i| names[i] == self.profile).collect();
         let t_max = rows.iter().map(|&i| t[i] + 1.0).fold(self.warmup_s + 1.0, f64::max);
@@ -244,13 +248,32 @@ impl Chart for OverTime<'_> {
             .chain(self.limits.iter().map(|l| l.1))
             .fold(1.0, f64::max)
             * 1.45;
+        let rate_max =
+            rows.iter().map(|&i| rate[i]).chain(self.target_per_s.iter().copied()).fold(1.0, f64::max) * 1.45;
         let mut chart = ChartBuilder::on(area)
             .caption(format!("{}: end-to-end latency per second", self.profile), (FONT, 16))
             .margin(10)
             .x_label_area_size(36)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0f64..t_max, 0f64..y_max)?
+            .set_secondary_coord(0f64..t_max, 0f64..rate_max);
         chart.configure_mesh().x_desc("seconds since the load began").y_desc("ms").label_style((FONT, 12)).draw()?;
+        chart.configure_secondary_axes().y_desc("events/s").label_style((FONT, 12)).draw()?;
+        // Rates first, faint, so that the latency curves stay on top.
+        let faint = RGBColor(90, 90, 90);
+        if !self.target_per_s.is_empty() {
+            let steps = self.target_per_s.iter().enumerate().flat_map(|(s, r)| [(s as f64, *r), (s as f64 + 1.0, *r)]);
+            chart
+                .draw_secondary_series(DashedLineSeries::new(steps, 3, 3, faint.stroke_width(1)))?
+                .label("target rate (right axis)")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], faint.stroke_width(1)));
+        }
+        let delivered: Vec<(f64, f64)> = rows.iter().map(|&i| (t[i] + 0.5, rate[i])).collect();
+        chart
+            .draw_secondary_series(LineSeries::new(delivered, faint.mix(0.5).stroke_width(1)))?
+            .label("delivered rate (right axis)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], faint.mix(0.5).stroke_width(1)));
         if self.warmup_s > 0.0 {
             let shade = RGBColor(200, 200, 200).mix(0.35).filled();
             chart
@@ -288,6 +311,72 @@ impl Chart for OverTime<'_> {
             sla_line(&mut chart, (0.0, *limit), (t_max, *limit), metric, *limit)?;
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight, 12)?;
+        Ok(())
+    }
+}
+
+/// A capacity search: the end-to-end p99 of each step against its rate (filled: the rate
+/// was sustained), the SLA's p99 bound dashed, the highest sustained rate marked.
+#[derive(Debug)]
+pub struct Capacity<'a> {
+    /// (rate, p99 ms, sustained) of each step, in the order tried.
+    pub points: &'a [(f64, f64, bool)],
+    pub p99_bound_ms: Option<f64>,
+    pub max_rate: Option<f64>,
+    pub title: &'a str,
+}
+
+impl Chart for Capacity<'_> {
+    fn name(&self) -> String {
+        "capacity".into()
+    }
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult
+    where
+        DB::ErrorType: 'static,
+    {
+        area.fill(&WHITE)?;
+        let mut pts: Vec<(f64, f64, bool)> = self.points.to_vec();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let x_max = pts.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
+        // Overloaded steps' p99 can be seconds; the scale stops at four times the bound so
+        // that the sustained ones stay readable (points above are drawn at the top edge).
+        let highest = pts.iter().map(|p| p.1).fold(1.0, f64::max);
+        let y_max = self.p99_bound_ms.map_or(highest, |b| highest.min(4.0 * b).max(b)) * 1.2;
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.title, (FONT, 16))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("target rate, events/s")
+            .y_desc("end-to-end p99, ms")
+            .label_style((FONT, 12))
+            .draw()?;
+        let c = color(1);
+        chart
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1.min(y_max))), c.stroke_width(2)))?
+            .label("p99 of each step (filled: sustained)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|p| {
+            let style = if p.2 { c.filled() } else { WHITE.filled() };
+            Circle::new((p.0, p.1.min(y_max)), 4, style)
+        }))?;
+        chart.draw_series(
+            pts.iter().filter(|p| !p.2).map(|p| Circle::new((p.0, p.1.min(y_max)), 4, c.stroke_width(1))),
+        )?;
+        if let Some(b) = self.p99_bound_ms {
+            sla_line(&mut chart, (0.0, b), (x_max, b), "end_to_end.p99_ms", b)?;
+        }
+        if let Some(m) = self.max_rate {
+            let g = RGBColor(30, 130, 60);
+            chart
+                .draw_series(DashedLineSeries::new([(m, 0.0), (m, y_max)], 6, 4, g.stroke_width(2)))?
+                .label(format!("highest sustained: {m:.0}/s"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], g.stroke_width(2)));
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperLeft, 12)?;
         Ok(())
     }
 }

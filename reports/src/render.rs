@@ -107,6 +107,7 @@ impl Report {
                     limits: limits.clone(),
                     warmup_s: p.result.warmup_s,
                     faults: &p.result.faults,
+                    target_per_s: &p.result.target_per_s,
                 },
                 &format!("Latency over time: {}", p.name),
             )?;

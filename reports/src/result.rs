@@ -252,8 +252,17 @@ pub struct RunResult {
     /// Measured seconds (warm-up excluded).
     pub duration_s: f64,
     pub warmup_s: f64,
-    /// Events per second the schedule asked for.
+    /// Events per second the schedule asked for over the measured period (its mean, for a
+    /// schedule whose rate changes).
     pub target_rate: f64,
+    /// The load's schedule when its rate changes (`200/s to 3000/s over 45s`); absent for
+    /// a constant rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Events due in each second since the load began, warm-up included: the target rate,
+    /// second by second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_per_s: Vec<f64>,
     /// Payload size of each event the load generator wrote.
     #[serde(default)]
     pub payload_bytes: u64,
@@ -514,6 +523,8 @@ mod tests {
             duration_s: 1.0,
             warmup_s: 0.0,
             target_rate: 10.0,
+            schedule: None,
+            target_per_s: Vec::new(),
             payload_bytes: 256,
             achieved_rate: 10.0,
             counts: Counts { sent: 10, delivered: 10, ..Counts::default() },

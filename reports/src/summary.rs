@@ -59,8 +59,12 @@ impl RunResult {
         let c = &self.counts;
         let _ = writeln!(
             s,
-            "load      target {:.0}/s, achieved {:.1}/s over {:.1}s measured (+{:.1}s warm-up)",
-            self.target_rate, self.achieved_rate, self.duration_s, self.warmup_s
+            "load      target {:.0}/s{}, achieved {:.1}/s over {:.1}s measured (+{:.1}s warm-up)",
+            self.target_rate,
+            self.schedule.as_ref().map(|d| format!(" (mean of {d})")).unwrap_or_default(),
+            self.achieved_rate,
+            self.duration_s,
+            self.warmup_s
         );
         let _ = writeln!(
             s,

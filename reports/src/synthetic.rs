@@ -118,6 +118,8 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
         duration_s: spec.seconds as f64,
         warmup_s: spec.warmup_s as f64,
         target_rate: spec.rate,
+        schedule: None,
+        target_per_s: vec![spec.rate; (spec.warmup_s + spec.seconds) as usize],
         payload_bytes: 256,
         achieved_rate: measured as f64 / spec.seconds.max(1) as f64,
         counts: Counts { sent: events, delivered: events, warmup_sent: events - measured, ..Counts::default() },

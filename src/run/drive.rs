@@ -120,7 +120,7 @@ pub(super) fn start_players(
     sent_live: &Arc<AtomicU64>,
 ) -> Result<Players, RunError> {
     let load = &scenario.load;
-    let schedule = Schedule::new(load.arrival, load.rate, load.warmup + load.duration, load.seed);
+    let schedule = Schedule::new(load.arrival, load.shape(), load.ends(), load.seed);
     let mut driver = Driver::new(schedule, load.keys(), load.sessions, load.payload_bytes, load.seed);
     driver.start_ns = times.start_ns;
     driver.measure_from_ns = times.measure_from_ns;

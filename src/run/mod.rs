@@ -11,9 +11,11 @@ mod faults;
 mod outcome;
 mod profile;
 mod relay;
+pub mod search;
 mod tracing;
 mod watch;
 
+pub use search::find_max_rate;
 pub(crate) use tracing::start_tracer;
 
 use crate::result::RunResult;
@@ -102,7 +104,7 @@ pub fn prepare(opts: &RunOptions) -> Result<Scenario, RunError> {
         if !(rate.is_finite() && rate > 0.0) {
             return Err(RunError::BadInput(format!("--rate must be a positive number, not {rate}")));
         }
-        s.load.rate = rate;
+        s.load.set_rate(rate);
     }
     if let Some(d) = opts.duration {
         if d.is_zero() {
@@ -126,13 +128,11 @@ fn timestamp_for_path(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string().replace(['-', ':'], "")
 }
 
-/// Runs every selected profile of a scenario, in turn, each on fresh topics (a fresh
-/// embedded broker), and writes the run directory (or the sweep directory with one run
-/// directory per profile).
-pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
-    let scenario = prepare(&opts)?;
+/// The scenario with the command line's overrides, and its selected profiles, every client
+/// setting of every profile and stage checked, before anything starts.
+fn checked(opts: &RunOptions) -> Result<(Scenario, Vec<Resolved>), RunError> {
+    let scenario = prepare(opts)?;
     let profiles = scenario.resolve(&opts.profiles).map_err(RunError::BadInput)?;
-    // Every client setting of every profile and stage is checked before anything starts.
     for p in &profiles {
         for stage in pipeline::STAGES {
             p.clients.for_stage(&base_kafka(&scenario, p), stage).check_settings().map_err(|e| {
@@ -154,6 +154,14 @@ pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
             opts.scenario.display()
         )));
     }
+    Ok((scenario, profiles))
+}
+
+/// Runs every selected profile of a scenario, in turn, each on fresh topics (a fresh
+/// embedded broker), and writes the run directory (or the sweep directory with one run
+/// directory per profile).
+pub async fn run(opts: RunOptions) -> Result<Outcome, RunError> {
+    let (scenario, profiles) = checked(&opts)?;
     let started = std::time::SystemTime::now();
     let dir = opts
         .out

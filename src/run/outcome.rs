@@ -32,7 +32,8 @@ impl Made<'_> {
     /// The run's result, evaluated against the scenario's SLA.
     pub(super) fn result(self, broker: crate::result::BrokerInfo) -> RunResult {
         let (load, report, tally) = (&self.scenario.load, self.report, self.tally);
-        let measured = (report.sent - report.warmup_sent) as f64 / load.rate;
+        let shape = load.shape();
+        let measured = shape.time_of(report.sent as f64).map_or(0.0, |t| t - load.warmup.as_secs_f64());
         let duration_s =
             if report.stopped_early { measured.min(load.duration.as_secs_f64()) } else { load.duration.as_secs_f64() };
         let a = self.accounting;
@@ -56,7 +57,9 @@ impl Made<'_> {
             started_at: humantime::format_rfc3339_seconds(self.started).to_string(),
             duration_s,
             warmup_s: load.warmup.as_secs_f64(),
-            target_rate: load.rate,
+            target_rate: load.measured_rate(),
+            schedule: load.schedule.is_some().then(|| shape.describe()),
+            target_per_s: shape.per_second(load.ends()),
             payload_bytes: load.payload_bytes as u64,
             achieved_rate: if duration_s > 0.0 {
                 tally.delivered.saturating_sub(tally.warmup_delivered) as f64 / duration_s

@@ -8,6 +8,7 @@
 mod faults;
 mod problems;
 mod profiles;
+mod schedule;
 mod sections;
 mod sla;
 
@@ -21,10 +22,11 @@ pub use pipeline::io::clients::ClientSettings;
 pub use pipeline::streamjob::config::StreamJobSection;
 pub use problems::{Problem, ScenarioError};
 pub use profiles::{DEFAULT_PROFILE, Profile, Resolved};
-pub use sections::{StagesSection, TelemetrySection};
+pub use schedule::{ScheduleKind, ScheduleSection};
+pub use sections::{SearchSection, StagesSection, TelemetrySection};
 pub use sla::{Objective, hop_names, known_metric, load_sla};
 
-use loadgen::{Arrival, KeyDist};
+use loadgen::{Arrival, KeyDist, Shape};
 use pipeline::config::{Around, NAME_RULE, Problems, duration, valid_name};
 use serde::{Deserialize, Deserializer};
 use std::path::Path;
@@ -58,6 +60,8 @@ pub struct Scenario {
     pub telemetry: TelemetrySection,
     #[serde(default)]
     pub stages: StagesSection,
+    /// `[search]`: the run is a capacity search (as with `--find-max-rate`), done so.
+    pub search: Option<SearchSection>,
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
@@ -74,8 +78,10 @@ pub struct Scenario {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
-    /// Events per second.
-    pub rate: f64,
+    /// Events per second, throughout; `[load.schedule]` instead for a rate that changes.
+    pub rate: Option<f64>,
+    /// A rate that changes over the load (`[load.schedule]`): a ramp or steps.
+    pub schedule: Option<ScheduleSection>,
     #[serde(default)]
     pub arrival: Arrival,
     #[serde(default = "default_sessions")]
@@ -126,6 +132,10 @@ const fn default_warmup() -> Duration {
 const fn default_drain() -> Duration {
     Duration::from_secs(10)
 }
+/// The most partitions a topic may have: what OpenMessaging Benchmark's workloads use at
+/// most, and what the embedded broker serves.
+pub const MAX_PARTITIONS: i32 = 10_000;
+
 const fn default_partitions() -> i32 {
     3
 }
@@ -144,9 +154,46 @@ impl Load {
         self.warmup.saturating_add(self.duration)
     }
 
-    fn validate(&self, p: &mut Problems) {
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            p.bad("load", None, "rate", format!("must be a positive number of events per second, not {}", self.rate));
+    /// The target rate over time, from the start of the load (warm-up included).
+    pub fn shape(&self) -> Shape {
+        match (&self.schedule, self.rate) {
+            (Some(s), _) => s.shape(),
+            (None, rate) => Shape::Constant { rate: rate.unwrap_or_default() },
+        }
+    }
+
+    /// `rate` events per second throughout, in place of the scenario's rate or schedule.
+    pub fn set_rate(&mut self, rate: f64) {
+        self.rate = Some(rate);
+        self.schedule = None;
+    }
+
+    /// The mean target rate of the measured period.
+    pub fn measured_rate(&self) -> f64 {
+        let (shape, from, to) = (self.shape(), self.warmup.as_secs_f64(), self.ends().as_secs_f64());
+        (shape.events_by(to) - shape.events_by(from)) / (to - from).max(f64::EPSILON)
+    }
+
+    /// Its problems; `searching`: a capacity search sets the rate of each step, so none
+    /// need be given.
+    fn validate(&self, searching: bool, p: &mut Problems) {
+        match (self.rate, &self.schedule) {
+            (Some(_), Some(_)) => p.bad(
+                "load",
+                None,
+                "rate",
+                "a constant rate and [load.schedule] both given; keep one (a schedule sets its own rates)",
+            ),
+            (None, None) if !searching => {
+                p.bad("load", None, "rate", "missing: give `rate` (events per second) or a [load.schedule]");
+            }
+            (Some(rate), None) if !(rate.is_finite() && rate > 0.0) => {
+                p.bad("load", None, "rate", format!("must be a positive number of events per second, not {rate}"));
+            }
+            _ => {}
+        }
+        if let Some(s) = &self.schedule {
+            s.validate(p);
         }
         if self.sessions == 0 {
             p.bad("load", None, "sessions", "must be at least 1");
@@ -185,8 +232,8 @@ impl Default for Broker {
 
 impl Broker {
     fn validate(&self, p: &mut Problems) {
-        if !(1..=1024).contains(&self.partitions) {
-            p.bad("broker", None, "partitions", format!("must be 1 to 1024, not {}", self.partitions));
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            p.bad("broker", None, "partitions", format!("must be 1 to {MAX_PARTITIONS}, not {}", self.partitions));
         }
         if let Some(b) = &self.bootstrap
             && !valid_bootstrap(b)
@@ -289,7 +336,7 @@ impl Scenario {
         if !valid_name(&self.name) {
             p.bad("", None, "name", NAME_RULE);
         }
-        self.load.validate(&mut p);
+        self.load.validate(self.search.is_some(), &mut p);
         self.broker.validate(&mut p);
         let around = Around { load_ends: self.load.ends(), external: self.stages.external };
         self.connector.validate(&around, &mut p);
@@ -299,6 +346,9 @@ impl Scenario {
         self.streamjob.validate(&around, &mut p);
         self.gateway.validate(&mut p);
         self.telemetry.validate(&self.sla, &mut p);
+        if let Some(s) = &self.search {
+            s.validate(&mut p);
+        }
         faults::validate(&self.faults, self.load.ends(), self.fault_targets(), &mut p);
         profiles::validate(&self.kafka, &self.profiles, &mut p);
         sla::validate(&self.sla, &mut p);
@@ -351,6 +401,31 @@ max = 50
         assert_eq!(s.load.warmup, Duration::from_secs(5));
         assert_eq!(s.broker.partitions, 3);
         assert!(s.broker.bootstrap.is_none());
+    }
+
+    #[test]
+    fn a_ramp_or_steps_stand_in_for_the_rate() {
+        let ramp = "name = \"t\"\n[load]\nwarmup = \"2s\"\nduration = \"8s\"\n[load.schedule]\nkind = \"ramp\"\nfrom = 100\nto = 500\nover = \"4s\"\n";
+        let s = Scenario::parse(Path::new("s.toml"), ramp).unwrap();
+        assert_eq!(s.load.shape(), Shape::Ramp { from: 100.0, to: 500.0, over_s: 4.0 });
+        // Measured: seconds 2 to 10, 3,800 events due (350 and 450, then 500 a second for six).
+        assert_eq!(s.load.measured_rate(), 3_800.0 / 8.0);
+        let steps = "name = \"t\"\n[load]\nduration = \"6s\"\n[load.schedule]\nkind = \"step\"\nrates = [10, 20]\nevery = \"3s\"\n";
+        let mut s = Scenario::parse(Path::new("s.toml"), steps).unwrap();
+        assert_eq!(s.load.shape(), Shape::Step { rates: vec![10.0, 20.0], every_s: 3.0 });
+        s.load.set_rate(7.0);
+        assert_eq!(s.load.shape(), Shape::Constant { rate: 7.0 });
+        let neither = errors("name = \"t\"\n[load]\nduration = \"6s\"\n");
+        assert!(
+            neither.contains("`load.rate`: missing: give `rate` (events per second) or a [load.schedule]"),
+            "{neither}"
+        );
+        let incomplete = errors("name = \"t\"\n[load]\nduration = \"6s\"\n[load.schedule]\nkind = \"ramp\"\nto = 5\n");
+        assert!(
+            incomplete.contains("s.toml:4: `load.schedule.from`: missing: a ramp schedule needs from, to, over"),
+            "{incomplete}"
+        );
+        assert!(incomplete.contains("`load.schedule.over`: missing"), "{incomplete}");
     }
 
     #[test]
@@ -441,7 +516,7 @@ description = "batchy"
     fn unknown_stages_and_bad_profiles_are_refused() {
         let text = PROFILES.replace("stages.gateway", "stages.gatway").replace("partitions = 1", "partitions = 0");
         let e = errors(&text);
-        assert!(e.contains("`profiles.zeta.partitions`: must be 1 to 1024, not 0"), "{e}");
+        assert!(e.contains("`profiles.zeta.partitions`: must be 1 to 10000, not 0"), "{e}");
         assert!(e.contains("no stage `gatway`; stages are connector, agent, streamjob, gateway"), "{e}");
         let e = errors(&PROFILES.replace("[profiles.zeta]\npartitions = 1", "[profiles.zeta]\nlinger = 1"));
         assert!(e.contains("unknown field `linger`"), "{e}");

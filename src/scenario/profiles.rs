@@ -109,9 +109,9 @@ pub fn validate(kafka: &ClientSettings, profiles: &[(String, Profile)], p: &mut 
             p.bad(&t, None, "", "a profile name uses only a-z, 0-9, `_`, `.`, `-`");
         }
         if let Some(n) = profile.partitions
-            && !(1..=1024).contains(&n)
+            && !(1..=super::MAX_PARTITIONS).contains(&n)
         {
-            p.bad(&t, None, "partitions", format!("must be 1 to 1024, not {n}"));
+            p.bad(&t, None, "partitions", format!("must be 1 to {}, not {n}", super::MAX_PARTITIONS));
         }
         profile.clients.validate_stages(&t, p);
     }

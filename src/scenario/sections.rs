@@ -114,3 +114,104 @@ impl TelemetrySection {
         }
     }
 }
+
+/// `[search]`: how `tailgate run --find-max-rate` looks for the highest rate the pipeline
+/// sustains (every objective held, 99% of the rate delivered, no backlog growing). Each
+/// step is a run of its own at one constant rate: `warmup`, then `step` measured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    /// The first rate tried, events per second.
+    #[serde(default = "default_search_start")]
+    pub start: f64,
+    /// Each step up (or down, when the first fails) multiplies (divides) the rate by this.
+    #[serde(default = "default_search_factor")]
+    pub factor: f64,
+    /// Bisection stops when the lowest failing rate is within this share of the highest
+    /// sustained one.
+    #[serde(default = "default_search_precision")]
+    pub precision: f64,
+    /// The highest rate tried.
+    #[serde(default = "default_search_ceiling")]
+    pub ceiling: f64,
+    /// At most this many steps.
+    #[serde(default = "default_search_steps")]
+    pub max_steps: usize,
+    /// Each step's measured length.
+    #[serde(default = "default_search_step", deserialize_with = "pipeline::config::duration")]
+    pub step: Duration,
+    /// Each step's warm-up, sent but kept out of its figures.
+    #[serde(default = "default_search_warmup", deserialize_with = "pipeline::config::duration")]
+    pub warmup: Duration,
+}
+
+impl Default for SearchSection {
+    fn default() -> Self {
+        Self {
+            start: default_search_start(),
+            factor: default_search_factor(),
+            precision: default_search_precision(),
+            ceiling: default_search_ceiling(),
+            max_steps: default_search_steps(),
+            step: default_search_step(),
+            warmup: default_search_warmup(),
+        }
+    }
+}
+
+const fn default_search_start() -> f64 {
+    500.0
+}
+const fn default_search_factor() -> f64 {
+    2.0
+}
+const fn default_search_precision() -> f64 {
+    0.05
+}
+const fn default_search_ceiling() -> f64 {
+    200_000.0
+}
+const fn default_search_steps() -> usize {
+    12
+}
+const fn default_search_step() -> Duration {
+    Duration::from_secs(15)
+}
+const fn default_search_warmup() -> Duration {
+    Duration::from_secs(3)
+}
+
+impl SearchSection {
+    /// The search the load generator runs.
+    pub fn search(&self) -> loadgen::search::Search {
+        loadgen::search::Search {
+            start: self.start,
+            factor: self.factor,
+            precision: self.precision,
+            ceiling: self.ceiling,
+            max_steps: self.max_steps,
+        }
+    }
+
+    pub fn validate(&self, p: &mut Problems) {
+        let t = "search";
+        if !(self.start.is_finite() && self.start >= 1.0) {
+            p.bad(t, None, "start", format!("must be at least 1 event per second, not {}", self.start));
+        }
+        if !(self.factor.is_finite() && self.factor > 1.0 && self.factor <= 10.0) {
+            p.bad(t, None, "factor", format!("must be above 1 and at most 10, not {}", self.factor));
+        }
+        if !(self.precision.is_finite() && self.precision > 0.0 && self.precision < 1.0) {
+            p.bad(t, None, "precision", format!("must be between 0 and 1 (0.05: within 5%), not {}", self.precision));
+        }
+        if !(self.ceiling.is_finite() && self.ceiling >= self.start) {
+            p.bad(t, None, "ceiling", format!("must be at least `start`, not {}", self.ceiling));
+        }
+        if !(1..=100).contains(&self.max_steps) {
+            p.bad(t, None, "max_steps", format!("must be 1 to 100, not {}", self.max_steps));
+        }
+        if self.step.is_zero() {
+            p.bad(t, None, "step", "must be longer than zero");
+        }
+    }
+}
