@@ -193,6 +193,10 @@ enum ImportFormat {
     /// An OpenMessaging Benchmark workload (YAML); fields with no meaning here are listed.
     Omb {
         workload: PathBuf,
+        /// An OMB Kafka driver file (driver-kafka/*.yaml), imported as a tuning profile named
+        /// by its file name; repeat for a sweep.
+        #[arg(long = "driver", value_name = "DRIVER.yaml")]
+        drivers: Vec<PathBuf>,
         /// Write the scenario here [default: print it].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -255,7 +259,9 @@ pub fn main() -> ExitCode {
             check(&dir, baseline.as_deref(), sla.as_deref(), &profiles, min_change)
         }
         Command::Export { format: ExportFormat::Omb { dir, out } } => export_omb(&dir, out),
-        Command::Import { format: ImportFormat::Omb { workload, out } } => import_omb(&workload, out.as_deref()),
+        Command::Import { format: ImportFormat::Omb { workload, drivers, out } } => {
+            import_omb(&workload, &drivers, out.as_deref())
+        }
         Command::Watch { bootstrap, topics, sla_p99, groups } => {
             crate::watch::watch(&bootstrap, topics, sla_p99, groups)
         }
@@ -504,8 +510,8 @@ fn export_omb(dir: &std::path::Path, out: Option<PathBuf>) -> u8 {
     EXIT_PASS
 }
 
-fn import_omb(workload: &std::path::Path, out: Option<&std::path::Path>) -> u8 {
-    let imported = match crate::omb::import(workload) {
+fn import_omb(workload: &std::path::Path, drivers: &[PathBuf], out: Option<&std::path::Path>) -> u8 {
+    let imported = match crate::omb::import_with_drivers(workload, drivers) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");

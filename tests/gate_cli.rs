@@ -131,3 +131,43 @@ fn omb_import_prints_a_scenario_and_lists_what_it_left_out() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`producerRate` must be a number"), "{}", text(&o));
 }
+
+#[test]
+fn omb_driver_files_import_as_tuning_profiles_of_one_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let workload = tmp.path().join("w.yaml");
+    std::fs::write(&workload, "name: drivers\npartitionsPerTopic: 4\nproducerRate: 300\ntestDurationMinutes: 1\n")
+        .unwrap();
+    let latency = tmp.path().join("kafka-latency.yaml");
+    std::fs::write(
+        &latency,
+        "name: Kafka\nproducerConfig: |\n  linger.ms=0\n  buffer.memory=1\nconsumerConfig: |\n  fetch.min.bytes=1\n",
+    )
+    .unwrap();
+    let throughput = tmp.path().join("kafka-throughput.yaml");
+    std::fs::write(
+        &throughput,
+        "name: Kafka\nreplicationFactor: 3\nproducerConfig: |\n  linger.ms=10\n  batch.size=1048576\n",
+    )
+    .unwrap();
+    let scenario = tmp.path().join("sweep.toml");
+    let o = tailgate(&[
+        "import",
+        "omb",
+        s(&workload),
+        "--driver",
+        s(&latency),
+        "--driver",
+        s(&throughput),
+        "--out",
+        s(&scenario),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not applied: driver kafka-latency: producerConfig: buffer.memory=1"), "{err}");
+    assert!(err.contains("not applied: driver kafka-throughput: replicationFactor: 3"), "{err}");
+    let s2 = tailgate::scenario::Scenario::load(&scenario).unwrap();
+    let names: Vec<&str> = s2.profiles.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["kafka-latency", "kafka-throughput"]);
+    assert_eq!(s2.profiles[1].1.clients.producer.get("linger.ms").map(String::as_str), Some("10"));
+}

@@ -110,7 +110,7 @@ fn check(p: &mut Problems, table: &str, settings: &BTreeMap<String, String>, kin
 }
 
 /// Why a setting would void the run's at-least-once accounting, if it would.
-fn voids_accounting(kind: Client, key: &str, value: &str) -> Option<&'static str> {
+pub fn voids_accounting(kind: Client, key: &str, value: &str) -> Option<&'static str> {
     let on = matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "1");
     match (kind, key) {
         (Client::Consumer, "enable.auto.offset.store") if on => Some(

@@ -1,9 +1,11 @@
-//! OpenMessaging Benchmark workloads imported as tailgate scenarios. Every workload field
-//! either becomes a scenario setting or is reported with the reason it has no meaning here;
-//! nothing is dropped silently.
+//! OpenMessaging Benchmark workloads imported as tailgate scenarios, with its Kafka driver
+//! files as tuning profiles ([`driver`]). Every field either becomes a scenario setting or
+//! is reported with the reason it has no meaning here; nothing is dropped silently.
+
+pub mod driver;
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// An imported workload: the scenario text and what could not be carried over.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +20,32 @@ pub struct Imported {
 pub fn import(path: &Path) -> Result<Imported, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     import_text(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Converts an OMB workload file with driver files, each a tuning profile (named by its
+/// file name) appended to the scenario.
+pub fn import_with_drivers(workload: &Path, drivers: &[PathBuf]) -> Result<Imported, String> {
+    let mut imported = import(workload)?;
+    let mut names = Vec::new();
+    for path in drivers {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let d = driver::import_driver(&text, &stem).map_err(|e| format!("{}: {e}", path.display()))?;
+        if names.contains(&d.name) {
+            return Err(format!(
+                "{}: a second driver file named `{}`; each becomes a profile of that name",
+                path.display(),
+                d.name
+            ));
+        }
+        for n in &d.notes {
+            let _ = writeln!(imported.scenario, "# not applied (driver {}): {}", d.name, one_line(n));
+        }
+        imported.scenario.push_str(&d.toml);
+        imported.notes.extend(d.notes.iter().map(|n| format!("driver {}: {n}", d.name)));
+        names.push(d.name);
+    }
+    Ok(imported)
 }
 
 /// Converts OMB workload YAML text.
