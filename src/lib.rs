@@ -18,3 +18,4 @@ pub mod scenario;
 mod search_command;
 pub mod stage_process;
 mod watch;
+pub mod workers;

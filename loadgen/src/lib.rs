@@ -7,6 +7,7 @@
 //! schedule, [`audience`] subscribes to the gateway and times every update it receives.
 
 pub mod audience;
+pub mod clocks;
 pub mod driver;
 pub mod ingress;
 pub mod keys;

@@ -1,0 +1,123 @@
+//! The four-timestamp clock exchange over the control topic: the coordinator sends pings
+//! stamped with its clock, the worker answers each with its receive and send stamps on its
+//! own clock, and the coordinator stamps the answer's arrival. `loadgen::clocks` turns the
+//! exchanges into an offset and a bound. The Kafka round trip is slow and lopsided (a
+//! produce, then a fetch); that widens the bound, never biases the offset beyond it.
+
+use super::CONTROL_TOPIC;
+use loadgen::clocks::Exchange;
+use pipeline::KafkaSettings;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A message of the exchange, JSON on the control topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClockMessage {
+    Ping { to: String, seq: u64, t1: i64 },
+    Pong { from: String, seq: u64, t1: i64, t2: i64, t3: i64 },
+}
+
+/// A clock: nanoseconds since the Unix epoch as this side reads them.
+pub type Now = fn() -> i64;
+
+/// How long the coordinator waits for each answer before counting the ping as lost.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The coordinator's side: `n` pings to `worker`, `gap` apart; the exchanges that were
+/// answered, in order.
+pub async fn measure(
+    kafka: &KafkaSettings,
+    worker: &str,
+    n: u64,
+    gap: Duration,
+    now: Now,
+) -> Result<Vec<Exchange>, String> {
+    let producer = producer(kafka)?;
+    let consumer = from_end(kafka, "clock-coordinator").await?;
+    let mut out = Vec::new();
+    for seq in 0..n {
+        let t1 = now();
+        send(&producer, &ClockMessage::Ping { to: worker.into(), seq, t1 }).await?;
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            loop {
+                let m = consumer.recv().await.map_err(|e| format!("reading {CONTROL_TOPIC}: {e}"))?;
+                let t4 = now();
+                let Some(Ok(ClockMessage::Pong { from, seq: s, t1: back, t2, t3 })) =
+                    m.payload().map(serde_json::from_slice::<ClockMessage>)
+                else {
+                    continue;
+                };
+                if from == worker && s == seq && back == t1 {
+                    return Ok::<_, String>(Exchange { t1, t2, t3, t4 });
+                }
+            }
+        })
+        .await;
+        // Unanswered in time: one sample fewer.
+        if let Ok(exchange) = answer {
+            out.push(exchange?);
+        }
+        tokio::time::sleep(gap).await;
+    }
+    Ok(out)
+}
+
+/// The worker's side: answers every ping addressed to `name`, stamped with `now`, until
+/// `cancel`.
+pub async fn answer(kafka: &KafkaSettings, name: &str, now: Now, cancel: CancellationToken) -> Result<(), String> {
+    let producer = producer(kafka)?;
+    let consumer = from_end(kafka, &format!("clock-{name}")).await?;
+    loop {
+        let m = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            m = consumer.recv() => m.map_err(|e| format!("reading {CONTROL_TOPIC}: {e}"))?,
+        };
+        let t2 = now();
+        let Some(Ok(ClockMessage::Ping { to, seq, t1 })) = m.payload().map(serde_json::from_slice::<ClockMessage>)
+        else {
+            continue;
+        };
+        if to == name {
+            send(&producer, &ClockMessage::Pong { from: name.into(), seq, t1, t2, t3: now() }).await?;
+        }
+    }
+}
+
+fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, String> {
+    let mut c = kafka.producer_config("tailgate-clock");
+    // Each ping and answer goes at once.
+    c.set("linger.ms", "0");
+    c.create().map_err(|e| format!("a producer for {CONTROL_TOPIC}: {e}"))
+}
+
+/// A consumer of the control topic from its current end (no group: it commits nothing).
+async fn from_end(kafka: &KafkaSettings, name: &str) -> Result<StreamConsumer, String> {
+    let mut one = kafka.clone();
+    one.partitions = 1;
+    one.ensure_topics(&[CONTROL_TOPIC], &[]).await.map_err(|e| e.to_string())?;
+    let ends = kafka.high_watermarks(CONTROL_TOPIC).await.map_err(|e| e.to_string())?;
+    let mut c = kafka.consumer_config(name, &format!("tailgate-{name}"));
+    c.set("enable.auto.commit", "false");
+    c.set("fetch.wait.max.ms", "10");
+    let consumer: StreamConsumer = c.create().map_err(|e| format!("a consumer of {CONTROL_TOPIC}: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, end) in ends {
+        tpl.add_partition_offset(CONTROL_TOPIC, p, Offset::Offset(end)).map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| format!("reading {CONTROL_TOPIC}: {e}"))?;
+    Ok(consumer)
+}
+
+async fn send(producer: &FutureProducer, m: &ClockMessage) -> Result<(), String> {
+    let body = serde_json::to_vec(m).map_err(|e| e.to_string())?;
+    producer
+        .send(FutureRecord::<(), _>::to(CONTROL_TOPIC).payload(&body), Duration::from_secs(5))
+        .await
+        .map(drop)
+        .map_err(|(e, _)| format!("writing {CONTROL_TOPIC}: {e}"))
+}

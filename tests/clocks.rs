@@ -1,0 +1,46 @@
+//! The clock exchange over a real control topic on the embedded broker: a worker whose
+//! clock runs 40 ms ahead is measured within the bound the measurement itself reports.
+
+#![cfg(feature = "embedded")]
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+use tailgate::workers::clock::{answer, measure};
+
+const SKEW_NS: i64 = 40_000_000;
+
+fn coordinator() -> i64 {
+    probes::now_ns() as i64
+}
+
+fn skewed() -> i64 {
+    probes::now_ns() as i64 + SKEW_NS
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_injected_offset_is_measured_within_its_bound() {
+    let (_broker, kafka) = testkit::broker(1).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn({
+        let (kafka, cancel) = (kafka.clone(), cancel.clone());
+        async move { answer(&kafka, "w1", skewed, cancel).await }
+    });
+    // The worker is reading before the first ping: give its consumer a moment to start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exchanges = measure(&kafka, "w1", 30, Duration::from_millis(5), coordinator).await.unwrap();
+    cancel.cancel();
+    worker.await.unwrap().unwrap();
+    assert!(exchanges.len() >= 20, "{} of 30 pings answered", exchanges.len());
+    let e = loadgen::clocks::estimate(&exchanges, 8).unwrap();
+    assert!(e.interval().contains(SKEW_NS), "{e:?}");
+    // Two trips through the broker on one machine: a bound of milliseconds, not seconds.
+    assert!(e.bound_ns < 50_000_000, "{e:?}");
+    // Each exchange alone also holds the truth: the method never claims more than it knows.
+    assert!(exchanges.iter().all(|x| x.interval().contains(SKEW_NS)), "{exchanges:?}");
+    eprintln!(
+        "measured {:.3} ms ± {:.3} ms over {} exchanges",
+        e.offset_ns as f64 / 1e6,
+        e.bound_ns as f64 / 1e6,
+        e.samples
+    );
+}
