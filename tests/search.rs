@@ -55,6 +55,9 @@ async fn each_search_step_is_a_run_of_its_own_and_every_step_is_listed() {
     assert_eq!(json["found"]["steps"].as_array().unwrap().len(), 2);
     assert_eq!(json["dirs"][0], "steps/01-150");
     assert!(out.join("capacity.svg").is_file());
+    let html = std::fs::read_to_string(out.join("search.html")).unwrap();
+    assert!(html.contains("steps/01-150/report.html") && html.contains("<svg"), "{html}");
+    assert!(out.join("steps/01-150/report.html").is_file());
 }
 
 #[test]

@@ -98,15 +98,6 @@ impl Shape {
         (0..secs).map(|s| self.events_by((s + 1) as f64) - self.events_by(s as f64)).collect()
     }
 
-    /// The highest rate it asks for.
-    pub fn peak(&self) -> f64 {
-        match self {
-            Self::Constant { rate } => *rate,
-            Self::Ramp { from, to, .. } => from.max(*to),
-            Self::Step { rates, .. } => rates.iter().copied().fold(0.0, f64::max),
-        }
-    }
-
     /// One line for summaries: `1000/s`, `200/s to 3000/s over 45s`, `500, 1000, 2000/s, 10s each`.
     pub fn describe(&self) -> String {
         let n = |r: &f64| format!("{r}");
@@ -226,7 +217,6 @@ mod tests {
         assert_eq!(per_second_sent(s, 6), [150, 250, 350, 450, 500, 500]);
         assert_eq!(shape.per_second(Duration::from_secs(6)), [150.0, 250.0, 350.0, 450.0, 500.0, 500.0]);
         assert_eq!(shape.rate_at(2.0), 300.0);
-        assert_eq!(shape.peak(), 500.0);
     }
 
     #[test]

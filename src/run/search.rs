@@ -1,7 +1,8 @@
 //! A capacity search (`tailgate run --find-max-rate`, or `[search]` in the scenario): the
 //! load generator's search, each step a run of the scenario's profile at one constant rate,
 //! written as a run directory of its own under `steps/`. `search.json` lists every step
-//! and what the search found; `capacity.svg` draws the end-to-end p99 against the rate.
+//! and what the search found; `capacity.svg` draws the end-to-end p99 against the rate, and
+//! `search.html` shows both.
 
 use super::{ProfileRun, RunError, RunOptions, checked, failed, profile, timestamp_for_path};
 use crate::scenario::SearchSection;
@@ -76,6 +77,10 @@ pub async fn find_max_rate(opts: &RunOptions, section: &SearchSection) -> Result
         }
         let run = profile::run(&at_rate, profile, &dir.join("steps").join(&name), opts).await?;
         let step = step_of(&run)?;
+        // Each step's own report, which search.html links to.
+        if let Err(e) = reports::report(std::slice::from_ref(&run.dir), &run.dir, None) {
+            eprintln!("warning: the report of step {name}: {e}");
+        }
         if opts.progress {
             eprintln!("  {}", describe(&step));
         }
@@ -162,8 +167,47 @@ fn write(dir: &Path, index: &SearchIndex) -> Result<(), RunError> {
         max_rate: index.found.max_rate,
         title: &format!("{} ({}): end-to-end p99 against the rate", index.scenario, index.profile),
     };
-    reports::charts::render(&chart, dir).map_err(failed)?;
+    let svg = reports::charts::render(&chart, dir).map_err(failed)?;
+    std::fs::write(dir.join("search.html"), html(index, &svg)).map_err(io)?;
     Ok(())
+}
+
+/// `search.html`: what was found, the chart, and every step with a link to its run.
+fn html(index: &SearchIndex, svg: &str) -> String {
+    use reports::render::esc;
+    use std::fmt::Write as _;
+    let f = &index.found;
+    let found = match (f.max_rate, &f.failed_at) {
+        (Some(m), Some((r, why))) => format!("highest sustained rate <b>{m:.0}/s</b>; not at {r:.0}/s: {}", esc(why)),
+        (Some(m), None) => format!("highest sustained rate at least <b>{m:.0}/s</b> (the ceiling held)"),
+        (None, _) => "no rate tried was sustained".to_owned(),
+    };
+    let mut rows = String::new();
+    for (i, (s, d)) in f.steps.iter().zip(&index.dirs).enumerate() {
+        let verdict = s.failed().map_or_else(|| "sustained".to_owned(), |w| esc(&w));
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:+.1}</td><td>{verdict}</td>\
+             <td><a href=\"{d}/report.html\">{d}</a></td></tr>",
+            i + 1,
+            s.rate,
+            s.achieved,
+            s.p50_ms,
+            s.p99_ms,
+            s.lag_growth
+        );
+    }
+    format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>Capacity search: {scenario}</title>\
+         <body style=\"font-family:sans-serif;max-width:1000px;margin:auto\"><h1>Capacity search: {scenario} ({profile})</h1>\
+         <p>{found}. Steps of {step:.0} s measured after {warmup:.0} s of warm-up, each a run of its own.</p>{svg}\
+         <table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>step</th><th>rate /s</th>\
+         <th>achieved /s</th><th>p50 ms</th><th>p99 ms</th><th>backlog /s</th><th>verdict</th><th>run</th></tr>{rows}</table></body>",
+        scenario = esc(&index.scenario),
+        profile = esc(&index.profile),
+        step = index.step_s,
+        warmup = index.warmup_s,
+    )
 }
 
 #[cfg(test)]
