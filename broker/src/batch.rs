@@ -129,8 +129,10 @@ impl Batch {
     pub fn last_offset_delta(&self) -> i32 {
         i32_at(&self.bytes, LAST_OFFSET_DELTA)
     }
+    /// The offset of the batch's last record (`i64::MAX` at most, whatever a client wrote
+    /// as its base offset before the broker assigned one).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        self.base_offset().saturating_add(i64::from(self.last_offset_delta()))
     }
     pub fn records_count(&self) -> i32 {
         i32_at(&self.bytes, RECORDS_COUNT)
@@ -196,7 +198,7 @@ impl Batch {
         if self.compression() != 0 {
             return None;
         }
-        Some(walk(&self.bytes, self.records_count()))
+        Some(walk(&self.bytes, self.records_count(), self.last_offset_delta()))
     }
 
     /// A copy of this uncompressed batch holding only the records `keep` selects. Base
@@ -264,7 +266,7 @@ fn len_field(b: &[u8], at: &mut usize, what: &'static str) -> Result<Option<std:
     Ok(Some(r))
 }
 
-fn walk(b: &[u8], count: i32) -> Result<Vec<RecordRef>, BatchError> {
+fn walk(b: &[u8], count: i32, last_delta: i32) -> Result<Vec<RecordRef>, BatchError> {
     let mut at = HEADER_LEN;
     let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(b.len()));
     for _ in 0..count {
@@ -276,6 +278,11 @@ fn walk(b: &[u8], count: i32) -> Result<Vec<RecordRef>, BatchError> {
         at += 1; // attributes (unused)
         let timestamp_delta = varint(rec, &mut at)?;
         let offset_delta = varint(rec, &mut at)?;
+        // A record's offset is within its batch's range, so base + delta cannot overflow
+        // and compaction and time lookups never point outside the batch.
+        if !(0..=i64::from(last_delta)).contains(&offset_delta) {
+            return Err(BatchError::Invalid("record offset delta outside the batch's range"));
+        }
         let key = len_field(rec, &mut at, "record key")?;
         let null_value = len_field(rec, &mut at, "record value")?.is_none();
         out.push(RecordRef { range: start..end, offset_delta, timestamp_delta, key, null_value });
@@ -359,6 +366,37 @@ pub(crate) mod tests {
         assert_eq!(stored.max_timestamp(), 99);
         // A stored batch is still a valid client batch (consumers check the CRC).
         Batch::split(stored.bytes().clone()).expect("CRC recomputed");
+    }
+
+    /// `bytes` with its CRC made right again after a field was changed.
+    fn resealed(mut b: BytesMut) -> Bytes {
+        let crc = crc32c::crc32c(&b[ATTRIBUTES..]);
+        b[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        b.freeze()
+    }
+
+    #[test]
+    fn a_clients_base_offset_near_the_end_of_the_range_does_not_overflow() {
+        // Found by the `batches` fuzz target: base offset i64::MAX - 196, last offset delta 255.
+        let mut b = BytesMut::from(&encode(&[("a", Some("1"))], 1, (-1, -1, -1))[..]);
+        b[0..8].copy_from_slice(&(i64::MAX - 196).to_be_bytes());
+        b[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&255i32.to_be_bytes());
+        let batch = &Batch::split(resealed(b)).expect("framing and CRC hold")[0];
+        assert_eq!(batch.last_offset(), i64::MAX);
+    }
+
+    #[test]
+    fn a_record_whose_offset_delta_is_outside_its_batch_is_refused() {
+        // Two records, the second claiming offset delta 1000 in a batch whose last is 1.
+        let mut b = BytesMut::from(&encode(&[("a", Some("1")), ("b", Some("2"))], 1, (-1, -1, -1))[..]);
+        let recs = Batch::split(b.clone().freeze()).expect("valid")[0].records().expect("plain").expect("walks");
+        // The second record is its length, attributes, timestamp delta 0, then offset delta
+        // 1 (zig-zag 2), one byte each; 0x7f in its place is zig-zag -64.
+        let at = recs[1].range.start + 3;
+        assert_eq!(b[at], 2, "the offset delta of record 1 is 1");
+        b[at] = 0x7f;
+        let batch = &Batch::split(resealed(b)).expect("framing and CRC hold")[0];
+        assert_eq!(batch.records(), Some(Err(BatchError::Invalid("record offset delta outside the batch's range"))));
     }
 
     #[test]

@@ -401,7 +401,8 @@ impl Log {
         }
         match b.records().and_then(Result::ok) {
             Some(recs) => recs.iter().find_map(|r| {
-                let (offset, t) = (b.base_offset() + r.offset_delta, b.base_timestamp() + r.timestamp_delta);
+                let (offset, t) =
+                    (b.base_offset() + r.offset_delta, b.base_timestamp().saturating_add(r.timestamp_delta));
                 (t >= ts && offset >= self.start).then_some((offset, t))
             }),
             None => Some((b.base_offset().max(self.start), b.max_timestamp())),

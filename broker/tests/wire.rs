@@ -164,6 +164,24 @@ async fn a_batch_over_max_message_bytes_is_refused_and_acks_zero_gets_no_answer(
 }
 
 #[tokio::test]
+async fn a_batch_whose_record_count_disagrees_with_its_offset_range_is_refused() {
+    let b = broker().await;
+    let mut c = Raw::connect(b.bootstrap()).await;
+    c.send(7, &create_topic("t", 1, &[])).await;
+    // Three records, but a last offset delta of 200: offsets the batch does not hold.
+    let mut bad = bytes::BytesMut::from(&batch(3, 10, -1, -1, -1)[..]);
+    bad[23..27].copy_from_slice(&200i32.to_be_bytes());
+    let crc = crc32c::crc32c(&bad[21..]);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let (err, _) = produced(&c.send(9, &produce("t", 0, 1, bad.freeze())).await);
+    assert_eq!(err, E::CorruptMessage.code());
+    assert_eq!(latest(&mut c, "t", 0).await, 0, "nothing stored");
+    let (err, _) = produced(&c.send(9, &produce("t", 0, 1, batch(3, 10, -1, -1, -1))).await);
+    assert_eq!(err, 0);
+    assert_eq!(latest(&mut c, "t", 0).await, 3);
+}
+
+#[tokio::test]
 async fn malformed_frames_close_only_their_own_connection() {
     let b = broker().await;
     let mut good = Raw::connect(b.bootstrap()).await;

@@ -3,7 +3,7 @@
 //! `cargo +nightly fuzz run TARGET` (docs/fuzzing.md) and start from the same seeds:
 //! `fuzz/seeds/TARGET/` (the frames are what librdkafka sent the embedded broker in a
 //! quick-start run) and, for scenarios, `scenarios/`. An input that once crashed a target
-//! joins its seeds, so it stays fixed.
+//! joins its seeds as `found-*`, so it stays fixed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,6 +20,10 @@ fn smoke(target: fn(&[u8]), seeds: &[Vec<u8>], n: usize) {
 
 /// The files of `dir` (under the fuzz crate) whose names end with `ext`, in name order.
 fn files(dir: &str, ext: &str) -> Vec<Vec<u8>> {
+    named(dir, ext).into_iter().map(|(_, b)| b).collect()
+}
+
+fn named(dir: &str, ext: &str) -> Vec<(String, Vec<u8>)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -27,11 +31,20 @@ fn files(dir: &str, ext: &str) -> Vec<Vec<u8>> {
         .filter(|p| p.to_string_lossy().ends_with(ext))
         .collect();
     paths.sort();
-    paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    paths.iter().map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(p).unwrap())).collect()
 }
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     files(&format!("seeds/{target}"), "")
+}
+
+/// The seeds that are real traffic, not inputs a run once found (`found-*`).
+fn real(target: &str) -> Vec<Vec<u8>> {
+    named(&format!("seeds/{target}"), "")
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("found-"))
+        .map(|(_, b)| b)
+        .collect()
 }
 
 #[test]
@@ -78,7 +91,7 @@ fn frames() {
 #[test]
 fn batches() {
     let seeds = seeds("batches");
-    for s in &seeds {
+    for s in &real("batches") {
         let split = broker::batch::Batch::split(bytes::Bytes::copy_from_slice(s));
         let records = split.as_ref().map(|b| b[0].records());
         assert!(matches!(records, Ok(Some(Ok(_)))), "a seed is a valid uncompressed batch: {split:?}");

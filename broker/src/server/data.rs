@@ -66,6 +66,15 @@ impl Handler<'_> {
                     format!("record batch of {} bytes is over max.message.bytes {}", b.len(), cfg.max_message_bytes);
                 return partition_error(index, E::MessageTooLarge.code(), Some(&why));
             }
+            // As Kafka's log validator: a client's batch holds exactly the offsets it spans.
+            if i64::from(b.records_count()) != i64::from(b.last_offset_delta()) + 1 {
+                let why = format!(
+                    "inconsistent batch offset range and record count: {} records, last offset delta {}",
+                    b.records_count(),
+                    b.last_offset_delta()
+                );
+                return partition_error(index, E::CorruptMessage.code(), Some(&why));
+            }
             if b.is_transactional() {
                 return partition_error(
                     index,
