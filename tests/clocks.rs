@@ -1,11 +1,12 @@
-//! The clock exchange over a real control topic on the embedded broker: a worker whose
-//! clock runs 40 ms ahead is measured within the bound the measurement itself reports.
+//! The clock exchanges over a real control topic on the embedded broker: a worker whose
+//! clock runs 40 ms ahead is measured within the bound the measurement itself reports, by
+//! four-timestamp exchanges and by the broker's append times.
 
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
-use tailgate::workers::clock::{answer, measure};
+use tailgate::workers::clock::{answer, broker_bound, measure};
 
 const SKEW_NS: i64 = 40_000_000;
 
@@ -43,4 +44,19 @@ async fn a_workers_injected_offset_is_measured_within_its_bound() {
         e.bound_ns as f64 / 1e6,
         e.samples
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brokers_append_times_bound_the_same_offset_from_both_sides() {
+    let (_broker, kafka) = testkit::broker(1).await;
+    // Each side's offset from the broker, from records on a LogAppendTime topic.
+    let worker = broker_bound(&kafka, "tailgate.clock-append", 10, skewed).await.unwrap();
+    let coordinator = broker_bound(&kafka, "tailgate.clock-append", 10, coordinator).await.unwrap();
+    // The broker runs on this machine's clock: the coordinator is 0 from it, the worker 40 ms.
+    assert!(coordinator.contains(0), "{coordinator:?}");
+    assert!(worker.contains(SKEW_NS), "{worker:?}");
+    let between = worker.minus(coordinator);
+    assert!(between.contains(SKEW_NS), "{between:?}");
+    // Milliseconds wide: the append time is a millisecond count, and an ack a round trip.
+    assert!(between.hi - between.lo < 20_000_000, "{between:?}");
 }

@@ -65,6 +65,13 @@ impl Interval {
     pub fn contains(self, x: i64) -> bool {
         (self.lo..=self.hi).contains(&x)
     }
+
+    /// The difference of two offsets known to lie in these intervals: with A - B in `self`
+    /// and C - B in `other`, A - C lies in the result (two hosts' offsets from one broker
+    /// give their offset from each other).
+    pub fn minus(self, other: Interval) -> Interval {
+        Interval { lo: self.lo - other.hi, hi: self.hi - other.lo }
+    }
 }
 
 /// A worker's clock offset from the coordinator, as `result.json` reports it.
@@ -205,5 +212,9 @@ mod tests {
         let both = ntp.narrowed(b, "ntp+log_append_time");
         assert!(both.interval().contains(40 * MS) && both.bound_ns < ntp.bound_ns, "{both:?}");
         assert_eq!(both.method, "ntp+log_append_time");
+        // Two hosts' bounds from one broker give theirs from each other.
+        let worker = Interval { lo: 39 * MS, hi: 42 * MS };
+        let coordinator = Interval { lo: -MS, hi: MS };
+        assert_eq!(worker.minus(coordinator), Interval { lo: 38 * MS, hi: 43 * MS });
     }
 }

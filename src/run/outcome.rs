@@ -33,7 +33,8 @@ impl Made<'_> {
     pub(super) fn result(self, broker: crate::result::BrokerInfo) -> RunResult {
         let (load, report, tally) = (&self.scenario.load, self.report, self.tally);
         let shape = load.shape();
-        let measured = shape.time_of(report.sent as f64).map_or(0.0, |t| t - load.warmup.as_secs_f64());
+        // Stopped early: the measured time is up to the next event due (none during warm-up).
+        let measured = shape.time_of(report.sent as f64).map_or(0.0, |t| (t - load.warmup.as_secs_f64()).max(0.0));
         let duration_s =
             if report.stopped_early { measured.min(load.duration.as_secs_f64()) } else { load.duration.as_secs_f64() };
         let a = self.accounting;

@@ -3,9 +3,10 @@
 //! own clock, and the coordinator stamps the answer's arrival. `loadgen::clocks` turns the
 //! exchanges into an offset and a bound. The Kafka round trip is slow and lopsided (a
 //! produce, then a fetch); that widens the bound, never biases the offset beyond it.
+//! [`broker_bound`] gives each side a second bound, from a broker's `LogAppendTime`.
 
 use super::CONTROL_TOPIC;
-use loadgen::clocks::Exchange;
+use loadgen::clocks::{Exchange, Interval, append_time_bound};
 use pipeline::KafkaSettings;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -86,6 +87,37 @@ pub async fn answer(kafka: &KafkaSettings, name: &str, now: Now, cancel: Cancell
             send(&producer, &ClockMessage::Pong { from: name.into(), seq, t1, t2, t3: now() }).await?;
         }
     }
+}
+
+/// Where this side's clock offset from the broker lies (this clock minus the broker's):
+/// `n` records produced to `topic`, created with `message.timestamp.type = LogAppendTime`
+/// when missing. Each append (the broker's clock) came after the send and before the
+/// acknowledgement (this clock); the intervals of all `n` are intersected.
+pub async fn broker_bound(kafka: &KafkaSettings, topic: &str, n: u64, now: Now) -> Result<Interval, String> {
+    let mut one = kafka.clone();
+    one.partitions = 1;
+    one.ensure_topics(&[topic], &[("message.timestamp.type", "LogAppendTime")]).await.map_err(|e| e.to_string())?;
+    let producer = producer(kafka)?;
+    let mut bound: Option<Interval> = None;
+    for _ in 0..n {
+        let sent = now();
+        let delivered = producer
+            .send(FutureRecord::<(), _>::to(topic).payload(b"clock"), Duration::from_secs(5))
+            .await
+            .map_err(|(e, _)| format!("writing {topic}: {e}"))?;
+        let acked = now();
+        // The produce response carries the append time; librdkafka reports it as such.
+        let rdkafka::Timestamp::LogAppendTime(append_ms) = delivered.timestamp else {
+            return Err(format!("{topic} does not use LogAppendTime"));
+        };
+        let i = append_time_bound(sent, append_ms, acked);
+        bound = Some(
+            bound
+                .map_or(Some(i), |b| b.intersect(i))
+                .ok_or_else(|| format!("{topic}: the append times disagree with each other (did a clock step?)"))?,
+        );
+    }
+    bound.ok_or_else(|| "no record produced".into())
 }
 
 fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, String> {
