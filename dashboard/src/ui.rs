@@ -259,21 +259,48 @@ fn draw_hops(frame: &mut Frame<'_>, area: Rect, s: &DashState, v: &WindowView) {
 }
 
 fn draw_histogram(frame: &mut Frame<'_>, area: Rect, s: &DashState, v: &WindowView) {
-    let peak = v.bins.iter().map(|&(_, c)| c).max().unwrap_or(0).max(1);
+    let rows = histogram_rows(&v.bins, usize::from(area.height.saturating_sub(2)));
+    let peak = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
     let width = usize::from(area.width.saturating_sub(20)).max(4);
-    let lines: Vec<Line<'_>> = v
-        .bins
+    let lines: Vec<Line<'_>> = rows
         .iter()
-        .rev()
-        .take(usize::from(area.height.saturating_sub(2)))
-        .rev()
-        .map(|&(edge, c)| {
-            let n = (c as usize * width).div_ceil(peak as usize);
-            Line::raw(format!("<={:>6} {:<width$} {c}", ms(edge), "▇".repeat(n.min(width))))
+        .map(|(label, c)| {
+            let n = (*c as usize * width).div_ceil(peak as usize);
+            Line::raw(format!("{label} {:<width$} {c}", "▇".repeat(n.min(width))))
         })
         .collect();
     let title = format!("distribution, last {}", s.window.label());
     frame.render_widget(Paragraph::new(lines).block(block(&title, s.focus == Panel::Histogram)), area);
+}
+
+/// The rows the distribution panel has room for: from the first populated bin to the last,
+/// and when they do not fit, the run of bins holding the most events, with every event
+/// below it counted in its first row (`<= edge` holds them too) and every one above in a
+/// last row of its own (`> edge`), so that no event leaves the panel.
+fn histogram_rows(bins: &[(f64, u64)], rows: usize) -> Vec<(String, u64)> {
+    let (Some(first), Some(last)) = (bins.iter().position(|b| b.1 > 0), bins.iter().rposition(|b| b.1 > 0)) else {
+        return Vec::new();
+    };
+    let bins = &bins[first..=last];
+    let label = |edge: f64| format!("<={:>6}", ms(edge));
+    if bins.len() <= rows.max(1) {
+        return bins.iter().map(|&(e, c)| (label(e), c)).collect();
+    }
+    let sum = |b: &[(f64, u64)]| b.iter().map(|x| x.1).sum::<u64>();
+    // The run of `rows` bins holding the most events if it reaches the last bin (nothing
+    // lies above it); otherwise a run of `rows - 1` and a row for what lies above.
+    let best = |span: usize| (0..=bins.len() - span).max_by_key(|&s| (sum(&bins[s..s + span]), std::cmp::Reverse(s)));
+    let rows = rows.max(2);
+    let (start, span) = match best(rows) {
+        Some(s) if s + rows == bins.len() => (s, rows),
+        _ => (best(rows - 1).unwrap_or(0), rows - 1),
+    };
+    let mut out: Vec<(String, u64)> = bins[start..start + span].iter().map(|&(e, c)| (label(e), c)).collect();
+    out[0].1 += sum(&bins[..start]);
+    if start + span < bins.len() {
+        out.push((format!(" >{:>6}", ms(bins[start + span - 1].0)), sum(&bins[start + span..])));
+    }
+    out
 }
 
 fn draw_footer(frame: &mut Frame<'_>, area: Rect, s: &DashState) {
@@ -437,5 +464,59 @@ mod tests {
         assert!(t.contains(" PASS "), "{t}");
         assert!(t.contains("e2e  20."), "{t}");
         assert!(t.contains("sent        12000"), "{t}");
+    }
+
+    #[test]
+    fn the_distribution_shows_where_the_events_are_and_loses_none() {
+        // 1,800 events from 1 to 3 ms and one at a second: the old panel showed the
+        // highest bins, empty but for the outlier.
+        let edges = [
+            1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.0, 150.0, 200.0, 300.0, 500.0, 700.0,
+            1000.0,
+        ];
+        let mut bins: Vec<(f64, u64)> = edges.iter().map(|&e| (e, 0)).collect();
+        bins[0].1 = 100;
+        bins[1].1 = 800;
+        bins[2].1 = 700;
+        bins[3].1 = 200;
+        bins[18].1 = 1;
+        let rows = histogram_rows(&bins, 8);
+        assert_eq!(rows.len(), 8);
+        assert_eq!(rows[0], ("<=  1.00".to_owned(), 100));
+        assert_eq!(rows[1].1, 800);
+        assert_eq!(rows[7], (" > 10.00".to_owned(), 1), "{rows:?}");
+        assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 1_801);
+        // Room for every populated bin: all of them, from the first to the last.
+        let all = histogram_rows(&bins, 40);
+        assert_eq!((all.len(), all[0].1, all[18].1), (19, 100, 1));
+        // Empty bins before the first event are not shown; a run in the middle keeps
+        // what lies below it in its first row.
+        let mut low = bins.clone();
+        low[0].1 = 0;
+        low[1].1 = 3;
+        low[10].1 = 900;
+        let rows = histogram_rows(&low, 4);
+        assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 3 + 700 + 200 + 900 + 1);
+        assert!(rows.last().unwrap().0.starts_with(" >"), "{rows:?}");
+        assert!(histogram_rows(&[(1.0, 0)], 5).is_empty());
+    }
+
+    #[test]
+    fn at_120_by_40_the_panel_shows_the_bulk_and_an_outlier_above_it() {
+        let mut st = state(4);
+        st.apply(Feed::Sample(Sample {
+            intended_ns: 111 * S,
+            received_ns: 111 * S + 1_000 * MS,
+            stamps: String::new(),
+        }));
+        st.tick(112 * S);
+        let t = text(&render(&st, 120, 40));
+        let row = |label: &str| {
+            t.lines().find_map(|l| l.split('│').find(|cell| cell.starts_with(label)).map(|c| c.trim_end().to_owned()))
+        };
+        let bulk = row("<=  5.00").unwrap_or_else(|| panic!("{t}"));
+        assert!(bulk.ends_with(" 1000"), "the 1,000 events of 4 ms: {bulk}");
+        let above = row(" > ").unwrap_or_else(|| panic!("{t}"));
+        assert!(above.ends_with(" 1"), "the outlier, counted above the rows: {above}");
     }
 }
