@@ -1,6 +1,7 @@
 //! `tailgate watch`: attaches to a running pipeline (its output topic, read from the end
 //! with a group of its own that commits nothing) and shows the live dashboard, with the lag
-//! of the pipeline's consumer groups.
+//! of the pipeline's consumer groups. A topic that does not exist yet is waited for, the
+//! header saying so, and read from its start once it is made.
 
 use crate::command::{needs_terminal, tokio_runtime};
 use crate::exit::{EXIT_BAD_INPUT, EXIT_PASS, EXIT_RUNTIME};
@@ -39,7 +40,7 @@ pub(crate) fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: 
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let tap = rt.spawn({
-        let (cancel, tx) = (cancel.clone(), tx.clone());
+        let (cancel, tx, meta) = (cancel.clone(), tx.clone(), meta.clone());
         async move {
             let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let lags = {
@@ -73,7 +74,31 @@ pub(crate) fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: 
                     }));
                 }
             };
-            let tapped = pipeline::tap::run(&kafka, &topics, on_sample, || {}, cancel).await;
+            // Topics the pipeline has not made yet: say so in the header, and start reading
+            // within a moment of their creation, from their start (all of it is new).
+            let waiting_meta = meta.clone();
+            let said = tx.clone();
+            let missing = pipeline::tap::wait_for_topics(
+                &kafka,
+                &topics,
+                |missing| {
+                    let title = format!("{} · waiting for {} to be created", waiting_meta.title, missing.join(", "));
+                    said.offer(dashboard::Feed::Meta(dashboard::Meta { title, ..waiting_meta.clone() }));
+                },
+                &cancel,
+            )
+            .await;
+            let tapped = match missing {
+                Ok(Some(missing)) => {
+                    if !missing.is_empty() {
+                        tx.offer(dashboard::Feed::Meta(meta));
+                    }
+                    let from_start = !missing.is_empty() && missing.len() == topics.len();
+                    pipeline::tap::run(&kafka, &topics, from_start, on_sample, || {}, cancel).await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
             let _ = lags.await;
             tapped
         }

@@ -24,6 +24,7 @@ async fn watch_taps_a_running_pipeline_without_touching_it() {
             pipeline::tap::run(
                 &kafka,
                 &[topics::UPDATES.to_owned()],
+                false,
                 move |intended_ns, stamps: &str, received_ns| {
                     samples.lock().unwrap().push(Sample { intended_ns, received_ns, stamps: stamps.to_owned() });
                 },
@@ -98,4 +99,58 @@ async fn watch_taps_a_running_pipeline_without_touching_it() {
         ]
     );
     assert_eq!(view.end_to_end.count, samples.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_started_before_its_topic_exists_waits_and_then_sees_every_record() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let (_broker, kafka) = testkit::broker(1).await;
+    let topic = "peer.out".to_owned();
+    let waited: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let cancel = CancellationToken::new();
+    let watch = {
+        let (kafka, topic, waited, samples, cancel) =
+            (kafka.clone(), topic.clone(), Arc::clone(&waited), Arc::clone(&samples), cancel.clone());
+        tokio::spawn(async move {
+            let topics = [topic];
+            let missing =
+                pipeline::tap::wait_for_topics(&kafka, &topics, |m| waited.lock().unwrap().push(m.to_vec()), &cancel)
+                    .await
+                    .unwrap()
+                    .expect("not cancelled");
+            let on_sample = move |intended_ns, stamps: &str, received_ns| {
+                samples.lock().unwrap().push(Sample { intended_ns, received_ns, stamps: stamps.to_owned() });
+            };
+            pipeline::tap::run(&kafka, &topics, missing == topics, on_sample, || {}, cancel).await
+        })
+    };
+    // The pipeline makes its topic a second later and writes at once.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(*waited.lock().unwrap(), [vec![topic.clone()]], "the watch says what it waits for");
+    kafka.ensure_topics(&[topic.as_str()], &[]).await.unwrap();
+    let created = std::time::Instant::now();
+    let producer: FutureProducer = kafka.producer_config("peer").create().unwrap();
+    let trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for i in 0..100u64 {
+        let intended = probes::now_ns().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "traceparent", value: Some(&trace[..]) })
+            .insert(Header { key: "tg-intended", value: Some(intended.as_bytes()) })
+            .insert(Header { key: "tg-stamps", value: Some(format!("peer:{intended}:{intended}").as_bytes()) });
+        let body = i.to_be_bytes();
+        let record = FutureRecord::<(), _>::to(&topic).payload(&body).headers(headers);
+        producer.send(record, std::time::Duration::from_secs(5)).await.unwrap();
+    }
+    // Every record, though written before the tap had joined: it read the new topic from
+    // its start.
+    while samples.lock().unwrap().len() < 100 && created.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen = samples.lock().unwrap().len();
+    eprintln!("the watch had all {seen} records {:?} after the topic was made", created.elapsed());
+    cancel.cancel();
+    watch.await.unwrap().unwrap();
+    assert_eq!(seen, 100);
 }

@@ -14,23 +14,59 @@ use tokio_util::sync::CancellationToken;
 /// The stage name the tap reports itself as.
 pub const NAME: &str = "tap";
 
-/// Reads `topics` from their end until `cancel`, calling `on_sample(intended_ns, stamps,
-/// received_ns)` for each message with tailgate headers and `on_foreign()` for others.
+/// Reads `topics` until `cancel`, calling `on_sample(intended_ns, stamps, received_ns)`
+/// for each message with tailgate headers and `on_foreign()` for others. From their end,
+/// unless `from_start`: for topics created after the watch began, whose every record is
+/// new to it.
 pub async fn run(
     kafka: &KafkaSettings,
     topics: &[String],
+    from_start: bool,
     on_sample: impl FnMut(u64, &str, u64) + Send + 'static,
     on_foreign: impl FnMut() + Send + 'static,
     cancel: CancellationToken,
 ) -> Result<()> {
     let ctx = StageContext { cancel, ..StageContext::new(kafka.clone()) };
-    crate::runtime::run(Tap { topics: topics.to_vec(), on_sample, on_foreign }, ctx).await
+    crate::runtime::run(Tap { topics: topics.to_vec(), from_start, on_sample, on_foreign }, ctx).await
+}
+
+/// How often [`wait_for_topics`] looks again.
+pub const TOPIC_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Waits until the cluster has every one of `topics`, looking every [`TOPIC_CHECK`] and
+/// calling `waiting(missing)` whenever the missing ones change. Returns the topics that
+/// were missing when it began (empty when none was), or `None` when cancelled first.
+pub async fn wait_for_topics(
+    kafka: &KafkaSettings,
+    topics: &[String],
+    mut waiting: impl FnMut(&[String]),
+    cancel: &CancellationToken,
+) -> Result<Option<Vec<String>>> {
+    let mut first: Option<Vec<String>> = None;
+    let mut last: Option<Vec<String>> = None;
+    loop {
+        let have = kafka.topic_names(std::time::Duration::from_secs(5)).await?;
+        let missing: Vec<String> = topics.iter().filter(|t| !have.contains(*t)).cloned().collect();
+        let at_first = first.get_or_insert_with(|| missing.clone()).clone();
+        if missing.is_empty() {
+            return Ok(Some(at_first));
+        }
+        if last.as_ref() != Some(&missing) {
+            waiting(&missing);
+            last = Some(missing);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            () = tokio::time::sleep(TOPIC_CHECK) => {}
+        }
+    }
 }
 
 /// The tap as a stage that only looks: a group of its own, from the topics' end, no
 /// producer, no commits.
 struct Tap<S, F> {
     topics: Vec<String>,
+    from_start: bool,
     on_sample: S,
     on_foreign: F,
 }
@@ -47,7 +83,12 @@ impl<S: FnMut(u64, &str, u64) + Send + 'static, F: FnMut() + Send + 'static> Sta
     fn consumer_config(&self, kafka: &KafkaSettings) -> ClientConfig {
         let group = format!("tailgate-watch-{}-{:x}", std::process::id(), probes::now_ns());
         let mut config = kafka.consumer_config(NAME, &group);
-        config.set("enable.auto.commit", "false").set("auto.offset.reset", "latest");
+        config
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", if self.from_start { "earliest" } else { "latest" })
+            // A topic deleted and made again, or given partitions, is seen within a second
+            // (librdkafka's default looks every five minutes).
+            .set("topic.metadata.refresh.interval.ms", "1000");
         config
     }
 

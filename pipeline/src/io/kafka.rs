@@ -128,6 +128,17 @@ impl KafkaSettings {
         Ok(())
     }
 
+    /// The names of every topic the cluster has.
+    pub async fn topic_names(&self, timeout: Duration) -> Result<std::collections::HashSet<String>> {
+        let consumer: BaseConsumer = self.base("topics").create().map_err(|e| Error::Config(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let md = consumer.fetch_metadata(None, timeout).map_err(crate::kafka_err("topic metadata"))?;
+            Ok(md.topics().iter().map(|t| t.name().to_owned()).collect())
+        })
+        .await
+        .map_err(|source| Error::Task { what: "a Kafka metadata call", source })?
+    }
+
     /// Fails with [`Error::Unreachable`] naming the address unless a broker answers a
     /// metadata request within `timeout`.
     pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
