@@ -108,6 +108,9 @@ partitions = 2
 "retention.ms" = "600000"
 [profiles.batchy.stages.gateway.consumer]
 "fetch.wait.max.ms" = 2
+# The agent's beats zstd-compressed, the others' records lz4: both through one run.
+[profiles.batchy.stages.agent.producer]
+"compression.type" = "zstd"
 [[sla]]
 metric = "end_to_end.p99_ms"
 max = 60000.0
@@ -140,6 +143,7 @@ async fn a_sweep_runs_each_profile_on_its_own_broker_into_one_directory() {
     assert_eq!(batchy.producer["compression.type"], "lz4");
     assert_eq!(batchy.topic["retention.ms"], "600000");
     assert_eq!(batchy.stages["gateway"].consumer["fetch.wait.max.ms"], "2");
+    assert_eq!(batchy.stages["agent"].producer["compression.type"], "zstd");
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("sweep.json")).unwrap()).unwrap();
     assert_eq!(index["profiles"][1]["dir"], "batchy");
 
