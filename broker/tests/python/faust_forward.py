@@ -1,5 +1,6 @@
 """A Faust (faust-streaming) app that forwards every record of py-faust-in to
-py-faust-out with its headers, appending its own stamp to `tg-stamps`.
+py-faust-out with its headers, its stamp appended and a child span made by the probe
+library (clients/python, installed in the venv by .ci/run).
 
     python faust_forward.py HOST:PORT worker
 """
@@ -7,6 +8,7 @@ py-faust-out with its headers, appending its own stamp to `tg-stamps`.
 import sys
 
 import faust
+import tailgate_probe
 
 BOOTSTRAP = sys.argv.pop(1)
 
@@ -26,12 +28,9 @@ sink = app.topic("py-faust-out", key_serializer="raw", value_serializer="raw")
 @app.agent(source)
 async def forward(stream):
     async for event in stream.events():
-        raw = event.headers or {}
-        headers = list(raw.items()) if hasattr(raw, "items") else list(raw)
-        stamps = b"".join(v for k, v in headers if k == "tg-stamps")
-        kept = [(k, v) for k, v in headers if k != "tg-stamps"]
-        kept.append(("tg-stamps", stamps + b",faust:1:2"))
-        await sink.send(key=event.key, value=event.value, headers=kept)
+        incoming = tailgate_probe.receive(event)
+        assert incoming.ok, incoming.error
+        await sink.send(key=event.key, value=event.value, headers=tailgate_probe.forward(incoming, stage="faust"))
 
 
 if __name__ == "__main__":
