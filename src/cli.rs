@@ -168,6 +168,10 @@ enum Command {
         /// Take the client settings of this profile of the scenario.
         #[arg(long, value_name = "NAME")]
         profile: Option<String>,
+        /// The agent's implementation: rust, or faust (a Faust worker in Python, started as
+        /// a child process) [default: the scenario's agent.kind].
+        #[arg(long, value_enum)]
+        kind: Option<crate::stage_process::AgentImpl>,
     },
     /// Check scenario files without running them.
     Validate {
@@ -271,7 +275,7 @@ pub fn main() -> ExitCode {
             data,
             &crate::broker_command::BrokerFaults { stall, drop_connections, fetch_latency },
         ),
-        Command::Stage { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile } => {
+        Command::Stage { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile, kind } => {
             let opts = crate::stage_process::StageOptions {
                 stage,
                 config,
@@ -281,6 +285,7 @@ pub fn main() -> ExitCode {
                 grpc,
                 state_dir,
                 profile,
+                kind,
             };
             stage_process(opts)
         }

@@ -36,6 +36,24 @@ pub enum StageName {
     Gateway,
 }
 
+/// Which agent `tailgate stage agent --kind` runs, over the scenario's `agent.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentImpl {
+    /// The Rust stage, in this process.
+    Rust,
+    /// The Faust worker (Python), as a child of this process.
+    Faust,
+}
+
+impl From<AgentImpl> for pipeline::agent::config::AgentKind {
+    fn from(a: AgentImpl) -> Self {
+        match a {
+            AgentImpl::Rust => Self::Rust,
+            AgentImpl::Faust => Self::Faust,
+        }
+    }
+}
+
 impl StageName {
     /// The name stamps, groups and metrics use.
     pub const fn as_str(self) -> &'static str {
@@ -66,6 +84,8 @@ pub struct StageOptions {
     pub state_dir: PathBuf,
     /// Client settings of this profile of the scenario [default: the scenario's own].
     pub profile: Option<String>,
+    /// The agent's implementation, over the scenario's (and the profile's).
+    pub kind: Option<AgentImpl>,
 }
 
 fn bad(e: impl std::fmt::Display) -> RunError {
@@ -80,7 +100,13 @@ pub async fn serve(opts: StageOptions) -> Result<(), RunError> {
     create_topics(&kafka, &profile).await?;
     let tracer = run::start_tracer(&scenario)?;
     kafka.spans = tracer.clone().map(|t| t as Arc<dyn probes::spans::SpanSink>);
-    let config = scenario.pipeline_config();
+    let mut config = scenario.pipeline_config();
+    if let Some(kind) = opts.kind.map(Into::into).or(profile.agent) {
+        config.agent.kind = kind;
+    }
+    if opts.kind.is_some() && opts.stage != StageName::Agent {
+        return Err(bad("--kind chooses the agent's implementation; it applies to `tailgate stage agent` only"));
+    }
     prepare(&config, opts.stage, &opts.state_dir).await?;
     let listener = match opts.stage {
         StageName::Gateway => Some(

@@ -97,6 +97,9 @@ pub fn profiles(profiles: &[Profile], seconds: &DataFrame, sla_p99_ms: Option<f6
         "max_ms" => all.iter().map(|r| r.end_to_end.max_ms).collect::<Vec<_>>(),
         "mean_ms" => all.iter().map(|r| r.end_to_end.mean_ms).collect::<Vec<_>>(),
         "passed" => all.iter().map(|r| r.sla.passed).collect::<Vec<_>>(),
+        // CPU seconds per 1,000 events sent, tailgate and a Faust agent's process together.
+        "cpu_per_1k_s" => all.iter().map(|r| r.cpu.as_ref().map_or(f64::NAN, |c| c.per_1k_events_s)).collect::<Vec<_>>(),
+        "agent_cpu_s" => all.iter().map(|r| r.cpu.as_ref().and_then(|c| c.agent_process_s).unwrap_or(f64::NAN)).collect::<Vec<_>>(),
     )?;
     let on = [col("profile")];
     base.lazy()

@@ -223,15 +223,15 @@ impl Report {
         let _ = writeln!(m, "**{}**\n", self.verdict());
         let _ = writeln!(
             m,
-            "| profile | verdict | achieved/s | p50 ms | p99 ms | p99.9 ms | max ms | delivered | dead-lettered | lost |"
+            "| profile | verdict | achieved/s | p50 ms | p99 ms | p99.9 ms | max ms | delivered | dead-lettered | lost | CPU s/1k events |"
         );
-        let _ = writeln!(m, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(m, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for p in &self.profiles {
             let r = &p.result;
             let e = &r.end_to_end;
             let _ = writeln!(
                 m,
-                "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
                 p.name,
                 if r.sla.passed { "✅ pass" } else { "❌ fail" },
                 r.achieved_rate,
@@ -241,7 +241,8 @@ impl Report {
                 e.max_ms,
                 r.counts.delivered,
                 r.counts.dead_lettered,
-                r.counts.lost
+                r.counts.lost,
+                r.cpu.as_ref().map_or_else(|| "–".to_owned(), |c| format!("{:.3}", c.per_1k_events_s))
             );
         }
         let _ = writeln!(m, "\n| profile | objective | measured | limit | |\n| --- | --- | ---: | --- | --- |");
@@ -341,7 +342,7 @@ impl Report {
     fn html_profiles(&self, h: &mut String) {
         let _ = writeln!(
             h,
-            "<h2>Profiles</h2><table><tr><th>profile</th><th>verdict</th><th>runs</th><th>achieved/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>worst second p99</th><th>seconds over SLA p99</th><th>sent</th><th>delivered</th><th>dead-lettered</th><th>lost</th></tr>"
+            "<h2>Profiles</h2><table><tr><th>profile</th><th>verdict</th><th>runs</th><th>achieved/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th><th>worst second p99</th><th>seconds over SLA p99</th><th>sent</th><th>delivered</th><th>dead-lettered</th><th>lost</th><th>CPU s per 1k events</th><th>agent process CPU s</th></tr>"
         );
         let t = &self.table;
         let (names, f) = (frames::strings(t, "profile"), |c: &str| frames::floats(t, c));
@@ -359,6 +360,8 @@ impl Report {
             "delivered",
             "dead_lettered",
             "lost",
+            "cpu_per_1k_s",
+            "agent_cpu_s",
         ];
         let values: Vec<Vec<f64>> = cols.iter().map(|c| f(c)).collect();
         for (i, name) in names.iter().enumerate() {
@@ -374,8 +377,10 @@ impl Report {
                 let v = v.get(i).copied().unwrap_or(f64::NAN);
                 let text = if v.is_nan() {
                     "–".into()
-                } else if c.ends_with("_ms") || *c == "achieved_rate" {
+                } else if c.ends_with("_ms") || *c == "achieved_rate" || *c == "agent_cpu_s" {
                     format!("{v:.2}")
+                } else if *c == "cpu_per_1k_s" {
+                    format!("{v:.3}")
                 } else {
                     format!("{v:.0}")
                 };

@@ -239,6 +239,28 @@ impl Machine {
     }
 }
 
+/// The CPU time a run used from the pipeline's start to its stop: the `tailgate` process
+/// (the embedded broker, the stages it hosts, the load and the audience) and the stages it
+/// ran as child processes (the Faust agent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CpuUse {
+    /// User plus system seconds of the `tailgate` process.
+    pub tailgate_s: f64,
+    /// User plus system seconds of the Faust agent's processes (absent for the Rust agent,
+    /// which is inside `tailgate_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_process_s: Option<f64>,
+    /// Both together, per thousand events sent.
+    pub per_1k_events_s: f64,
+}
+
+impl CpuUse {
+    /// All the CPU seconds counted.
+    pub fn total_s(&self) -> f64 {
+        self.tailgate_s + self.agent_process_s.unwrap_or(0.0)
+    }
+}
+
 /// `result.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
@@ -278,6 +300,9 @@ pub struct RunResult {
     /// The run was stopped before its schedule ended (Ctrl-C or a failure).
     pub interrupted: bool,
     pub machine: Machine,
+    /// The CPU time the run used, while the pipeline ran (absent for synthetic runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUse>,
     /// How the reference pipeline was set up and what it reported (absent for runs that
     /// did not run it, such as synthetic ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -333,6 +358,10 @@ pub struct PipelineInfo {
     pub transforms: Vec<String>,
     /// Where the context lives (`SQLite FILE`, `Redis URL`).
     pub edge_cache: String,
+    /// The agent's implementation: `rust`, or `faust` with what it ran on
+    /// (`faust: faust-streaming 0.15.3, Python 3.11.2`).
+    #[serde(default)]
+    pub agent: String,
     pub agent_concurrency: usize,
     pub prefetch: bool,
     pub model: String,
@@ -534,6 +563,7 @@ mod tests {
             sla: Sla::default(),
             interrupted: false,
             machine: Machine::this(),
+            cpu: None,
             pipeline: None,
             telemetry: None,
             faults: Vec::new(),

@@ -78,6 +78,14 @@ impl RunResult {
             c.reordered,
             if self.interrupted { "  (interrupted)" } else { "" }
         );
+        if let Some(cpu) = &self.cpu {
+            let agent = cpu.agent_process_s.map(|a| format!(" + Faust agent {a:.2}s")).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "cpu       tailgate {:.2}s{agent} = {:.3} CPU-s per 1,000 events sent",
+                cpu.tailgate_s, cpu.per_1k_events_s
+            );
+        }
     }
 
     /// The latency table.
@@ -137,9 +145,10 @@ fn pipeline(s: &mut String, p: &PipelineInfo) {
         // The stages' own settings and figures are theirs; the run knows what it wrote.
         let _ = writeln!(s, "stages    {ext} (agent figures are in the stages' own output and /metrics)");
     } else {
+        let kind = if p.agent.is_empty() { String::new() } else { format!("{} · ", p.agent) };
         let _ = writeln!(
             s,
-            "agent     concurrency {} · prefetch {} · model {} · cache {} (hits {}, misses {}, errors {})",
+            "agent     {kind}concurrency {} · prefetch {} · model {} · cache {} (hits {}, misses {}, errors {})",
             p.agent_concurrency,
             if p.prefetch { "on" } else { "off" },
             p.model,

@@ -133,6 +133,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
         sla: Default::default(),
         interrupted: false,
         machine: Machine::this(),
+        cpu: None,
         pipeline: None,
         telemetry: None,
         faults: Vec::new(),

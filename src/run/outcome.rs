@@ -26,6 +26,8 @@ pub(super) struct Made<'a> {
     /// How the external stages were found, when they are.
     pub external: Option<String>,
     pub interrupted: bool,
+    /// CPU seconds of this process while the pipeline ran.
+    pub cpu_s: Option<f64>,
 }
 
 impl Made<'_> {
@@ -74,6 +76,15 @@ impl Made<'_> {
             sla: Default::default(),
             interrupted: self.interrupted || report.stopped_early,
             machine: Machine::this(),
+            cpu: self.cpu_s.map(|tailgate_s| {
+                let mut cpu = crate::result::CpuUse {
+                    tailgate_s,
+                    agent_process_s: self.figures.agent.process_cpu_s,
+                    per_1k_events_s: 0.0,
+                };
+                cpu.per_1k_events_s = if report.sent > 0 { cpu.total_s() * 1e3 / report.sent as f64 } else { 0.0 };
+                cpu
+            }),
             pipeline: Some(self.pipeline_info()),
             telemetry: None,
             faults: Vec::new(),
@@ -92,6 +103,10 @@ impl Made<'_> {
             tasks: c.connector.tasks,
             transforms: c.connector.transforms.iter().map(|t| t.kind().to_owned()).collect(),
             edge_cache: self.edge_cache.clone(),
+            agent: match &f.agent.runtime {
+                Some(runs_on) => format!("{}: {runs_on}", c.agent.kind.name()),
+                None => c.agent.kind.name().to_owned(),
+            },
             agent_concurrency: c.agent.concurrency,
             prefetch: c.agent.prefetch,
             model: c.agent.model().map(|m| m.describe()).unwrap_or_default(),

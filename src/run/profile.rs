@@ -35,6 +35,9 @@ pub(super) async fn run(
     let run_id = random_u64() >> 12;
     let dead_letters_since = kafka.high_watermarks(pipeline::topics::DLQ).await.map_err(failed)?;
     let mut config = scenario.pipeline_config();
+    if let Some(kind) = profile.agent {
+        config.agent.kind = kind;
+    }
     let external = scenario.stages.external.then(|| ExternalStages::new(&scenario.stages));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
     let gateway_addr = listener.local_addr().map_err(failed)?;
@@ -65,6 +68,7 @@ pub(super) async fn run(
         players: Some(players),
         cancel,
     };
+    let cpu_at_start = process_cpu_s();
     let mut pipeline = Pipeline::build(&config, env);
     start(&mut pipeline, scenario, external.as_ref(), &kafka).await?;
 
@@ -107,6 +111,7 @@ pub(super) async fn run(
     settle(&cx, &pipeline, &watched, &following, http.as_ref()).await;
 
     let stopped = pipeline.shutdown(Duration::from_secs(20)).await;
+    let cpu_s = cpu_at_start.zip(process_cpu_s()).map(|(a, b)| (b - a).max(0.0));
     let failure = watched.failure.clone().or(stopped);
     let (mut tally, audit) = collect(&cx, following, watched.report.sent).await?;
     let broker_info = broker.figures(!scenario.faults.is_empty());
@@ -132,6 +137,7 @@ pub(super) async fn run(
         edge_cache: config.edge_cache_at(dir).describe(),
         external: external.as_ref().map(ExternalStages::describe),
         interrupted: watched.interrupted,
+        cpu_s,
     };
     let mut result = made.result(broker_info);
     result.telemetry = telemetry;
@@ -439,6 +445,18 @@ fn live_meta(scenario: &Scenario, profile: &str, broker: &Broker, start_ns: u64)
         budgets: scenario.sla.iter().filter_map(|o| Some(Budget { metric: o.metric.clone(), max: o.max? })).collect(),
         sink: SINK.into(),
     }
+}
+
+/// User plus system CPU seconds this process has used (all its threads), from
+/// `/proc/self/stat` in clock ticks of 1/100 s; `None` where there is no `/proc`.
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses: state is the first,
+    // utime the twelfth and stime the thirteenth.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let (utime, stime): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    Some((utime + stime) as f64 / 100.0)
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -351,6 +351,12 @@ impl Scenario {
         }
         faults::validate(&self.faults, self.load.ends(), self.fault_targets(), &mut p);
         profiles::validate(&self.kafka, &self.profiles, &mut p);
+        for (name, profile) in &self.profiles {
+            if profile.agent == Some(pipeline::agent::config::AgentKind::Faust) && self.agent.concurrency != 1 {
+                let why = "runs the Faust agent, which has one actor per partition: set agent.concurrency = 1";
+                p.bad(&format!("profiles.{name}"), None, "agent", why);
+            }
+        }
         sla::validate(&self.sla, &mut p);
         problems::locate_all(text, p)
     }

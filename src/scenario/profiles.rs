@@ -3,6 +3,7 @@
 //! run of a scenario uses.
 
 use super::Scenario;
+use pipeline::agent::config::AgentKind;
 use pipeline::config::{Problems, settings, valid_name};
 use pipeline::io::clients::{ClientSettings, StageClients};
 use serde::Deserialize;
@@ -19,6 +20,9 @@ pub struct Profile {
     pub description: String,
     /// Partitions per topic, over `broker.partitions`.
     pub partitions: Option<i32>,
+    /// The agent's implementation, over `agent.kind`: a profile can compare the Rust agent
+    /// with the Faust one under the same load.
+    pub agent: Option<AgentKind>,
     pub clients: ClientSettings,
 }
 
@@ -30,6 +34,7 @@ struct ProfileTable {
     #[serde(default)]
     description: String,
     partitions: Option<i32>,
+    agent: Option<AgentKind>,
     #[serde(default, deserialize_with = "settings")]
     producer: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "settings")]
@@ -43,7 +48,7 @@ struct ProfileTable {
 impl From<ProfileTable> for Profile {
     fn from(t: ProfileTable) -> Self {
         let clients = ClientSettings { producer: t.producer, consumer: t.consumer, topic: t.topic, stages: t.stages };
-        Self { description: t.description, partitions: t.partitions, clients }
+        Self { description: t.description, partitions: t.partitions, agent: t.agent, clients }
     }
 }
 
@@ -54,6 +59,8 @@ pub struct Resolved {
     pub name: String,
     pub description: String,
     pub partitions: i32,
+    /// The profile's agent implementation, when it names one.
+    pub agent: Option<AgentKind>,
     pub clients: ClientSettings,
 }
 
@@ -77,6 +84,7 @@ impl Scenario {
             name: DEFAULT_PROFILE.into(),
             description: String::new(),
             partitions: self.broker.partitions,
+            agent: None,
             clients: self.kafka.clone(),
         };
         if self.profiles.is_empty() {
@@ -90,6 +98,7 @@ impl Scenario {
                 name: name.clone(),
                 description: p.description.clone(),
                 partitions: p.partitions.unwrap_or(base.partitions),
+                agent: p.agent,
                 clients: base.clients.merged(&p.clients),
             })
             .collect())

@@ -11,6 +11,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
+    /// `rust` (in the process) or `faust` (a Faust worker in Python, `faust`).
+    #[serde(default)]
+    pub kind: AgentKind,
+    /// The Faust agent's interpreter (default: `TAILGATE_PYTHON`, else `.venv/bin/python`).
+    pub python: Option<PathBuf>,
     /// Workers processing different sessions in parallel.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -43,6 +48,8 @@ const fn default_history() -> usize {
 impl Default for AgentSection {
     fn default() -> Self {
         Self {
+            kind: AgentKind::Rust,
+            python: None,
             concurrency: default_concurrency(),
             prefetch: default_prefetch(),
             history: default_history(),
@@ -93,6 +100,24 @@ const fn default_model_in_flight() -> usize {
     16
 }
 
+/// Which agent runs: the Rust stage, or the Faust worker ([`super::faust`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    #[default]
+    Rust,
+    Faust,
+}
+
+impl AgentKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rust => "rust",
+            Self::Faust => "faust",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
@@ -113,6 +138,14 @@ impl AgentSection {
     pub fn validate(&self, around: &Around, p: &mut Problems) {
         if !(1..=256).contains(&self.concurrency) {
             p.bad("agent", None, "concurrency", format!("must be 1 to 256, not {}", self.concurrency));
+        }
+        if self.kind == AgentKind::Faust && self.concurrency != 1 {
+            p.bad(
+                "agent",
+                None,
+                "concurrency",
+                "the Faust agent runs one actor per partition (isolated_partitions): raise broker.partitions instead",
+            );
         }
         if let Err((field, why)) = self.model() {
             p.bad("agent.model", None, field, why);
@@ -141,6 +174,26 @@ impl AgentSection {
             concurrency: self.concurrency,
             prefetch: self.prefetch,
             model,
+            state_dir,
+            run,
+        })
+    }
+
+    /// The Faust agent's settings, with its script and log in `state_dir`, reading context
+    /// from `edge_cache`.
+    pub fn faust(
+        &self,
+        state_dir: PathBuf,
+        run: Option<u64>,
+        edge_cache: String,
+    ) -> Result<super::faust::FaustConfig, String> {
+        let model = self.model().map_err(|(f, why)| format!("agent.model.{f}: {why}"))?;
+        Ok(super::faust::FaustConfig {
+            python: super::faust::python(self.python.as_deref()),
+            history: self.history,
+            prefetch: self.prefetch,
+            model,
+            edge_cache,
             state_dir,
             run,
         })

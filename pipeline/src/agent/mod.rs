@@ -18,6 +18,7 @@
 //!   a session that moves here continues from the state its last owner left.
 
 pub mod config;
+pub mod faust;
 pub mod model;
 pub mod state;
 
@@ -90,6 +91,9 @@ pub struct AgentStats {
     pub replays: AtomicU64,
     /// Model calls that failed (the event was dead-lettered).
     pub model_failures: AtomicU64,
+    /// The Faust agent: what it runs on, and the CPU time its processes used.
+    pub runtime: Mutex<Option<String>>,
+    pub process_cpu_ns: AtomicU64,
 }
 
 /// The first `n` characters of `s`.

@@ -56,6 +56,9 @@ pub struct AgentFigures {
     pub replays: u64,
     pub model_failures: u64,
     pub restores: Vec<Restored>,
+    /// The Faust agent: what it ran on and the CPU seconds its processes used.
+    pub runtime: Option<String>,
+    pub process_cpu_s: Option<f64>,
 }
 
 impl AgentFigures {
@@ -67,6 +70,8 @@ impl AgentFigures {
             replays: n(&s.replays),
             model_failures: n(&s.model_failures),
             restores: s.restores.lock().map(|r| r.clone()).unwrap_or_default(),
+            runtime: s.runtime.lock().ok().and_then(|r| r.clone()),
+            process_cpu_s: s.runtime.lock().ok().and_then(|r| r.as_ref().map(|_| n(&s.process_cpu_ns) as f64 / 1e9)),
         }
     }
 }

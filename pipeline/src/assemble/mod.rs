@@ -12,7 +12,7 @@ mod figures;
 
 pub use figures::{AgentFigures, EnrichFigures, GatewayFigures, PipelineFigures, StageFigures, StreamJobFigures};
 
-use crate::agent::config::AgentSection;
+use crate::agent::config::{AgentKind, AgentSection};
 use crate::agent::{Agent, AgentStats};
 use crate::connector::config::{ConnectorSection, SourceKind};
 use crate::connector::{self, Ingress, Source};
@@ -239,6 +239,17 @@ impl Pipeline {
                 self.tasks.spawn(tagged(CONNECTOR, connector::run(kafka, cfg, counters, self.env.cancel.clone())));
                 Ok(what)
             }
+            AGENT if self.config.agent.kind == AgentKind::Faust => {
+                let runs_on =
+                    crate::agent::faust::check(&crate::agent::faust::python(self.config.agent.python.as_deref()))
+                        .await?;
+                self.start(AGENT)?;
+                Ok(format!(
+                    "Faust worker ({runs_on}), group {}, table changelog {}",
+                    crate::topology::group_of(AGENT),
+                    crate::topics::AGENT_CHANGELOG
+                ))
+            }
             AGENT => {
                 self.cache = Some(self.edge_cache().await?);
                 self.start(AGENT)?;
@@ -296,6 +307,16 @@ impl Pipeline {
         let stop = ctx.cancel.child_token();
         ctx.cancel = stop.clone();
         let handle = match stage {
+            AGENT if self.config.agent.kind == AgentKind::Faust => {
+                let at = match self.config.edge_cache_at(&self.env.dir) {
+                    crate::io::cache::CacheAt::Sqlite(p) => p.display().to_string(),
+                    crate::io::cache::CacheAt::Redis(url) => url,
+                };
+                let config =
+                    self.config.agent.faust(self.env.state_dir.clone(), self.env.run, at).map_err(Error::Config)?;
+                let run = crate::agent::faust::run(config, ctx, Arc::clone(&self.agent_stats));
+                self.tasks.spawn(tagged(AGENT, run))
+            }
             AGENT => {
                 let config =
                     self.config.agent.config(self.env.state_dir.clone(), self.env.run).map_err(Error::Config)?;
