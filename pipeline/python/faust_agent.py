@@ -193,7 +193,7 @@ class Model:
                 async with self.session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                     data = await r.read()
                     if r.status >= 300:
-                        raise RuntimeError(f"model answered {r.status}: {data.decode('utf-8', 'replace')}")
+                        raise RuntimeError(f"model answered {r.status} {r.reason}: {data.decode('utf-8', 'replace')}")
                     try:
                         return json.loads(data)["choices"][0]["message"]["content"]
                     except (ValueError, KeyError, IndexError, TypeError) as e:

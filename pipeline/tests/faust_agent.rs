@@ -52,11 +52,21 @@ struct Worker {
 
 /// Starts a Faust agent and waits until it has its partitions and has recovered its table.
 async fn start(kafka: &KafkaSettings, py: &Path, dir: &Path, stats: &Arc<AgentStats>) -> Worker {
+    start_with(kafka, py, dir, stats, ModelConfig::default()).await
+}
+
+async fn start_with(
+    kafka: &KafkaSettings,
+    py: &Path,
+    dir: &Path,
+    stats: &Arc<AgentStats>,
+    model: ModelConfig,
+) -> Worker {
     let config = FaustConfig {
         python: py.to_owned(),
         history: 3,
         prefetch: true,
-        model: ModelConfig::default(),
+        model,
         edge_cache: String::new(),
         state_dir: dir.to_owned(),
         run: Some(1),
@@ -186,4 +196,55 @@ async fn a_faust_worker_killed_mid_stream_recovers_its_table_and_loses_nothing()
     assert!(restores[1].records >= SESSIONS, "{restores:?}");
     second.ctx.cancel.cancel();
     second.task.await.unwrap().unwrap();
+}
+
+/// An OpenAI-compatible endpoint: the reply names the prompt's length; a prompt whose action
+/// says `refuse` is answered 500.
+async fn completions(axum::Json(req): axum::Json<serde_json::Value>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let prompt = req["messages"][0]["content"].as_str().unwrap_or_default();
+    if prompt.contains("The player now: refuse") {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "overloaded").into_response();
+    }
+    let content = format!("{} says: {}", req["model"].as_str().unwrap_or_default(), prompt.len());
+    axum::Json(serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": content } }] }))
+        .into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_faust_agent_calls_an_http_model_and_dead_letters_its_failures() {
+    let Some(py) = python("the_faust_agent_calls_an_http_model_and_dead_letters_its_failures") else { return };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (_broker, kafka) = testkit::broker(3).await;
+    let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
+    let (dir, stats) = (tempfile::tempdir().unwrap(), Arc::new(AgentStats::default()));
+    let model = ModelConfig::Http { url, model: "tiny".into(), timeout: Duration::from_secs(5), max_in_flight: 4 };
+    let worker = start_with(&kafka, &py, dir.path(), &stats, model).await;
+    send(&producer, 0..16).await;
+    beats::send(&producer, topics::ACTIONS, &event(16, "refuse"), 1000).await;
+    let records = loop {
+        let r = kafka.read_to_end(topics::BEATS, &HashMap::new(), Duration::from_secs(30)).await.unwrap();
+        if r.len() >= 16 {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for r in &records {
+        let e: StoryEvent = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        let beat = e.beat.unwrap();
+        assert_eq!(beat.text, format!("tiny says: {}", beat.prompt.len()), "the model's reply is the beat");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats.model_failures.load(Ordering::Relaxed) < 1 {
+        assert!(Instant::now() < deadline, "the failed call was not counted; log: {}", log(dir.path()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dlq = kafka.read_to_end(topics::DLQ, &HashMap::new(), Duration::from_secs(30)).await.unwrap();
+    let reasons: Vec<String> = dlq.iter().filter_map(|r| r.header("tg-dlq-reason")).collect();
+    assert_eq!(reasons, ["model answered 500 Internal Server Error: overloaded"], "as the Rust agent says it");
+    worker.ctx.cancel.cancel();
+    worker.task.await.unwrap().unwrap();
 }

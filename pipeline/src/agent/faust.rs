@@ -324,6 +324,17 @@ mod tests {
         assert_eq!(stats.process_cpu_ns.load(Ordering::Relaxed), 1_250_000_000);
     }
 
+    #[tokio::test]
+    async fn a_missing_python_is_named_with_the_command_that_makes_one() {
+        let e = check(Path::new("/nonexistent/bin/python")).await.unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/bin/python") && e.contains("scripts/python-env"), "{e}");
+        // An interpreter without the packages says which import failed.
+        let e = check(Path::new("/usr/bin/python3")).await.map_err(|e| e.to_string());
+        if let Err(e) = e {
+            assert!(e.contains("No module named"), "{e}");
+        }
+    }
+
     #[test]
     fn settings_refuse_what_the_worker_cannot_do() {
         let config = FaustConfig {
