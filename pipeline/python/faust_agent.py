@@ -44,6 +44,10 @@ import tailgate_probe  # noqa: E402
 CONFIG = json.loads(os.environ.get("TAILGATE_FAUST_AGENT", "{}"))
 STAGE = "agent"
 REMEMBERED = 16
+# The largest record it produces (message.max.bytes), and how much of an oversized dead
+# letter's text is kept (the Rust stages' KEEP).
+MAX_RECORD = CONFIG.get("max_record_bytes", 1_000_000)
+KEEP = 1024
 ACTIONS, BEATS, DLQ, CHANGELOG = "story.actions", "story.beats", "story.dlq", "story.agent-changelog"
 RUN = CONFIG.get("run")  # only this run's sessions count as restored (None: every run's)
 
@@ -96,7 +100,9 @@ figures = {
     "context_hits": 0,
     "context_misses": 0,
     "context_errors": 0,
+    "skipped": 0,
 }
+first_skip = None
 started = time.monotonic()
 PARENT = os.getppid()
 
@@ -245,9 +251,42 @@ async def context_of(session):
     return got
 
 
+def size_of(key, value, headers):
+    """A record's size as the broker counts it, near enough: key, value, headers, framing."""
+    named = sum(len(k) + len(v or b"") + 8 for k, v in headers)
+    return len(key or b"") + len(value or b"") + named + 128
+
+
+def shrunk(value):
+    """A dead letter's copy small enough to produce: a story event with its action and
+    beat cut to KEEP characters (its run and id, which the run's audit reads, kept), or
+    the first KEEP bytes of anything else."""
+    try:
+        story = json.loads(value)
+        story["action"] = story["action"][:KEEP]
+        if isinstance(story.get("beat"), dict):
+            for k in ("prompt", "text"):
+                story["beat"][k] = str(story["beat"].get(k, ""))[:KEEP]
+        return json.dumps(story, separators=(",", ":")).encode()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return (value or b"")[:KEEP]
+
+
 async def dead_letter(event, incoming, reason):
-    """The event, as it came, to story.dlq with the reason."""
-    await dead_letters.send(key=event.key, value=event.value, headers=tailgate_probe.dead_letter(incoming, STAGE, reason))
+    """The event, as it came, to story.dlq with the reason; cut down if it is too large for
+    that; counted and skipped, loudly, if even that cannot be produced."""
+    global first_skip
+    value, headers = event.value, tailgate_probe.dead_letter(incoming, STAGE, reason)
+    if size_of(event.key, value, headers) > MAX_RECORD:
+        value = shrunk(value)
+        why = f"{reason} (the copy cut to {KEEP} bytes: as it came, it is over the {MAX_RECORD} bytes a record may have)"
+        headers = tailgate_probe.dead_letter(incoming, STAGE, why)
+        if size_of(event.key, value, headers) > MAX_RECORD:
+            figures["skipped"] += 1
+            first_skip = first_skip or f"{why}; its headers alone are too large to dead-letter"
+            print(f"error: stage {STAGE} skipped an event it could neither pass on nor dead-letter: {first_skip}", file=sys.stderr)
+            return
+    await dead_letters.send(key=event.key, value=value, headers=headers)
     figures["dead_lettered"] += 1
 
 
@@ -284,7 +323,11 @@ async def process(event):
         prefetched[session] = asyncio.ensure_future(cache.get(session))
     story["beat"] = {"number": beat["number"], "prompt": beat["prompt"], "text": text}
     value = json.dumps(story, separators=(",", ":")).encode()
-    await beats.send(key=event.key, value=value, headers=tailgate_probe.forward(incoming, stage=STAGE))
+    headers = tailgate_probe.forward(incoming, stage=STAGE)
+    size = size_of(event.key, value, headers)
+    if size > MAX_RECORD:
+        return await dead_letter(event, incoming, f"the beat is {size} bytes, over the {MAX_RECORD} bytes a record may have")
+    await beats.send(key=event.key, value=value, headers=headers)
     figures["forwarded"] += 1
 
 
@@ -311,7 +354,7 @@ async def report():
         # The run that started it is gone (killed): nothing reads these figures any more.
         os._exit(1)
     ready = bool(app.consumer.assignment()) and app.tables.recovery.completed.is_set() and not app.rebalancing
-    line = dict(figures, ready=ready, cpu_s=time.process_time())
+    line = dict(figures, ready=ready, cpu_s=time.process_time(), first_skip=first_skip)
     if ready and recovered is None:
         mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == ACTIONS)
         recovered = {

@@ -135,8 +135,13 @@ async fn the_faust_agent_beats_stamps_and_dead_letters_like_the_rust_one() {
     let (_broker, kafka) = testkit::broker(3).await;
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
     let (dir, stats) = (tempfile::tempdir().unwrap(), Arc::new(AgentStats::default()));
-    let worker = start(&kafka, &py, dir.path(), &stats).await;
+    // The agent's records may be at most 100 kB (the test's producer keeps librdkafka's 1 MB).
+    let mut small = kafka.clone();
+    small.producer.insert("message.max.bytes".into(), "100000".into());
+    let worker = start(&small, &py, dir.path(), &stats).await;
     send(&producer, 0..80).await;
+    // A beat that would be over the limit: dead-lettered, its copy cut down to fit.
+    beats::send(&producer, topics::ACTIONS, &event(1002, &"x".repeat(99_900)), 1000).await;
     // One without trace context, one with an empty action: both dead-lettered with why.
     let bare = serde_json::to_vec(&event(1000, "x")).unwrap();
     let record = FutureRecord::<[u8], [u8]>::to(topics::ACTIONS).payload(&bare);
@@ -147,13 +152,18 @@ async fn the_faust_agent_beats_stamps_and_dead_letters_like_the_rust_one() {
     assert!(stamps.iter().all(|s| s.starts_with("agent:")), "the agent's own stamp: {stamps:?}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while worker.ctx.counters.dead_lettered.load(Ordering::Relaxed) < 2 {
+    while worker.ctx.counters.dead_lettered.load(Ordering::Relaxed) < 3 {
         assert!(Instant::now() < deadline, "dead letters not counted; log: {}", log(dir.path()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let dlq = kafka.read_to_end(topics::DLQ, &HashMap::new(), Duration::from_secs(30)).await.unwrap();
     let reasons: Vec<String> = dlq.iter().filter_map(|r| r.header("tg-dlq-reason")).collect();
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    let big = reasons.iter().find(|r| r.starts_with("the beat is ")).unwrap_or_else(|| panic!("{reasons:?}"));
+    assert!(big.contains("over the 100000 bytes a record may have (the copy cut to 1024 bytes"), "{big}");
+    let cut = dlq.iter().find(|r| r.header("tg-dlq-reason").as_deref() == Some(big.as_str())).unwrap();
+    let copy: StoryEvent = serde_json::from_slice(cut.value.as_deref().unwrap()).unwrap();
+    assert_eq!((copy.id, copy.action.len()), (1002, 1024), "its run and id kept for the audit");
     assert!(reasons.iter().any(|r| r.contains("`traceparent` is missing")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("the action is empty")), "{reasons:?}");
     assert_eq!(worker.ctx.counters.forwarded.load(Ordering::Relaxed), 80);

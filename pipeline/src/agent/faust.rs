@@ -33,7 +33,8 @@ const SETTINGS_VAR: &str = "TAILGATE_FAUST_AGENT";
 /// The longest an in-order stop may take before the worker is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Client settings it takes over from the stages' (librdkafka names, applied to aiokafka).
-const TAKEN: [&str; 4] = ["linger.ms", "compression.type", "session.timeout.ms", "heartbeat.interval.ms"];
+const TAKEN: [&str; 5] =
+    ["linger.ms", "compression.type", "session.timeout.ms", "heartbeat.interval.ms", "message.max.bytes"];
 
 /// The Faust agent's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +143,7 @@ fn settings(config: &FaustConfig, kafka: &KafkaSettings) -> Result<serde_json::V
         "compression": compression,
         "session_timeout_s": ms(&kafka.consumer, "session.timeout.ms").unwrap_or(10.0),
         "heartbeat_interval_s": ms(&kafka.consumer, "heartbeat.interval.ms").unwrap_or(1.0),
+        "max_record_bytes": kafka.producer.get("message.max.bytes").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1_000_000),
     }))
 }
 
@@ -165,6 +167,9 @@ struct Line {
     context_misses: u64,
     #[serde(default)]
     context_errors: u64,
+    #[serde(default)]
+    skipped: u64,
+    first_skip: Option<String>,
     #[serde(default)]
     cpu_s: f64,
     restored: Option<LineRestored>,
@@ -190,6 +195,7 @@ struct Seen {
     context_hits: u64,
     context_misses: u64,
     context_errors: u64,
+    skipped: u64,
     cpu_ns: u64,
 }
 
@@ -207,6 +213,10 @@ impl Seen {
         add(&stats.context_hits, &mut self.context_hits, line.context_hits);
         add(&stats.context_misses, &mut self.context_misses, line.context_misses);
         add(&stats.context_errors, &mut self.context_errors, line.context_errors);
+        add(&ctx.counters.skipped, &mut self.skipped, line.skipped);
+        if let Some(why) = &line.first_skip {
+            let _ = ctx.counters.first_skip.set(why.clone());
+        }
         add(&stats.process_cpu_ns, &mut self.cpu_ns, (line.cpu_s.max(0.0) * 1e9) as u64);
     }
 }
