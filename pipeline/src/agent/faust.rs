@@ -82,7 +82,8 @@ pub async fn check(python: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The settings the app reads, as JSON (no secret: it connects over PLAINTEXT only).
+/// The settings the app reads, as JSON. They reach it in its environment only, never a
+/// file or a log (a Redis URL may carry a password; Kafka is PLAINTEXT only).
 fn settings(config: &FaustConfig, kafka: &KafkaSettings) -> Result<serde_json::Value> {
     if kafka.converter != crate::convert::Converter::Json {
         return Err(Error::Config("the Faust agent reads and writes JSON events; set no other format".into()));
