@@ -47,10 +47,10 @@ pub async fn wait_for_topics(
     loop {
         let have = kafka.topic_names(std::time::Duration::from_secs(5)).await?;
         let missing: Vec<String> = topics.iter().filter(|t| !have.contains(*t)).cloned().collect();
-        let at_first = first.get_or_insert_with(|| missing.clone()).clone();
         if missing.is_empty() {
-            return Ok(Some(at_first));
+            return Ok(Some(first.unwrap_or_default()));
         }
+        first.get_or_insert_with(|| missing.clone());
         if last.as_ref() != Some(&missing) {
             waiting(&missing);
             last = Some(missing);

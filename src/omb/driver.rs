@@ -28,7 +28,7 @@ pub fn import_driver(text: &str, stem: &str) -> Result<DriverProfile, String> {
         format!("{at}not YAML: {e}")
     })?;
     let map = doc.as_mapping().ok_or("an OMB driver file is a YAML mapping of fields")?;
-    let name = profile_name(stem);
+    let name = super::slug(stem, "_-", "omb-driver");
     let mut notes = Vec::new();
     let (mut producer, mut consumer, mut topic) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for (k, v) in map {
@@ -122,17 +122,6 @@ fn quoted(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-fn profile_name(stem: &str) -> String {
-    let n: String = stem
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_-".contains(c) { c } else { '-' })
-        .collect::<String>()
-        .trim_matches('-')
-        .to_owned();
-    if n.is_empty() { "omb-driver".into() } else { n }
 }
 
 #[cfg(test)]

@@ -68,14 +68,7 @@ pub fn import_text(text: &str) -> Result<Imported, String> {
         }
     };
     let raw_name = fields.get("name").and_then(|v| v.as_str()).unwrap_or("omb-workload");
-    let name: String = raw_name
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' })
-        .collect::<String>()
-        .trim_matches('-')
-        .to_owned();
-    let name = if name.is_empty() { "omb-workload".to_owned() } else { name };
+    let name = slug(raw_name, "_.-", "omb-workload");
 
     // producerRate 0 asks for the highest sustainable rate: a capacity search.
     let rate = match num("producerRate")? {
@@ -188,6 +181,18 @@ fn unapplied(fields: &std::collections::BTreeMap<String, serde_norway::Value>, n
 }
 
 /// `text` with every control character (a newline most of all) made a space.
+/// `raw` as a name tailgate accepts: lowercase, with every character outside ASCII
+/// letters, digits and `keep` made `-`, no `-` at either end; `fallback` when nothing is left.
+fn slug(raw: &str, keep: &str, fallback: &str) -> String {
+    let name: String = raw
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || keep.contains(c) { c } else { '-' })
+        .collect();
+    let name = name.trim_matches('-');
+    if name.is_empty() { fallback.to_owned() } else { name.to_owned() }
+}
+
 fn one_line(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }

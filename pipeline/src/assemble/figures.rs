@@ -63,6 +63,7 @@ pub struct AgentFigures {
 
 impl AgentFigures {
     pub(crate) fn of(s: &AgentStats) -> Self {
+        let runtime = s.runtime.lock().ok().and_then(|r| r.clone());
         Self {
             context_hits: n(&s.context_hits),
             context_misses: n(&s.context_misses),
@@ -70,8 +71,9 @@ impl AgentFigures {
             replays: n(&s.replays),
             model_failures: n(&s.model_failures),
             restores: s.restores.lock().map(|r| r.clone()).unwrap_or_default(),
-            runtime: s.runtime.lock().ok().and_then(|r| r.clone()),
-            process_cpu_s: s.runtime.lock().ok().and_then(|r| r.as_ref().map(|_| n(&s.process_cpu_ns) as f64 / 1e9)),
+            // Only a Faust agent, which says what it runs on, has processes of its own.
+            process_cpu_s: runtime.as_ref().map(|_| n(&s.process_cpu_ns) as f64 / 1e9),
+            runtime,
         }
     }
 }
