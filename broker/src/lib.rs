@@ -11,12 +11,14 @@
 //! - [`topics`]: topics and their configs; [`store`]: the optional on-disk log;
 //! - [`groups`]: the group coordinator; [`server`]: connections and API handlers;
 //! - [`shape`]: every request body checked against its fields before it is decoded;
+//! - [`security`]: the listener's TLS and SASL (PLAIN, SCRAM);
 //! - [`faults`]: stalls, dropped connections and added fetch latency, on purpose.
 
 pub mod batch;
 pub mod faults;
 pub mod groups;
 pub mod log;
+pub mod security;
 pub mod server;
 pub mod shape;
 pub mod store;
@@ -68,6 +70,8 @@ pub struct Config {
     pub group_initial_rebalance_delay: Duration,
     /// Write log lines (closed connections, storage errors) to standard error.
     pub log_to_stderr: bool,
+    /// The listener's security protocol, TLS certificate and SASL users.
+    pub security: security::Security,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             auto_create_topics: false,
             group_initial_rebalance_delay: Duration::ZERO,
             log_to_stderr: false,
+            security: security::Security::default(),
         }
     }
 }
@@ -96,6 +101,8 @@ pub enum Error {
     Data { path: String, source: std::io::Error },
     #[error("a broker that keeps its log in memory cannot restart; give it a data directory")]
     NoData,
+    #[error("listener security: {0}")]
+    Security(String),
 }
 
 /// Result with this crate's [`Error`].
@@ -108,6 +115,7 @@ pub(crate) struct Stats {
     pub batches_in: AtomicU64,
     pub fetches_parked: AtomicU64,
     pub malformed: AtomicU64,
+    pub refused_auth: AtomicU64,
 }
 
 /// Counters since the broker started.
@@ -122,6 +130,8 @@ pub struct StatsSnapshot {
     pub fetches_parked: u64,
     /// Connections closed for a malformed or unsupported request.
     pub malformed: u64,
+    /// Connections closed for failing TLS or SASL, or for a request before SASL.
+    pub refused_auth: u64,
 }
 
 /// What every connection shares.
@@ -138,6 +148,7 @@ pub(crate) struct Shared {
     offsets_log: Mutex<Option<std::fs::File>>,
     faults: Arc<Faults>,
     stats: Stats,
+    guard: security::Guard,
 }
 
 impl Shared {
@@ -330,6 +341,7 @@ impl Broker {
     }
 
     async fn serve(config: Config, faults: Arc<Faults>) -> Result<Self> {
+        let guard = security::Guard::new(&config.security).map_err(Error::Security)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| Error::Listen { addr: config.listen.clone(), source })?;
@@ -350,6 +362,7 @@ impl Broker {
             offsets_log: Mutex::new(None),
             faults,
             stats: Stats::default(),
+            guard,
             config,
         };
         if let Some(dir) = shared.config.data.clone() {

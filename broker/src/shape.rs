@@ -127,6 +127,9 @@ const OFFSET_FOR_LEADER_EPOCH: &[F] = &[since(I32, 3), f(Arr(EPOCH_TOPIC))];
 const CONFIG_RESOURCE: &[F] = &[f(I8), f(Str), f(ArrStr)];
 const DESCRIBE_CONFIGS: &[F] = &[f(Arr(CONFIG_RESOURCE)), f(I8), since(I8, 3)];
 
+const SASL_HANDSHAKE: &[F] = &[f(Str)];
+const SASL_AUTHENTICATE: &[F] = &[f(Bytes)];
+
 /// The body's fields and the first flexible version, for every API the broker decodes.
 fn shape(api: ApiKey) -> Option<(&'static [F], i16)> {
     Some(match api {
@@ -150,6 +153,8 @@ fn shape(api: ApiKey) -> Option<(&'static [F], i16)> {
         ApiKey::InitProducerId => (INIT_PRODUCER_ID, 2),
         ApiKey::OffsetForLeaderEpoch => (OFFSET_FOR_LEADER_EPOCH, 4),
         ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
+        ApiKey::SaslHandshake => (SASL_HANDSHAKE, ALL),
+        ApiKey::SaslAuthenticate => (SASL_AUTHENTICATE, 2),
         _ => return None,
     })
 }
@@ -432,6 +437,8 @@ pub(crate) mod tests {
                 ApiKey::InitProducerId => $f::<InitProducerIdRequest>($($arg),*),
                 ApiKey::OffsetForLeaderEpoch => $f::<OffsetForLeaderEpochRequest>($($arg),*),
                 ApiKey::DescribeConfigs => $f::<DescribeConfigsRequest>($($arg),*),
+                ApiKey::SaslHandshake => $f::<SaslHandshakeRequest>($($arg),*),
+                ApiKey::SaslAuthenticate => $f::<SaslAuthenticateRequest>($($arg),*),
                 other => panic!("{other:?} has no shape"),
             }
         };

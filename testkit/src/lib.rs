@@ -8,8 +8,10 @@
 //!   topics, and [`postgres`] / [`redis`], the servers to test against.
 //! - [`layout`]: which module of a crate imports which, for the tests that keep every
 //!   crate free of import cycles.
+//! - [`tls`]: a certificate authority and a server certificate, for TLS listeners.
 
 pub mod layout;
+pub mod tls;
 
 /// The variable naming what a test run requires: a comma-separated list of `postgres`,
 /// `redis`, `python`, `docker`, or `all`.

@@ -1,6 +1,7 @@
-//! The wire: size-prefixed frames on each connection, answered in order one at a time (as
-//! Kafka does: a parked fetch holds its connection, and clients keep produce, fetch and
-//! group traffic on separate connections), and one handler per API.
+//! The wire: size-prefixed frames on each connection (over TLS where the listener says
+//! so), answered in order one at a time (as Kafka does: a parked fetch holds its
+//! connection, and clients keep produce, fetch and group traffic on separate connections),
+//! SASL before anything else where the listener asks for it, and one handler per API.
 
 mod admin;
 mod coordinator;
@@ -12,6 +13,7 @@ pub use request::{Decoded, Request};
 use crate::batch::{Batch, BatchError};
 use crate::groups::{Committed, JoinRequest};
 use crate::log::{Partition, Refused};
+use crate::security::{MECHANISMS, Session, Step};
 use crate::topics::{Topic, TopicConfig, valid_name};
 use crate::{Shared, Stats};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -37,7 +39,7 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
@@ -48,7 +50,7 @@ pub const MAX_FRAME: usize = 104_857_600;
 /// (intersected with what the protocol crate can decode). Versions that address topics
 /// by id only (Produce 13, OffsetCommit/OffsetFetch 10, DeleteTopics 6) are left out;
 /// Fetch resolves topic ids from 13 on.
-pub const SUPPORTED: [(ApiKey, i16, i16); 20] = [
+pub const SUPPORTED: [(ApiKey, i16, i16); 22] = [
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 7),
@@ -69,6 +71,10 @@ pub const SUPPORTED: [(ApiKey, i16, i16); 20] = [
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    // Version 0 carries the SASL tokens unframed after it; clients use 1 and
+    // SaslAuthenticate when the broker offers them.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The version range served for `key`, if any.
@@ -88,7 +94,12 @@ pub enum Close {
     Malformed(String),
     #[error("dropped by a fault hook")]
     Dropped,
+    #[error("{0}")]
+    Unauthenticated(String),
 }
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Serves one client connection until it closes.
 pub(crate) async fn connection(shared: Arc<Shared>, stream: TcpStream) {
@@ -97,10 +108,25 @@ pub(crate) async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     let mut drops = shared.faults.drop_signal();
     drops.borrow_and_update();
-    let (r, w) = stream.into_split();
-    let mut conn = Conn { shared: shared.clone(), peer: peer.clone(), r: BufReader::new(r), w: BufWriter::new(w) };
+    let serve = async {
+        let session = Session::new(&shared.guard);
+        match &shared.guard.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                Conn::new(&shared, &peer, r, w, session).serve().await
+            }
+            Some(acceptor) => {
+                let tls = tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream))
+                    .await
+                    .map_err(|_| Close::Unauthenticated(format!("no TLS handshake within {TLS_HANDSHAKE:?}")))?
+                    .map_err(|e| Close::Unauthenticated(format!("TLS handshake failed: {e}")))?;
+                let (r, w) = tokio::io::split(tls);
+                Conn::new(&shared, &peer, r, w, session).serve().await
+            }
+        }
+    };
     let result = tokio::select! {
-        r = conn.serve() => r,
+        r = serve => r,
         _ = drops.changed() => Err(Close::Dropped),
     };
     match result {
@@ -109,6 +135,10 @@ pub(crate) async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         Err(Close::Dropped) => shared.faults.count_dropped(),
         Err(e @ Close::Malformed(_)) => {
             shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            shared.log(&format!("closing connection from {peer}: {e}"));
+        }
+        Err(e @ Close::Unauthenticated(_)) => {
+            shared.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
             shared.log(&format!("closing connection from {peer}: {e}"));
         }
         Err(e) => shared.log(&format!("connection from {peer}: {e}")),
@@ -121,14 +151,19 @@ fn is_disconnect(e: &std::io::Error) -> bool {
     matches!(e.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted)
 }
 
-struct Conn {
-    shared: Arc<Shared>,
-    peer: String,
-    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    w: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+struct Conn<'a, R, W> {
+    shared: &'a Arc<Shared>,
+    peer: &'a str,
+    r: BufReader<R>,
+    w: BufWriter<W>,
+    session: Session,
 }
 
-impl Conn {
+impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<'a, R, W> {
+    fn new(shared: &'a Arc<Shared>, peer: &'a str, r: R, w: W, session: Session) -> Self {
+        Self { shared, peer, r: BufReader::new(r), w: BufWriter::new(w), session }
+    }
+
     async fn serve(&mut self) -> Result<(), Close> {
         loop {
             let size = match self.r.read_i32().await {
@@ -143,30 +178,70 @@ impl Conn {
             let mut buf = vec![0u8; size];
             self.r.read_exact(&mut buf).await?;
             let frame = Bytes::from(buf);
-            if let Some(response) = handle(&self.shared, frame, &self.peer).await? {
+            let answer = handle(self.shared, frame, self.peer, &mut self.session).await;
+            let (response, close) = match answer {
+                Ok(r) => (r, None),
+                // A failed authentication is answered, then the connection closes.
+                Err(Failed::Answer(r, why)) => (Some(r), Some(Close::Unauthenticated(why))),
+                Err(Failed::Close(c)) => return Err(c),
+            };
+            if let Some(response) = response {
                 self.shared.faults.before_response().await;
                 self.w.write_all(&response).await?;
                 self.w.flush().await?;
+            }
+            if let Some(c) = close {
+                return Err(c);
             }
         }
     }
 }
 
+/// A request that ends its connection: answered first, or closed at once.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    Answer(Bytes, String),
+    Close(Close),
+}
+
+impl From<Close> for Failed {
+    fn from(c: Close) -> Self {
+        Self::Close(c)
+    }
+}
+
 /// Handles one request frame; `None` when no response is due (a produce with acks 0).
-pub(crate) async fn handle(shared: &Arc<Shared>, frame: Bytes, peer: &str) -> Result<Option<Bytes>, Close> {
+/// Before a SASL listener's client has authenticated, only ApiVersions and the SASL
+/// requests are served; anything else closes the connection, as Kafka does.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    frame: Bytes,
+    peer: &str,
+    session: &mut Session,
+) -> Result<Option<Bytes>, Failed> {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let (version, c, client, body) = match request::decode(frame)? {
         Decoded::OldApiVersions { correlation } => {
             let mut r = api_versions_body();
             r.error_code = E::UnsupportedVersion.code();
-            return encode(correlation, 0, &r).map(Some);
+            return Ok(Some(encode(correlation, 0, &r)?));
         }
         Decoded::Request { version, correlation, client, body } => (version, correlation, client, body),
     };
-    let h = Handler { shared, version, client, peer };
     let v = version;
+    match &body {
+        Request::ApiVersions => {}
+        Request::SaslHandshake(r) => return Ok(Some(encode(c, v, &sasl_handshake(session, r))?)),
+        Request::SaslAuthenticate(r) => return sasl_authenticate(shared, session, c, v, r).map(Some),
+        _ if !session.authenticated() => {
+            return Err(Close::Unauthenticated(format!("request {body:?} before SASL authentication")).into());
+        }
+        _ => {}
+    }
+    let h = Handler { shared, version, client, peer };
     Ok(Some(match body {
         Request::ApiVersions => encode(c, v, &api_versions_body())?,
+        Request::SaslHandshake(_) | Request::SaslAuthenticate(_) => return Ok(None),
         Request::Metadata(r) => encode(c, v, &h.metadata(r))?,
         Request::Produce(r) => match h.produce(r) {
             Some(r) => encode(c, v, &r)?,
@@ -190,6 +265,44 @@ pub(crate) async fn handle(shared: &Arc<Shared>, frame: Bytes, peer: &str) -> Re
         Request::DescribeGroups(r) => encode(c, v, &h.describe_groups(r))?,
         Request::ListGroups(r) => encode(c, v, &h.list_groups(r))?,
     }))
+}
+
+fn sasl_handshake(session: &mut Session, r: &SaslHandshakeRequest) -> SaslHandshakeResponse {
+    let mut out = SaslHandshakeResponse::default();
+    out.mechanisms = MECHANISMS.iter().map(|m| s(m)).collect();
+    if let Err(e) = session.handshake(r.mechanism.as_str()) {
+        out.error_code = e.code();
+    }
+    out
+}
+
+fn sasl_authenticate(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    c: i32,
+    v: i16,
+    r: &SaslAuthenticateRequest,
+) -> Result<Bytes, Failed> {
+    let mut out = SaslAuthenticateResponse::default();
+    match session.authenticate(&shared.guard, &r.auth_bytes) {
+        Ok(Step::Reply(bytes)) => {
+            if let Session::Done(user) = session {
+                shared.log(&format!("authenticated as {user}"));
+            }
+            out.auth_bytes = Bytes::from(bytes);
+            Ok(encode(c, v, &out)?)
+        }
+        Ok(Step::Failed(why)) => {
+            out.error_code = E::SaslAuthenticationFailed.code();
+            out.error_message = Some(s(&why));
+            Err(Failed::Answer(encode(c, v, &out)?, why))
+        }
+        Err(e) => {
+            out.error_code = e.code();
+            out.error_message = Some(s("SaslAuthenticate in the wrong state"));
+            Ok(encode(c, v, &out)?)
+        }
+    }
 }
 
 /// A response frame: size, header (in the version the API's response uses), body.
@@ -329,6 +442,7 @@ pub(crate) fn snapshot(stats: &Stats) -> crate::StatsSnapshot {
         batches_in: stats.batches_in.load(Ordering::Relaxed),
         fetches_parked: stats.fetches_parked.load(Ordering::Relaxed),
         malformed: stats.malformed.load(Ordering::Relaxed),
+        refused_auth: stats.refused_auth.load(Ordering::Relaxed),
     }
 }
 
@@ -350,7 +464,8 @@ mod tests {
             h.correlation_id = 7;
             encode_request_header_into_buffer(&mut frame, &h).expect("header");
             frame.extend_from_slice(&request_body(api, v));
-            let r = handle(&b.shared, frame.freeze(), "127.0.0.1:1").await;
+            let mut session = Session::Open;
+            let r = handle(&b.shared, frame.freeze(), "127.0.0.1:1", &mut session).await;
             assert!(r.is_ok(), "{api:?} v{v}: {:?}", r.err());
         }
     }

@@ -31,6 +31,8 @@ pub enum Request {
     OffsetFetch(OffsetFetchRequest),
     DescribeGroups(DescribeGroupsRequest),
     ListGroups(ListGroupsRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
 }
 
 /// A frame, decoded.
@@ -105,6 +107,8 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::OffsetFetch => body!(OffsetFetch),
         ApiKey::DescribeGroups => body!(DescribeGroups),
         ApiKey::ListGroups => body!(ListGroups),
+        ApiKey::SaslHandshake => body!(SaslHandshake),
+        ApiKey::SaslAuthenticate => body!(SaslAuthenticate),
         other => return Err(Close::Malformed(format!("{other:?} is not implemented by this broker"))),
     };
     Ok(Decoded::Request { version, correlation, client, body })
