@@ -76,6 +76,17 @@ pub struct Security {
     pub users: BTreeMap<String, String>,
 }
 
+impl Security {
+    /// What results say of the listener: its protocol, and the mechanisms it offers.
+    pub fn listener(&self) -> String {
+        if self.protocol.sasl() {
+            format!("{} ({})", self.protocol.name(), MECHANISMS.join(", "))
+        } else {
+            self.protocol.name().to_owned()
+        }
+    }
+}
+
 impl std::fmt::Debug for Security {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Security")

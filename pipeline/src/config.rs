@@ -105,17 +105,38 @@ pub fn settings<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Stri
         B(bool),
     }
     let m = BTreeMap::<String, V>::deserialize(d)?;
-    Ok(m.into_iter()
+    m.into_iter()
         .map(|(k, v)| {
             let v = match v {
-                V::S(s) => s,
+                V::S(s) => from_env(&s).map_err(|e| serde::de::Error::custom(format!("`{k}`: {e}")))?,
                 V::I(i) => i.to_string(),
                 V::F(f) => f.to_string(),
                 V::B(b) => b.to_string(),
             };
-            (k, v)
+            Ok((k, v))
         })
-        .collect())
+        .collect()
+}
+
+/// `value` with every `${NAME}` replaced by the environment variable `NAME`, so that
+/// secrets need not be written in a file; an unset variable is an error naming it.
+pub fn from_env(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("`${{` without its closing `}}` in {value:?}"))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{name}}}` is not an environment variable's name"));
+        }
+        let found = std::env::var(name).map_err(|_| format!("the environment variable {name} is not set"))?;
+        out.push_str(&found);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use crate::{Error, Result};
 
 pub use broker::faults::{Fault, FaultCounts, Faults, Plan};
+pub use broker::security;
 pub use broker::{Config, KIND, VERSION};
 
 /// A running embedded broker; stopped when dropped.

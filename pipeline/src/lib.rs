@@ -53,6 +53,11 @@ pub enum Error {
          (or omit --bootstrap to use the embedded broker)"
     )]
     Unreachable { bootstrap: String, reason: String },
+    #[error(
+        "the Kafka broker at {bootstrap} refused the credentials for SASL mechanism {mechanism}: {reason}. Check \
+         sasl.username and sasl.password in [kafka.client] (or TAILGATE_KAFKA_SASL_PASSWORD)"
+    )]
+    Auth { bootstrap: String, mechanism: String, reason: String },
     #[error("Kafka client setting rejected: {0}")]
     Config(String),
     #[error("Kafka error in {context}: {source}")]

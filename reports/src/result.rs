@@ -71,6 +71,10 @@ pub struct BrokerInfo {
     /// How often the embedded broker's fault hooks took effect, when the run used them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultEffects>,
+    /// How the clients connected: the security protocol (`PLAINTEXT`, `SASL_SSL`...) and,
+    /// for the embedded broker, the SASL mechanisms its listener offered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub listener: String,
 }
 
 /// How often the broker's fault hooks took effect over a run.
@@ -547,6 +551,7 @@ mod tests {
                 topic: BTreeMap::new(),
                 stages: BTreeMap::new(),
                 faults: None,
+                listener: String::new(),
             },
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_s: 1.0,

@@ -113,6 +113,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
             topic: Default::default(),
             stages: Default::default(),
             faults: None,
+            listener: String::new(),
         },
         started_at: "2027-01-15T08:00:00Z".into(),
         duration_s: spec.seconds as f64,

@@ -109,10 +109,12 @@ pub(super) async fn start(
             })
             .collect(),
         faults: None,
+        listener: String::new(),
     };
     if let Some(b) = &scenario.broker.bootstrap {
         kafka.bootstrap.clone_from(b);
-        let info = info("external", "unknown", b, "the cluster's own");
+        let listener = kafka.client.get("security.protocol").cloned().unwrap_or_else(|| "PLAINTEXT".into());
+        let info = BrokerInfo { listener, ..info("external", "unknown", b, "the cluster's own") };
         return Ok(Broker { target: Target::default(), info, _log: None });
     }
     #[cfg(feature = "embedded")]
@@ -120,10 +122,21 @@ pub(super) async fn start(
         use pipeline::embedded::{Config, EmbeddedBroker, KIND, VERSION};
         let restarts = scenario.faults.iter().any(|f| f.kind == crate::scenario::FaultKind::BrokerRestart);
         let log = restarts.then(|| LogDir(dir.join("broker-log")));
-        let config = Config { data: log.as_ref().map(|l| l.0.clone()), ..Config::default() };
+        let b = &scenario.broker;
+        let security = pipeline::embedded::security::Security {
+            protocol: b.listener().and_then(|l| l.parse()).map_err(RunError::BadInput)?,
+            tls_cert: b.tls_cert.clone(),
+            tls_key: b.tls_key.clone(),
+            users: b.users.clone(),
+        };
+        let listener = security.listener();
+        let config = Config { data: log.as_ref().map(|l| l.0.clone()), security, ..Config::default() };
         let broker = EmbeddedBroker::start_with(config).await.map_err(super::failed)?;
         kafka.bootstrap = broker.bootstrap().to_owned();
-        let info = info(KIND, VERSION, broker.bootstrap(), &format!("{} (in-process)", broker.storage()));
+        let info = BrokerInfo {
+            listener,
+            ..info(KIND, VERSION, broker.bootstrap(), &format!("{} (in-process)", broker.storage()))
+        };
         let hooks = Some(Arc::clone(broker.broker().faults()));
         let target = Target { embedded: Some(Arc::new(tokio::sync::Mutex::new(broker))), hooks };
         Ok(Broker { target, info, _log: log })

@@ -222,11 +222,29 @@ pub struct Broker {
     /// Replicas per topic the run creates; absent: three where the cluster has three
     /// brokers or more, else every broker (the embedded broker: one).
     pub replication: Option<i32>,
+    /// The embedded broker's listener: `PLAINTEXT` (the default), `SSL`, `SASL_PLAINTEXT`
+    /// or `SASL_SSL`. The run's clients connect as `[kafka.client]` says.
+    pub security_protocol: Option<String>,
+    /// The embedded broker's TLS certificate chain and key (PEM), for the `SSL` listeners.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The embedded broker's SASL users and their passwords (`"${ENV}"` takes one from the
+    /// environment), for the `SASL` listeners.
+    #[serde(default, deserialize_with = "pipeline::config::settings")]
+    pub users: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Broker {
     fn default() -> Self {
-        Self { bootstrap: None, partitions: default_partitions(), replication: None }
+        Self {
+            bootstrap: None,
+            partitions: default_partitions(),
+            replication: None,
+            security_protocol: None,
+            tls_cert: None,
+            tls_key: None,
+            users: std::collections::BTreeMap::new(),
+        }
     }
 }
 
@@ -252,6 +270,47 @@ impl Broker {
             ),
             _ => {}
         }
+        self.validate_security(p);
+    }
+
+    /// The embedded broker's listener, and the files and users it needs.
+    fn validate_security(&self, p: &mut Problems) {
+        let embedded_only = "applies to the embedded broker; for a cluster set `security.protocol` in [kafka.client]";
+        for (field, set) in [
+            ("security_protocol", self.security_protocol.is_some()),
+            ("tls_cert", self.tls_cert.is_some()),
+            ("tls_key", self.tls_key.is_some()),
+            ("users", !self.users.is_empty()),
+        ] {
+            if set && self.bootstrap.is_some() {
+                p.bad("broker", None, field, embedded_only);
+            }
+        }
+        let protocol = match self.listener() {
+            Ok(protocol) => protocol,
+            Err(e) => return p.bad("broker", None, "security_protocol", e),
+        };
+        if protocol.ends_with("SSL") {
+            for (field, path) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+                match path {
+                    None => p.bad("broker", None, field, format!("a {protocol} listener needs it (a PEM file)")),
+                    Some(f) if !f.is_file() => p.bad("broker", None, field, format!("no file at {}", f.display())),
+                    Some(_) => {}
+                }
+            }
+        }
+        if protocol.starts_with("SASL") && self.users.is_empty() {
+            p.bad("broker", None, "users", format!("a {protocol} listener needs at least one user"));
+        }
+    }
+
+    /// The embedded broker's security protocol by its Kafka name (`PLAINTEXT` unless set).
+    pub fn listener(&self) -> Result<&'static str, String> {
+        const LISTENERS: [&str; 4] = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
+        let Some(set) = &self.security_protocol else { return Ok(LISTENERS[0]) };
+        LISTENERS.into_iter().find(|l| l.eq_ignore_ascii_case(set.trim())).ok_or_else(|| {
+            format!("unknown security protocol {set:?}; one of {}", LISTENERS.join(", "))
+        })
     }
 }
 

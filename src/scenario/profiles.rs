@@ -36,6 +36,8 @@ struct ProfileTable {
     partitions: Option<i32>,
     agent: Option<AgentKind>,
     #[serde(default, deserialize_with = "settings")]
+    client: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "settings")]
     producer: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "settings")]
     consumer: BTreeMap<String, String>,
@@ -47,7 +49,13 @@ struct ProfileTable {
 
 impl From<ProfileTable> for Profile {
     fn from(t: ProfileTable) -> Self {
-        let clients = ClientSettings { producer: t.producer, consumer: t.consumer, topic: t.topic, stages: t.stages };
+        let clients = ClientSettings {
+            client: t.client,
+            producer: t.producer,
+            consumer: t.consumer,
+            topic: t.topic,
+            stages: t.stages,
+        };
         Self { description: t.description, partitions: t.partitions, agent: t.agent, clients }
     }
 }

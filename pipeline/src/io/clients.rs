@@ -8,10 +8,19 @@ use crate::config::{Problems, settings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Producer, consumer and topic settings, and per-stage client settings over them.
+/// Where a SASL password may come from instead of the scenario: used when
+/// `[kafka.client]` sets no `sasl.password`.
+pub const SASL_PASSWORD_ENV: &str = "TAILGATE_KAFKA_SASL_PASSWORD";
+
+/// Every client's, producer, consumer and topic settings, and per-stage client settings
+/// over them.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
+    /// Settings every client takes, producers, consumers and the admin client alike:
+    /// where the connection is secured (`security.protocol`, `sasl.*`, `ssl.*`).
+    #[serde(default, deserialize_with = "settings")]
+    pub client: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "settings")]
     pub producer: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "settings")]
@@ -38,6 +47,7 @@ impl ClientSettings {
     /// `over` on top of these: every map extended, the later value winning.
     pub fn merged(&self, over: &Self) -> Self {
         let mut m = self.clone();
+        m.client.extend(over.client.clone());
         m.producer.extend(over.producer.clone());
         m.consumer.extend(over.consumer.clone());
         m.topic.extend(over.topic.clone());
@@ -49,10 +59,17 @@ impl ClientSettings {
         m
     }
 
-    /// The clients every stage shares, on `bootstrap` with `partitions` per topic.
+    /// The clients every stage shares, on `bootstrap` with `partitions` per topic. A SASL
+    /// password not given in `[kafka.client]` is taken from [`SASL_PASSWORD_ENV`] when set.
     pub fn kafka(&self, bootstrap: &str, partitions: i32) -> KafkaSettings {
         let mut k = KafkaSettings::new(bootstrap);
         k.partitions = partitions;
+        k.client.clone_from(&self.client);
+        if !k.client.contains_key("sasl.password")
+            && let Ok(password) = std::env::var(SASL_PASSWORD_ENV)
+        {
+            k.client.insert("sasl.password".into(), password);
+        }
         k.producer.clone_from(&self.producer);
         k.consumer.clone_from(&self.consumer);
         k
@@ -76,6 +93,8 @@ impl ClientSettings {
     /// Settings librdkafka refuses and stages that do not exist, each under `table`
     /// (`kafka`, `profiles.fast`).
     pub fn validate(&self, table: &str, p: &mut Problems) {
+        check(p, &format!("{table}.client"), &self.client, Client::Producer);
+        check(p, &format!("{table}.client"), &self.client, Client::Consumer);
         check(p, &format!("{table}.producer"), &self.producer, Client::Producer);
         check(p, &format!("{table}.consumer"), &self.consumer, Client::Consumer);
         for (stage, own) in &self.stages {

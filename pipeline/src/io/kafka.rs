@@ -20,6 +20,9 @@ pub struct KafkaSettings {
     /// Replicas of each topic tailgate creates; `None`: as many as the cluster has brokers,
     /// up to three ([`replication_for`]).
     pub replication: Option<i32>,
+    /// librdkafka settings every client takes (producers, consumers, the admin client):
+    /// where the connection is secured (`security.protocol`, `sasl.*`, `ssl.*`).
+    pub client: BTreeMap<String, String>,
     /// librdkafka producer settings over tailgate's defaults.
     pub producer: BTreeMap<String, String>,
     /// librdkafka consumer settings over tailgate's defaults.
@@ -60,6 +63,7 @@ impl KafkaSettings {
             bootstrap: bootstrap.into(),
             partitions: 3,
             replication: None,
+            client: BTreeMap::new(),
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
             converter: crate::convert::Converter::Json,
@@ -72,6 +76,9 @@ impl KafkaSettings {
         c.set("bootstrap.servers", &self.bootstrap)
             .set("client.id", format!("tailgate-{client_id}"))
             .set("broker.address.family", "v4");
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
         c
     }
 
@@ -108,12 +115,12 @@ impl KafkaSettings {
 
     /// The producer settings in effect (tailgate's defaults, then the scenario's).
     pub fn effective_producer(&self) -> BTreeMap<String, String> {
-        effective(&PRODUCER_DEFAULTS, &self.producer)
+        effective(&PRODUCER_DEFAULTS, &self.client, &self.producer)
     }
 
     /// The consumer settings in effect (tailgate's defaults, then the scenario's).
     pub fn effective_consumer(&self) -> BTreeMap<String, String> {
-        effective(&CONSUMER_DEFAULTS, &self.consumer)
+        effective(&CONSUMER_DEFAULTS, &self.client, &self.consumer)
     }
 
     /// Checks that librdkafka accepts every setting, by building (and dropping) a producer
@@ -141,16 +148,31 @@ impl KafkaSettings {
 
     /// Fails with [`Error::Unreachable`] naming the address unless a broker answers a
     /// metadata request within `timeout`.
+    /// A broker that refuses the client's credentials fails with [`Error::Auth`], naming the
+    /// mechanism.
     pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
         let mut c = self.base("probe");
         c.set("socket.connection.setup.timeout.ms", timeout.as_millis().max(1000).to_string());
-        let consumer: BaseConsumer = c.create().map_err(|e| Error::Config(e.to_string()))?;
+        let errors = ErrorLog::default();
+        let consumer: BaseConsumer<ErrorLog> =
+            c.create_with_context(errors.clone()).map_err(|e| Error::Config(e.to_string()))?;
         let bootstrap = self.bootstrap.clone();
+        let mechanism = self.client.get("sasl.mechanisms").or_else(|| self.client.get("sasl.mechanism")).cloned();
         tokio::task::spawn_blocking(move || {
-            consumer.fetch_metadata(None, timeout).map(drop).map_err(|e| Error::Unreachable {
-                bootstrap,
-                reason: format!("no metadata answer within {timeout:?} ({e})"),
-            })
+            let Err(e) = consumer.fetch_metadata(None, timeout) else { return Ok(()) };
+            // The client's own errors say why (a refused password, a failed TLS handshake).
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(20));
+            }
+            if let Some(reason) = errors.authentication() {
+                return Err(Error::Auth { bootstrap, mechanism: mechanism.unwrap_or_else(|| "GSSAPI".into()), reason });
+            }
+            let mut reason = format!("no metadata answer within {timeout:?} ({e})");
+            for why in errors.reasons() {
+                reason.push_str("; ");
+                reason.push_str(&why);
+            }
+            Err(Error::Unreachable { bootstrap, reason })
         })
         .await
         .map_err(|source| Error::Task { what: "a Kafka admin call", source })?
@@ -389,10 +411,50 @@ pub fn check_setting(kind: Client, key: &str, value: &str) -> std::result::Resul
     })
 }
 
-fn effective(defaults: &[(&str, &str)], overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+fn effective(
+    defaults: &[(&str, &str)],
+    client: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = defaults.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    m.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m.extend(client.iter().chain(overrides).map(|(k, v)| (k.clone(), v.clone())));
     m
+}
+
+/// Every error librdkafka reports to a client, kept for the message a failed connection
+/// gives (librdkafka hands them over when the client is polled).
+#[derive(Debug, Default, Clone)]
+pub struct ErrorLog(std::sync::Arc<std::sync::Mutex<Vec<(RDKafkaErrorCode, String)>>>);
+
+impl rdkafka::ClientContext for ErrorLog {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push((code, reason.to_owned()));
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ErrorLog {}
+
+impl ErrorLog {
+    /// The first failed authentication, if any.
+    fn authentication(&self) -> Option<String> {
+        let seen = self.0.lock().ok()?;
+        seen.iter().find(|(code, _)| *code == RDKafkaErrorCode::Authentication).map(|(_, why)| why.clone())
+    }
+
+    /// What went wrong, the latest distinct reasons first.
+    fn reasons(&self) -> Vec<String> {
+        let Ok(seen) = self.0.lock() else { return Vec::new() };
+        let mut out: Vec<String> = Vec::new();
+        for (_, why) in seen.iter().rev() {
+            if !out.contains(why) && out.len() < 2 {
+                out.push(why.clone());
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
