@@ -167,7 +167,9 @@ fn an_unknown_profile_or_client_setting_exits_2_before_anything_runs() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--profile `fastest`: scenario `profiles` has the profiles low-latency, balanced, throughput"),
+        err.contains(
+            "--profile `fastest`: scenario `profiles` has the profiles low-latency, balanced, zstd, throughput"
+        ),
         "{err}"
     );
     let out = tailgate().args(["run", "scenarios/invalid/bad-profile.toml"]).output().unwrap();

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use tailgate::result::RunResult;
 use std::process::{Command, Output};
+use tailgate::result::RunResult;
 
 const BROKER_PASSWORD: &str = "broker-side-s3cret";
 

@@ -181,9 +181,17 @@ impl Metrics {
     /// Metrics for the path `source -> stages... -> sink`, reading each stage's counters and
     /// the run's live `sent` count.
     pub fn new(source: &str, stages: Vec<(String, Arc<StageCounters>)>, sink: &str, sent: Arc<AtomicU64>) -> Self {
+        let names: Vec<String> = stages.iter().map(|(s, _)| s.clone()).collect();
+        Self { stages, ..Self::for_path(source, &names, sink, sent) }
+    }
+
+    /// Metrics for the path `source -> stages... -> sink` of a pipeline whose stages'
+    /// counters this process cannot read (one `watch` taps): the latency histograms and
+    /// the counts only.
+    pub fn for_path(source: &str, stages: &[String], sink: &str, sent: Arc<AtomicU64>) -> Self {
         let mut hops = Vec::with_capacity(2 * stages.len() + 1);
         let mut prev = source;
-        for (stage, _) in &stages {
+        for stage in stages {
             hops.push(HopMetric {
                 name: transit_name(prev, stage),
                 kind: HopKind::Transit,
@@ -198,7 +206,7 @@ impl Metrics {
             sink: sink.to_owned(),
             end_to_end: Histogram::default(),
             hops,
-            stages,
+            stages: Vec::new(),
             sent,
             delivered: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
@@ -449,6 +457,34 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let app = Router::new().route("/metrics", get(handler)).with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+        .map_err(|e| crate::Error::Stage { stage: "metrics", reason: e.to_string() })
+}
+
+/// Serves `GET /metrics` on `listener` until `cancel`, from metrics made later (once a
+/// watch's first event names the path); a comment line until then.
+pub async fn serve_when_ready(
+    listener: tokio::net::TcpListener,
+    cell: Arc<std::sync::OnceLock<Arc<Metrics>>>,
+    cancel: CancellationToken,
+) -> crate::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move |headers: axum::http::HeaderMap| {
+            let cell = Arc::clone(&cell);
+            async move {
+                let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+                let format = Format::accepted(accept);
+                let body = cell.get().map_or_else(
+                    || "# tailgate watch: no event with tailgate's headers yet\n".to_owned(),
+                    |m| m.render_as(format),
+                );
+                ([(axum::http::header::CONTENT_TYPE, format.content_type())], body)
+            }
+        }),
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await

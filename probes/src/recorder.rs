@@ -4,7 +4,8 @@
 //!
 //! Values are recorded in microseconds with three significant digits (1 µs up to an hour).
 //! Recording touches only preallocated counters; an interval is serialized on the cold path
-//! when the next one begins.
+//! when the next one begins, and kept in memory, or appended to a file for recorders that
+//! run for hours ([`LatencyRecorder::spill_to`]), so that their memory stays bounded.
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
@@ -32,6 +33,8 @@ pub struct LatencyRecorder {
     interval_ns: u64,
     current_start_ns: u64,
     log_body: Vec<u8>,
+    /// Where closed intervals go instead of `log_body`, once spilled.
+    spill: Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
 }
 
 impl LatencyRecorder {
@@ -46,6 +49,7 @@ impl LatencyRecorder {
             interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX).max(1),
             current_start_ns: base_ns,
             log_body: Vec::new(),
+            spill: None,
         }
     }
 
@@ -83,8 +87,28 @@ impl LatencyRecorder {
         }
         // The builder repeats the divisor header before each interval; the log has it once.
         let body = line.iter().position(|&b| b == b'\n').filter(|_| line.starts_with(b"#")).map_or(0, |i| i + 1);
-        self.log_body.extend_from_slice(&line[body..]);
+        match &mut self.spill {
+            Some((_, file)) => {
+                use std::io::Write as _;
+                // A full disk loses intervals of the log, never the totals.
+                let _ = file.write_all(&line[body..]).and_then(|()| file.flush());
+            }
+            None => self.log_body.extend_from_slice(&line[body..]),
+        }
         self.current.reset();
+    }
+
+    /// From now on, writes the interval log to `path` as intervals close (the header and
+    /// what was kept so far first) and keeps none of it in memory. [`Self::interval_log`]
+    /// then reads the file back.
+    pub fn spill_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        file.write_all(&self.log_header())?;
+        file.write_all(&std::mem::take(&mut self.log_body))?;
+        file.flush()?;
+        self.spill = Some((path.to_owned(), file));
+        Ok(())
     }
 
     /// Closes the open interval; the recorder can keep recording afterwards.
@@ -105,7 +129,17 @@ impl LatencyRecorder {
     /// The interval log: the standard `.hlog` text, which HdrHistogram's own tools read.
     pub fn interval_log(&mut self) -> Vec<u8> {
         self.flush_current();
-        let mut out = Vec::with_capacity(self.log_body.len() + 256);
+        if let Some((path, _)) = &self.spill {
+            return std::fs::read(path).unwrap_or_default();
+        }
+        let mut out = self.log_header();
+        out.extend_from_slice(&self.log_body);
+        out
+    }
+
+    /// The interval log's header: its comment, start time, divisor and column names.
+    fn log_header(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
         let base = std::time::UNIX_EPOCH + Duration::from_nanos(self.base_ns);
         let mut serializer = V2DeflateSerializer::new();
         let header = IntervalLogWriterBuilder::new()
@@ -119,7 +153,6 @@ impl LatencyRecorder {
         out.extend_from_slice(
             b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
         );
-        out.extend_from_slice(&self.log_body);
         out
     }
 }
@@ -171,6 +204,29 @@ mod tests {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_spilled_log_on_disk_is_the_log_kept_in_memory_and_memory_keeps_none_of_it() {
+        let (mut kept, mut spilled) = (
+            LatencyRecorder::new("e2e", 0, Duration::from_secs(1)),
+            LatencyRecorder::new("e2e", 0, Duration::from_secs(1)),
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("e2e.hlog");
+        for second in 0..120u64 {
+            if second == 3 {
+                spilled.spill_to(&path).expect("spills");
+            }
+            for i in 0..50 {
+                let (value, at) = ((second % 7 + 1) * 1_000_000 + i * 1_000, second * S + i * 1_000_000);
+                kept.record(value, at);
+                spilled.record(value, at);
+            }
+        }
+        assert!(spilled.log_body.is_empty());
+        assert_eq!(spilled.interval_log(), kept.interval_log());
+        assert_eq!(spilled.summary(), kept.summary());
+    }
 
     #[test]
     fn summary_is_in_milliseconds() {

@@ -269,6 +269,10 @@ impl CpuUse {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
     pub tailgate_version: String,
+    /// `run`: tailgate drove the load through the pipeline; `watch`: it tapped a pipeline
+    /// it did not start, and knows only what reached the tapped topics.
+    #[serde(default = "run_mode")]
+    pub mode: String,
     pub scenario: String,
     pub profile: String,
     pub run_id: u64,
@@ -321,7 +325,65 @@ pub struct RunResult {
     /// failed): the run's accounting cannot be trusted, and the run fails (exit 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounting_error: Option<String>,
+    /// What a watch tapped and saw (`mode = "watch"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchInfo>,
 }
+
+/// What a watch tapped: a pipeline tailgate did not start, so there is nothing it sent to
+/// account for; it counts what reached the topics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WatchInfo {
+    pub topics: Vec<String>,
+    /// Records with tailgate's headers, timed (also `counts.delivered`).
+    pub events: u64,
+    /// Records without tailgate's headers, or with headers that do not parse: counted,
+    /// never timed.
+    pub foreign: u64,
+    /// Events whose stamps named another path than the first one's: in end to end only.
+    pub off_path: u64,
+    /// Where the interval logs were kept while the watch ran.
+    pub interval_logs: String,
+    /// Latency from trace context alone (`--correlate traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<Correlation>,
+}
+
+/// What `--correlate traceparent` matched across the tapped topics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Correlation {
+    /// Records per topic, in path order, and which timestamp each topic's records carry
+    /// (`CreateTime` or `LogAppendTime`).
+    pub topics: Vec<CorrelatedTopic>,
+    /// Records with no `traceparent` (or one that does not parse): counted, never timed.
+    pub foreign: u64,
+    /// Records whose trace was not seen on the topic before: missing upstream, or
+    /// upstream longer ago than the tap remembers.
+    pub unmatched: u64,
+    /// Records forgotten unmatched to keep the tap's memory bounded (by age or count).
+    pub evicted: u64,
+    /// How long, and how many, records the tap remembers while it waits for their match.
+    pub window_s: f64,
+    pub capacity: u64,
+}
+
+/// One tapped topic of a correlation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CorrelatedTopic {
+    pub topic: String,
+    pub records: u64,
+    /// `CreateTime`, `LogAppendTime`, or both when its records differ.
+    pub timestamp: String,
+}
+
+fn run_mode() -> String {
+    MODE_RUN.into()
+}
+
+/// [`RunResult::mode`] of a run tailgate drove.
+pub const MODE_RUN: &str = "run";
+/// [`RunResult::mode`] of a watch of a pipeline tailgate did not start.
+pub const MODE_WATCH: &str = "watch";
 
 /// Where the run's spans went and how many made it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -537,6 +599,7 @@ mod tests {
         };
         RunResult {
             tailgate_version: "0".into(),
+            mode: MODE_RUN.into(),
             scenario: "t".into(),
             profile: "default".into(),
             run_id: 1,
@@ -573,6 +636,7 @@ mod tests {
             telemetry: None,
             faults: Vec::new(),
             accounting_error: None,
+            watch: None,
         }
     }
 

@@ -26,7 +26,12 @@ impl RunResult {
     /// The run, the broker, faults, client settings, load and accounting.
     fn setup(&self, s: &mut String) {
         let b = &self.broker;
-        let _ = writeln!(s, "tailgate run `{}` (profile {}), run {:x}", self.scenario, self.profile, self.run_id);
+        match &self.watch {
+            Some(_) => _ = writeln!(s, "tailgate {}, run {:x}", self.scenario, self.run_id),
+            None => {
+                _ = writeln!(s, "tailgate run `{}` (profile {}), run {:x}", self.scenario, self.profile, self.run_id)
+            }
+        }
         let _ = writeln!(s, "broker    {} {} at {} (storage: {})", b.kind, b.version, b.bootstrap, b.storage);
         for f in &self.faults {
             let _ = writeln!(s, "fault     {} at {:.1}s: {}", f.kind, f.began_at_s, f.what);
@@ -57,6 +62,20 @@ impl RunResult {
             setting(&b.consumer, "fetch.min.bytes"),
         );
         let c = &self.counts;
+        if let Some(w) = &self.watch {
+            let _ = writeln!(
+                s,
+                "watched   {} for {:.1}s: {} events timed ({:.1}/s), {} foreign records counted, {} off the first path{}",
+                w.topics.join(", "),
+                self.duration_s,
+                w.events,
+                self.achieved_rate,
+                w.foreign,
+                w.off_path,
+                if self.interrupted { "  (stopped early)" } else { "" }
+            );
+            return;
+        }
         let _ = writeln!(
             s,
             "load      target {:.0}/s{}, achieved {:.1}/s over {:.1}s measured (+{:.1}s warm-up)",

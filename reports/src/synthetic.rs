@@ -99,6 +99,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
     let measured = e2e.summary().count;
     let mut result = RunResult {
         tailgate_version: env!("CARGO_PKG_VERSION").into(),
+        mode: crate::result::MODE_RUN.into(),
         scenario: spec.scenario.clone(),
         profile: spec.profile.clone(),
         run_id: spec.seed,
@@ -139,6 +140,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
         telemetry: None,
         faults: Vec::new(),
         accounting_error: None,
+        watch: None,
     };
     result.evaluate(&spec.objectives);
     let logs = crate::runs::RunLogs {

@@ -53,6 +53,7 @@ impl Made<'_> {
         };
         let mut result = RunResult {
             tailgate_version: env!("CARGO_PKG_VERSION").into(),
+            mode: reports::result::MODE_RUN.into(),
             scenario: self.scenario.name.clone(),
             profile: self.profile.name.clone(),
             run_id: self.run_id,
@@ -89,6 +90,7 @@ impl Made<'_> {
             telemetry: None,
             faults: Vec::new(),
             accounting_error: None,
+            watch: None,
         };
         result.evaluate(&self.scenario.sla);
         result

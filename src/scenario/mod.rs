@@ -308,9 +308,10 @@ impl Broker {
     pub fn listener(&self) -> Result<&'static str, String> {
         const LISTENERS: [&str; 4] = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
         let Some(set) = &self.security_protocol else { return Ok(LISTENERS[0]) };
-        LISTENERS.into_iter().find(|l| l.eq_ignore_ascii_case(set.trim())).ok_or_else(|| {
-            format!("unknown security protocol {set:?}; one of {}", LISTENERS.join(", "))
-        })
+        LISTENERS
+            .into_iter()
+            .find(|l| l.eq_ignore_ascii_case(set.trim()))
+            .ok_or_else(|| format!("unknown security protocol {set:?}; one of {}", LISTENERS.join(", ")))
     }
 }
 

@@ -1,33 +1,118 @@
-//! `tailgate watch`: attaches to a running pipeline (its output topic, read from the end
-//! with a group of its own that commits nothing) and shows the live dashboard, with the lag
-//! of the pipeline's consumer groups. A topic that does not exist yet is waited for, the
-//! header saying so, and read from its start once it is made.
+//! `tailgate watch`: attaches to a running pipeline (its topics, read from the end with a
+//! group of its own that commits nothing). With a terminal, the live dashboard with the
+//! lag of the pipeline's consumer groups; without one (or with `--for`, `--out`, `--sla`,
+//! `--json`), [`headless`]: a monitor that writes a run directory and gates. A topic that
+//! does not exist yet is waited for, saying so, and read from its start once it is made.
 
-use crate::command::{needs_terminal, tokio_runtime};
+mod headless;
+
+use crate::command::tokio_runtime;
 use crate::exit::{EXIT_BAD_INPUT, EXIT_PASS, EXIT_RUNTIME};
+use crate::result::Objective;
 use crate::run;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-pub(crate) fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: Vec<String>) -> u8 {
-    let groups = if groups.is_empty() { pipeline::topology::stage_groups() } else { groups };
-    if !crate::scenario::valid_bootstrap(bootstrap) {
-        eprintln!("error: --bootstrap `{bootstrap}` is not host:port[,host:port...]");
+/// What `tailgate watch` was asked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WatchOptions {
+    pub bootstrap: String,
+    pub topics: Vec<String>,
+    /// The end-to-end p99 bound, when no SLA file is given.
+    pub sla_p99: f64,
+    pub groups: Vec<String>,
+    /// How long to watch headless; until Ctrl-C or SIGTERM when absent.
+    pub duration: Option<Duration>,
+    /// Objectives to judge by (a TOML file of `[[sla]]` tables).
+    pub sla: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    /// One line of JSON a second on stdout.
+    pub json: bool,
+    /// The dashboard, even with headless options.
+    pub tui: bool,
+    /// Serve `/metrics` here while watching.
+    pub metrics: Option<String>,
+    /// Export OTLP metrics to this collector.
+    pub otlp: Option<String>,
+    /// librdkafka settings for the tap's clients (`security.protocol=SASL_SSL`).
+    pub kafka: Vec<String>,
+    /// Write the report into the run directory.
+    pub report: bool,
+}
+
+impl WatchOptions {
+    fn headless(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.tui
+            && (self.duration.is_some()
+                || self.out.is_some()
+                || self.sla.is_some()
+                || self.json
+                || !std::io::stdout().is_terminal())
+    }
+
+    /// The tap's client settings: `--kafka KEY=VALUE` for every client, `${ENV}` taken
+    /// from the environment, the SASL password from `TAILGATE_KAFKA_SASL_PASSWORD` when
+    /// not given.
+    fn kafka(&self) -> Result<pipeline::KafkaSettings, String> {
+        let mut clients = pipeline::io::clients::ClientSettings::default();
+        for kv in &self.kafka {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("--kafka `{kv}` is not KEY=VALUE"))?;
+            let v = pipeline::config::from_env(v).map_err(|e| format!("--kafka {k}: {e}"))?;
+            pipeline::io::kafka::check_setting(pipeline::io::kafka::Client::Consumer, k, &v)
+                .map_err(|e| format!("--kafka {k}: {e}"))?;
+            clients.client.insert(k.to_owned(), v);
+        }
+        Ok(clients.kafka(&self.bootstrap, 1))
+    }
+
+    /// The objectives: the SLA file's, or end-to-end p99 under `--sla-p99`.
+    fn objectives(&self) -> Result<Vec<Objective>, String> {
+        match &self.sla {
+            Some(f) => crate::scenario::load_sla(f).map_err(|e| e.to_string()),
+            None => Ok(vec![Objective { metric: "end_to_end.p99_ms".into(), max: Some(self.sla_p99), min: None }]),
+        }
+    }
+}
+
+pub(crate) fn watch(opts: WatchOptions) -> u8 {
+    if !crate::scenario::valid_bootstrap(&opts.bootstrap) {
+        eprintln!("error: --bootstrap `{}` is not host:port[,host:port...]", opts.bootstrap);
         return EXIT_BAD_INPUT;
     }
+    let (kafka, objectives) = match (opts.kafka(), opts.objectives()) {
+        (Ok(k), Ok(o)) => (k, o),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     let rt = match tokio_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let kafka = pipeline::KafkaSettings::new(bootstrap);
     if let Err(e) = rt.block_on(kafka.check_reachable(run::CONNECT_TIMEOUT)) {
         eprintln!("error: {e}");
         return EXIT_RUNTIME;
     }
-    if let Some(code) = needs_terminal("watch") {
+    if opts.headless() {
+        let code = rt.block_on(headless::watch(&opts, kafka, objectives));
+        rt.shutdown_timeout(Duration::from_secs(2));
         return code;
     }
+    tui(&rt, kafka, opts)
+}
+
+/// The live dashboard, until the user quits.
+fn tui(rt: &tokio::runtime::Runtime, kafka: pipeline::KafkaSettings, opts: WatchOptions) -> u8 {
+    if let Some(code) = crate::command::needs_terminal("watch --tui") {
+        return code;
+    }
+    let WatchOptions { bootstrap, topics, sla_p99, groups, .. } = opts;
+    let bootstrap = bootstrap.as_str();
+    let groups = if groups.is_empty() { pipeline::topology::stage_groups() } else { groups };
     let (tx, rx) = dashboard::feed_channel();
     let meta = dashboard::Meta {
         title: format!("watching {}", topics.join(",")),
@@ -108,7 +193,6 @@ pub(crate) fn watch(bootstrap: &str, topics: Vec<String>, sla_p99: f64, groups: 
     let ui = dashboard::run_app(meta, rx, &quit);
     cancel.cancel();
     let tapped = rt.block_on(tap);
-    rt.shutdown_timeout(Duration::from_secs(2));
     match (ui, tapped) {
         (Err(e), _) => {
             eprintln!("error: the dashboard failed: {e}");
