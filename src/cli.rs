@@ -147,6 +147,11 @@ enum Command {
         /// Do not write the report into the run directory.
         #[arg(long)]
         no_report: bool,
+        /// Time a pipeline that carries only W3C trace context: match each record on a
+        /// topic to its record on the topic before by trace id, and time each hop from
+        /// the records' timestamps (--topics in path order).
+        #[arg(long, value_name = "HEADER", conflicts_with = "tui")]
+        correlate: Option<String>,
     },
     /// Serve the embedded broker (tailgate's own, in memory unless --data) until Ctrl-C or
     /// SIGTERM, so that runs, `watch` and pipelines in other processes can share it
@@ -310,6 +315,7 @@ pub fn main() -> ExitCode {
             otlp,
             kafka,
             no_report,
+            correlate,
         } => crate::watch::watch(crate::watch::WatchOptions {
             bootstrap,
             topics,
@@ -324,6 +330,7 @@ pub fn main() -> ExitCode {
             otlp,
             kafka,
             report: !no_report,
+            correlate,
         }),
         #[cfg(feature = "embedded")]
         Command::Broker { listen, data, stall, drop_connections, fetch_latency } => crate::broker_command::broker(

@@ -1,6 +1,7 @@
 //! A tap on a running pipeline's topics: a consumer group of its own that reads the
-//! protocol headers of every message and reports (intended, stamps, received) samples.
-//! It produces nothing and commits nothing, so the pipeline's own groups are untouched.
+//! protocol headers of every message and reports (intended, stamps, received) samples
+//! ([`run`]), or each record's topic, `traceparent` and timestamp ([`run_records`]). It
+//! produces nothing and commits nothing, so the pipeline's own groups are untouched.
 
 use crate::io::kafka::KafkaSettings;
 use crate::runtime::{Ack, Out, Stage, StageContext};
@@ -26,8 +27,48 @@ pub async fn run(
     on_foreign: impl FnMut() + Send + 'static,
     cancel: CancellationToken,
 ) -> Result<()> {
+    let (mut on_sample, mut on_foreign) = (on_sample, on_foreign);
+    let handle = move |msg: &BorrowedMessage<'_>| {
+        let received_ns = probes::now_ns();
+        let headers = msg.headers().map(|h| h.iter().map(|h| (h.key, h.value)));
+        match headers.map(Incoming::from_headers) {
+            Some(Ok(incoming)) => {
+                on_sample(incoming.intended_ns, &String::from_utf8_lossy(incoming.stamps), received_ns);
+            }
+            _ => on_foreign(),
+        }
+    };
     let ctx = StageContext { cancel, ..StageContext::new(kafka.clone()) };
-    crate::runtime::run(Tap { topics: topics.to_vec(), from_start, on_sample, on_foreign }, ctx).await
+    crate::runtime::run(Tap { topics: topics.to_vec(), from_start, handle }, ctx).await
+}
+
+/// One record as [`run_records`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct TappedRecord<'a> {
+    pub topic: &'a str,
+    /// Its `traceparent` header's value, if it has one.
+    pub traceparent: Option<&'a [u8]>,
+    /// Its timestamp, and whether the producer (CreateTime) or the broker (LogAppendTime)
+    /// set it.
+    pub timestamp: rdkafka::Timestamp,
+}
+
+/// Reads `topics` until `cancel`, calling `on_record` for every record: its topic, its
+/// `traceparent` and its timestamp. From their end unless `from_start`, as [`run`].
+pub async fn run_records(
+    kafka: &KafkaSettings,
+    topics: &[String],
+    from_start: bool,
+    mut on_record: impl FnMut(TappedRecord<'_>) + Send + 'static,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let handle = move |msg: &BorrowedMessage<'_>| {
+        let traceparent =
+            msg.headers().and_then(|h| h.iter().find(|h| h.key == probes::headers::TRACEPARENT).and_then(|h| h.value));
+        on_record(TappedRecord { topic: msg.topic(), traceparent, timestamp: msg.timestamp() });
+    };
+    let ctx = StageContext { cancel, ..StageContext::new(kafka.clone()) };
+    crate::runtime::run(Tap { topics: topics.to_vec(), from_start, handle }, ctx).await
 }
 
 /// How often [`wait_for_topics`] looks again.
@@ -64,14 +105,13 @@ pub async fn wait_for_topics(
 
 /// The tap as a stage that only looks: a group of its own, from the topics' end, no
 /// producer, no commits.
-struct Tap<S, F> {
+struct Tap<H> {
     topics: Vec<String>,
     from_start: bool,
-    on_sample: S,
-    on_foreign: F,
+    handle: H,
 }
 
-impl<S: FnMut(u64, &str, u64) + Send + 'static, F: FnMut() + Send + 'static> Stage for Tap<S, F> {
+impl<H: FnMut(&BorrowedMessage<'_>) + Send + 'static> Stage for Tap<H> {
     const NAME: &'static str = NAME;
     const PRODUCES: bool = false;
     const COMMITS: bool = false;
@@ -93,14 +133,7 @@ impl<S: FnMut(u64, &str, u64) + Send + 'static, F: FnMut() + Send + 'static> Sta
     }
 
     async fn handle(&mut self, msg: &BorrowedMessage<'_>, _out: &mut Out<'_>) -> Result<Ack> {
-        let received_ns = probes::now_ns();
-        let headers = msg.headers().map(|h| h.iter().map(|h| (h.key, h.value)));
-        match headers.map(Incoming::from_headers) {
-            Some(Ok(incoming)) => {
-                (self.on_sample)(incoming.intended_ns, &String::from_utf8_lossy(incoming.stamps), received_ns);
-            }
-            _ => (self.on_foreign)(),
-        }
+        (self.handle)(msg);
         Ok(Ack::Nothing)
     }
 }

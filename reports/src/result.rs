@@ -358,11 +358,15 @@ pub struct Correlation {
     /// Records with no `traceparent` (or one that does not parse): counted, never timed.
     pub foreign: u64,
     /// Records whose trace was not seen on the topic before: missing upstream, or
-    /// upstream longer ago than the tap remembers.
+    /// upstream longer ago than the tap's window.
     pub unmatched: u64,
-    /// Records forgotten unmatched to keep the tap's memory bounded (by age or count).
+    /// Traces forgotten before their window ended, to keep the tap's memory bounded.
     pub evicted: u64,
-    /// How long, and how many, records the tap remembers while it waits for their match.
+    /// Second records of a trace on one topic (a fan-out): counted, timed by the first.
+    #[serde(default)]
+    pub repeated: u64,
+    /// How long the tap keeps a trace open for its records on the other topics, and how many
+    /// traces it keeps open at most.
     pub window_s: f64,
     pub capacity: u64,
 }

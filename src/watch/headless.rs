@@ -23,6 +23,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
+use super::correlate::{Correlator, Stamp};
+
+/// How long, and how many, records a correlating tap remembers while it waits for their
+/// match, per topic.
+const CORRELATION_WINDOW: Duration = Duration::from_secs(60);
+const CORRELATION_CAPACITY: usize = 200_000;
+
 /// Where hops end in a watch's results: the tap that read them.
 const SINK: &str = pipeline::tap::NAME;
 
@@ -44,9 +51,26 @@ struct Seen {
     spill_error: Option<String>,
     metrics: Arc<OnceLock<Arc<Metrics>>>,
     export: Option<Arc<telemetry::metrics::MetricsExport>>,
+    /// With `--correlate traceparent`: the matcher, which times the hops instead.
+    correlator: Option<Correlator>,
 }
 
 impl Seen {
+    /// One record of a pipeline timed by trace context alone.
+    fn correlate(&mut self, r: pipeline::tap::TappedRecord<'_>) {
+        let Some(c) = &mut self.correlator else { return };
+        let stamp = match r.timestamp {
+            rdkafka::Timestamp::CreateTime(ms) => Some(Stamp::CreateTime(ms)),
+            rdkafka::Timestamp::LogAppendTime(ms) => Some(Stamp::LogAppendTime(ms)),
+            rdkafka::Timestamp::NotAvailable => None,
+        };
+        let before = c.end_to_end.histogram().len();
+        c.record(r.topic, r.traceparent, stamp, probes::now_ns());
+        if c.end_to_end.histogram().len() > before {
+            self.events += 1;
+        }
+    }
+
     fn record(&mut self, intended_ns: u64, stamps: &str, received_ns: u64) {
         self.events += 1;
         let hops = self.hops.get_or_insert_with(|| {
@@ -108,9 +132,20 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
         tokio::spawn(pipeline::metrics::serve_when_ready(listener, Arc::clone(&metrics), cancel.clone()));
     }
     let export = start_export(opts, &metrics).await?;
+    let base_ns = probes::now_ns();
+    let correlator = match &opts.correlate {
+        None => None,
+        Some(_) => {
+            let mut c = Correlator::new(&opts.topics, CORRELATION_WINDOW, CORRELATION_CAPACITY, base_ns);
+            let spilled = spill(&mut c.end_to_end, &dir, reports::END_TO_END_TAG, false)
+                .and_then(|()| c.hops.iter_mut().try_for_each(|(name, r)| spill(r, &dir, name, true)));
+            spilled.map_err(|e| format!("cannot write the interval logs into {}: {e}", dir.display()))?;
+            Some(c)
+        }
+    };
     let seen = Arc::new(Mutex::new(Seen {
         dir: dir.clone(),
-        base_ns: probes::now_ns(),
+        base_ns,
         hops: None,
         window: new_histogram(),
         events: 0,
@@ -119,6 +154,7 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
         spill_error: None,
         metrics: Arc::clone(&metrics),
         export: export.clone(),
+        correlator,
     }));
 
     let missing = pipeline::tap::wait_for_topics(
@@ -141,7 +177,12 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
     let tap = {
         let (on_event, on_foreign) = (Arc::clone(&seen), Arc::clone(&seen));
         let (kafka, topics, cancel) = (kafka.clone(), opts.topics.clone(), cancel.clone());
+        let correlating = opts.correlate.is_some();
         tokio::spawn(async move {
+            if correlating {
+                let on_record = move |r: pipeline::tap::TappedRecord<'_>| lock(&on_event).correlate(r);
+                return pipeline::tap::run_records(&kafka, &topics, from_start, on_record, cancel).await;
+            }
             pipeline::tap::run(
                 &kafka,
                 &topics,
@@ -201,6 +242,9 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
     };
 
     let mut s = lock(&seen);
+    if let Some(c) = &mut s.correlator {
+        c.finish();
+    }
     let mut result = result_of(opts, &kafka, &mut s, started, watched_s, interrupted);
     if let (Some(failed), Some(endpoint)) = (telemetry, &opts.otlp) {
         result.telemetry = Some(reports::result::TelemetryInfo {
@@ -303,10 +347,15 @@ fn result_of(
         faults: None,
         listener,
     };
-    let (end_to_end, hops) = match &s.hops {
-        Some(h) => (h.end_to_end.summary(), h.summaries()),
-        None => (Summary::default(), Vec::new()),
+    let (end_to_end, hops) = match (&s.correlator, &s.hops) {
+        (Some(c), _) => (c.end_to_end.summary(), c.summaries()),
+        (None, Some(h)) => (h.end_to_end.summary(), h.summaries()),
+        (None, None) => (Summary::default(), Vec::new()),
     };
+    let correlation = s.correlator.as_ref().map(Correlator::figures);
+    if let Some(c) = &correlation {
+        s.foreign = c.foreign;
+    }
     RunResult {
         tailgate_version: env!("CARGO_PKG_VERSION").into(),
         mode: MODE_WATCH.into(),
@@ -344,13 +393,21 @@ fn result_of(
                 None => "on disk, appended each second".into(),
                 Some(e) => format!("in memory ({e})"),
             },
-            correlation: None,
+            correlation,
         }),
     }
 }
 
 fn logs_of(s: &mut Seen) -> reports::runs::RunLogs {
     let mut lag = LatencyRecorder::new(reports::SCHEDULE_LAG_TAG, s.base_ns, Duration::from_secs(1));
+    if let Some(c) = &mut s.correlator {
+        return reports::runs::RunLogs {
+            end_to_end: c.end_to_end.interval_log(),
+            warmup: None,
+            schedule_lag: lag.interval_log(),
+            hops: c.hops.iter_mut().map(|(name, r)| (name.clone(), r.interval_log())).collect(),
+        };
+    }
     match &mut s.hops {
         Some(h) => reports::runs::RunLogs {
             end_to_end: h.end_to_end.interval_log(),

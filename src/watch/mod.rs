@@ -4,6 +4,7 @@
 //! `--json`), [`headless`]: a monitor that writes a run directory and gates. A topic that
 //! does not exist yet is waited for, saying so, and read from its start once it is made.
 
+mod correlate;
 mod headless;
 
 use crate::command::tokio_runtime;
@@ -40,6 +41,8 @@ pub(crate) struct WatchOptions {
     pub kafka: Vec<String>,
     /// Write the report into the run directory.
     pub report: bool,
+    /// Match records across the topics by this (`traceparent`) instead of tailgate's stamps.
+    pub correlate: Option<String>,
 }
 
 impl WatchOptions {
@@ -47,6 +50,7 @@ impl WatchOptions {
         use std::io::IsTerminal;
         !self.tui
             && (self.duration.is_some()
+                || self.correlate.is_some()
                 || self.out.is_some()
                 || self.sla.is_some()
                 || self.json
@@ -81,6 +85,16 @@ pub(crate) fn watch(opts: WatchOptions) -> u8 {
     if !crate::scenario::valid_bootstrap(&opts.bootstrap) {
         eprintln!("error: --bootstrap `{}` is not host:port[,host:port...]", opts.bootstrap);
         return EXIT_BAD_INPUT;
+    }
+    if let Some(c) = &opts.correlate {
+        if c != "traceparent" {
+            eprintln!("error: --correlate `{c}`: records can be matched by `traceparent` only");
+            return EXIT_BAD_INPUT;
+        }
+        if opts.topics.len() < 2 {
+            eprintln!("error: --correlate traceparent needs two topics or more, in path order (--topics A,B,C)");
+            return EXIT_BAD_INPUT;
+        }
     }
     let (kafka, objectives) = match (opts.kafka(), opts.objectives()) {
         (Ok(k), Ok(o)) => (k, o),
