@@ -33,6 +33,10 @@ enum Command {
         /// An external Kafka cluster (host:port[,host:port...]) instead of the embedded broker.
         #[arg(long, value_name = "HOST:PORT")]
         bootstrap: Option<String>,
+        /// Put this before the name of every topic and consumer group the run makes, over
+        /// the scenario's [broker] topic_prefix (runs sharing a cluster do not collide).
+        #[arg(long, value_name = "PREFIX")]
+        topic_prefix: Option<String>,
         /// Events per second throughout, over the scenario's rate or schedule.
         #[arg(long)]
         rate: Option<f64>,
@@ -261,6 +265,7 @@ pub fn main() -> ExitCode {
             scenario,
             out,
             bootstrap,
+            topic_prefix,
             rate,
             duration,
             warmup,
@@ -275,6 +280,7 @@ pub fn main() -> ExitCode {
                 scenario,
                 out,
                 bootstrap,
+                topic_prefix,
                 rate,
                 duration,
                 warmup,

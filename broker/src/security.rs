@@ -333,10 +333,7 @@ impl Session {
                 reply
             }),
             Self::ScramFinal { hash, user, auth_message_head, nonce } => {
-                scram_final(guard, hash, &user, &auth_message_head, &nonce, bytes).map(|reply| {
-                    *self = Self::Done(user);
-                    reply
-                })
+                scram_final(guard, hash, &user, &auth_message_head, &nonce, bytes).inspect(|_| *self = Self::Done(user))
             }
             other => {
                 *self = other;

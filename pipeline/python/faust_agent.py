@@ -48,7 +48,11 @@ REMEMBERED = 16
 # letter's text is kept (the Rust stages' KEEP).
 MAX_RECORD = CONFIG.get("max_record_bytes", 1_000_000)
 KEEP = 1024
-ACTIONS, BEATS, DLQ, CHANGELOG = "story.actions", "story.beats", "story.dlq", "story.agent-changelog"
+# The run's topic prefix (`[broker] topic_prefix`) goes before every topic's name.
+PREFIX = CONFIG.get("topic_prefix", "")
+ACTIONS, BEATS, DLQ, CHANGELOG = (
+    PREFIX + t for t in ("story.actions", "story.beats", "story.dlq", "story.agent-changelog")
+)
 RUN = CONFIG.get("run")  # only this run's sessions count as restored (None: every run's)
 
 app = faust.App(

@@ -40,7 +40,8 @@ pub async fn seed(kafka: &KafkaSettings, sessions: u64) -> Result<()> {
         kafka.producer_config("context-seed").create().map_err(|e| Error::Config(e.to_string()))?;
     for s in 0..sessions {
         let (key, value) = (crate::event::session_key(s), seed_context(s));
-        let record = FutureRecord::<[u8], str>::to(topics::CONTEXT).key(&key[..]).payload(&value);
+        let topic = kafka.names.of(topics::CONTEXT);
+        let record = FutureRecord::<[u8], str>::to(&topic).key(&key[..]).payload(&value);
         producer
             .send(record, std::time::Duration::from_secs(10))
             .await

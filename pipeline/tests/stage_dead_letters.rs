@@ -119,7 +119,8 @@ async fn valid_events_are_stamped_and_poison_is_dead_lettered_with_its_reason() 
 async fn the_dead_letter_audit_reads_only_what_came_after_the_run_began() {
     let (_broker, kafka) = testkit::broker(1).await;
     let producer: FutureProducer = kafka.producer_config("test").create().unwrap();
-    let dlq = pipeline::runtime::DeadLetters::new(producer, "agent", Arc::new(StageCounters::default()));
+    let dlq =
+        pipeline::runtime::DeadLetters::new(producer, "agent", Arc::new(StageCounters::default()), Default::default());
     let letter = |id: u64| {
         let e = StoryEvent { run: 9, id, session: 1, action: "x".into(), beat: None, window: None, enrichment: None };
         dlq.send_event(&e, kafka.converter, OwnedHeaders::new(), "poison").unwrap().unwrap()

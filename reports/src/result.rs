@@ -75,6 +75,9 @@ pub struct BrokerInfo {
     /// for the embedded broker, the SASL mechanisms its listener offered.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub listener: String,
+    /// What the run put before the name of every topic and group it made.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic_prefix: String,
 }
 
 /// How often the broker's fault hooks took effect over a run.
@@ -619,6 +622,7 @@ mod tests {
                 stages: BTreeMap::new(),
                 faults: None,
                 listener: String::new(),
+                topic_prefix: String::new(),
             },
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_s: 1.0,

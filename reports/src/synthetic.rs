@@ -115,6 +115,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
             stages: Default::default(),
             faults: None,
             listener: String::new(),
+            topic_prefix: String::new(),
         },
         started_at: "2027-01-15T08:00:00Z".into(),
         duration_s: spec.seconds as f64,

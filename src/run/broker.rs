@@ -110,6 +110,7 @@ pub(super) async fn start(
             .collect(),
         faults: None,
         listener: String::new(),
+        topic_prefix: kafka.names.prefix().to_owned(),
     };
     if let Some(b) = &scenario.broker.bootstrap {
         kafka.bootstrap.clone_from(b);

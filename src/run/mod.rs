@@ -39,6 +39,8 @@ pub struct RunOptions {
     /// Run directory; default `runs/<scenario>-<UTC timestamp>`.
     pub out: Option<PathBuf>,
     pub bootstrap: Option<String>,
+    /// Over the scenario's `[broker] topic_prefix`.
+    pub topic_prefix: Option<String>,
     pub rate: Option<f64>,
     pub duration: Option<Duration>,
     pub warmup: Option<Duration>,
@@ -120,6 +122,10 @@ pub fn prepare(opts: &RunOptions) -> Result<Scenario, RunError> {
             return Err(RunError::BadInput(format!("--bootstrap `{b}` is not host:port[,host:port...]")));
         }
         s.broker.bootstrap = Some(b.clone());
+    }
+    if let Some(prefix) = &opts.topic_prefix {
+        crate::scenario::valid_topic_prefix(prefix).map_err(|e| RunError::BadInput(format!("--topic-prefix: {e}")))?;
+        s.broker.topic_prefix = Some(prefix.clone());
     }
     Ok(s)
 }
@@ -226,6 +232,7 @@ fn write_sweep_file(dir: &Path, scenario: &Scenario, runs: &[ProfileRun]) -> std
 /// address yet), with the topics' replication and the events' format the scenario asks.
 pub(crate) fn base_kafka(scenario: &Scenario, profile: &Resolved) -> KafkaSettings {
     let mut kafka = profile.clients.kafka("", profile.partitions);
+    kafka.names = pipeline::io::kafka::Names::with_prefix(scenario.broker.topic_prefix.as_deref().unwrap_or(""));
     kafka.replication = scenario.broker.replication;
     kafka.converter = scenario.connector.converter;
     kafka

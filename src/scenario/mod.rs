@@ -232,6 +232,9 @@ pub struct Broker {
     /// environment), for the `SASL` listeners.
     #[serde(default, deserialize_with = "pipeline::config::settings")]
     pub users: std::collections::BTreeMap<String, String>,
+    /// Put before the name of every topic and consumer group the run makes, so that runs
+    /// sharing a cluster do not collide (`team-a.` makes `team-a.story.actions`).
+    pub topic_prefix: Option<String>,
 }
 
 impl Default for Broker {
@@ -244,6 +247,7 @@ impl Default for Broker {
             tls_cert: None,
             tls_key: None,
             users: std::collections::BTreeMap::new(),
+            topic_prefix: None,
         }
     }
 }
@@ -271,6 +275,11 @@ impl Broker {
             _ => {}
         }
         self.validate_security(p);
+        if let Some(prefix) = &self.topic_prefix
+            && let Err(e) = valid_topic_prefix(prefix)
+        {
+            p.bad("broker", None, "topic_prefix", e);
+        }
     }
 
     /// The embedded broker's listener, and the files and users it needs.
@@ -313,6 +322,23 @@ impl Broker {
             .find(|l| l.eq_ignore_ascii_case(set.trim()))
             .ok_or_else(|| format!("unknown security protocol {set:?}; one of {}", LISTENERS.join(", ")))
     }
+}
+
+/// Whether `prefix` can go before a topic's name: Kafka's legal characters (letters,
+/// digits, `.`, `_`, `-`), and short enough to leave the longest of the pipeline's names
+/// within Kafka's 249 characters.
+pub fn valid_topic_prefix(prefix: &str) -> Result<(), String> {
+    let longest = pipeline::topology::every_topic().map(str::len).max().unwrap_or(0);
+    if prefix.is_empty() {
+        return Err("must not be empty (leave it out for no prefix)".into());
+    }
+    if let Some(c) = prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("`{prefix}` has {c:?}; a topic's name takes letters, digits, `.`, `_` and `-`"));
+    }
+    if prefix.len() + longest > 249 {
+        return Err(format!("`{prefix}` is too long: with it the longest topic's name passes Kafka's 249 characters"));
+    }
+    Ok(())
 }
 
 /// Where each key of the old `[pipeline]` section lives now.

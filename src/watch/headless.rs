@@ -346,6 +346,7 @@ fn result_of(
         stages: Default::default(),
         faults: None,
         listener,
+        topic_prefix: String::new(),
     };
     let (end_to_end, hops) = match (&s.correlator, &s.hops) {
         (Some(c), _) => (c.end_to_end.summary(), c.summaries()),

@@ -43,7 +43,7 @@ pub async fn measure(
     let mut out = Vec::new();
     for seq in 0..n {
         let t1 = now();
-        send(&producer, &ClockMessage::Ping { to: worker.into(), seq, t1 }).await?;
+        send(&producer, &kafka.names.of(CONTROL_TOPIC), &ClockMessage::Ping { to: worker.into(), seq, t1 }).await?;
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
             loop {
                 let m = consumer.recv().await.map_err(|e| format!("reading {CONTROL_TOPIC}: {e}"))?;
@@ -84,7 +84,8 @@ pub async fn answer(kafka: &KafkaSettings, name: &str, now: Now, cancel: Cancell
             continue;
         };
         if to == name {
-            send(&producer, &ClockMessage::Pong { from: name.into(), seq, t1, t2, t3: now() }).await?;
+            let pong = ClockMessage::Pong { from: name.into(), seq, t1, t2, t3: now() };
+            send(&producer, &kafka.names.of(CONTROL_TOPIC), &pong).await?;
         }
     }
 }
@@ -98,6 +99,7 @@ pub async fn broker_bound(kafka: &KafkaSettings, topic: &str, n: u64, now: Now) 
     one.partitions = 1;
     one.ensure_topics(&[topic], &[("message.timestamp.type", "LogAppendTime")]).await.map_err(|e| e.to_string())?;
     let producer = producer(kafka)?;
+    let topic = &*kafka.names.of(topic);
     let mut bound: Option<Interval> = None;
     for _ in 0..n {
         let sent = now();
@@ -139,17 +141,17 @@ async fn from_end(kafka: &KafkaSettings, name: &str) -> Result<StreamConsumer, S
     let consumer: StreamConsumer = c.create().map_err(|e| format!("a consumer of {CONTROL_TOPIC}: {e}"))?;
     let mut tpl = TopicPartitionList::new();
     for (p, end) in ends {
-        tpl.add_partition_offset(CONTROL_TOPIC, p, Offset::Offset(end)).map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(&kafka.names.of(CONTROL_TOPIC), p, Offset::Offset(end)).map_err(|e| e.to_string())?;
     }
     consumer.assign(&tpl).map_err(|e| format!("reading {CONTROL_TOPIC}: {e}"))?;
     Ok(consumer)
 }
 
-async fn send(producer: &FutureProducer, m: &ClockMessage) -> Result<(), String> {
+async fn send(producer: &FutureProducer, topic: &str, m: &ClockMessage) -> Result<(), String> {
     let body = serde_json::to_vec(m).map_err(|e| e.to_string())?;
     producer
-        .send(FutureRecord::<(), _>::to(CONTROL_TOPIC).payload(&body), Duration::from_secs(5))
+        .send(FutureRecord::<(), _>::to(topic).payload(&body), Duration::from_secs(5))
         .await
         .map(drop)
-        .map_err(|(e, _)| format!("writing {CONTROL_TOPIC}: {e}"))
+        .map_err(|(e, _)| format!("writing {topic}: {e}"))
 }

@@ -88,7 +88,7 @@ fn settings(config: &FaustConfig, kafka: &KafkaSettings) -> Result<serde_json::V
     if kafka.converter != crate::convert::Converter::Json {
         return Err(Error::Config("the Faust agent reads and writes JSON events; set no other format".into()));
     }
-    let all = || kafka.producer.iter().chain(kafka.consumer.iter());
+    let all = || kafka.client.iter().chain(&kafka.producer).chain(&kafka.consumer);
     if let Some((_, v)) = all().find(|(k, v)| *k == "security.protocol" && !v.eq_ignore_ascii_case("plaintext")) {
         return Err(Error::Config(format!("the Faust agent connects over PLAINTEXT only, not security.protocol {v}")));
     }
@@ -132,7 +132,8 @@ fn settings(config: &FaustConfig, kafka: &KafkaSettings) -> Result<serde_json::V
     };
     Ok(serde_json::json!({
         "bootstrap": kafka.bootstrap,
-        "group": crate::topology::group_of(super::NAME),
+        "group": kafka.names.of(&crate::topology::group_of(super::NAME)),
+        "topic_prefix": kafka.names.prefix(),
         "partitions": kafka.partitions,
         "run": config.run,
         "seed": config.run.unwrap_or(1),

@@ -387,10 +387,9 @@ impl Worker {
         if changed {
             let skey = state::state_key(event.run, event.session);
             let value = self.store.put(&skey, state)?;
-            let record = FutureRecord::<[u8], [u8]>::to(topics::AGENT_CHANGELOG)
-                .partition(job.partition)
-                .key(&skey[..])
-                .payload(&value[..]);
+            let changelog = self.emitter.names.of(topics::AGENT_CHANGELOG);
+            let record =
+                FutureRecord::<[u8], [u8]>::to(&changelog).partition(job.partition).key(&skey[..]).payload(&value[..]);
             acks.push(self.emitter.send(record)?);
         } else {
             self.stats.replays.fetch_add(1, Ordering::Relaxed);

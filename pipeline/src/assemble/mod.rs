@@ -246,8 +246,8 @@ impl Pipeline {
                 self.start(AGENT)?;
                 Ok(format!(
                     "Faust worker ({runs_on}), group {}, table changelog {}",
-                    crate::topology::group_of(AGENT),
-                    crate::topics::AGENT_CHANGELOG
+                    self.env.kafka.names.of(&crate::topology::group_of(AGENT)),
+                    self.env.kafka.names.of(crate::topics::AGENT_CHANGELOG)
                 ))
             }
             AGENT => {

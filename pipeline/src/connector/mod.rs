@@ -165,7 +165,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<()> {
     let producer = open_producer(&kafka, NAME)?;
-    let dlq = DeadLetters::new(producer.clone(), NAME, Arc::clone(&counters));
+    let dlq = DeadLetters::new(producer.clone(), NAME, Arc::clone(&counters), kafka.names.clone());
     let key = config.source.offsets_key()?;
     let resume = committed_position(&kafka, &key).await?;
     let confirmed = Arc::new(AtomicU64::new(0));
@@ -183,14 +183,22 @@ pub async fn run(
                 converter: kafka.converter,
                 spans: kafka.spans.clone(),
                 counters: Arc::clone(&counters),
+                names: kafka.names.clone(),
             };
             tokio::spawn(task.run(rx));
             tx
         })
         .collect();
     let (order_tx, order_rx) = mpsc::channel::<Tracked>(MAX_IN_FLIGHT);
-    let tracker =
-        tokio::spawn(track(order_rx, producer.clone(), key, resume, confirmed, Arc::clone(&counters), cancel.clone()));
+    let tracker = tokio::spawn(track(
+        order_rx,
+        producer.clone(),
+        Offsets { key, topic: kafka.names.of(topics::CONNECT_OFFSETS).into_owned() },
+        resume,
+        confirmed,
+        Arc::clone(&counters),
+        cancel.clone(),
+    ));
 
     loop {
         let c = tokio::select! {
@@ -239,6 +247,7 @@ struct Task {
     converter: Converter,
     spans: probes::spans::Spans,
     counters: Arc<StageCounters>,
+    names: crate::io::kafka::Names,
 }
 
 impl Task {
@@ -316,10 +325,12 @@ impl Task {
                 h.insert(Header { key: k, value: Some(v) })
             })
         });
-        let span = StageSpan::new(NAME, trace, None, Some(&record.topic));
+        // A transform may have routed the record to a topic of its own: the prefix goes
+        // before whichever it is.
+        let topic = self.names.of(&record.topic);
+        let span = StageSpan::new(NAME, trace, None, Some(&topic));
         let headers = outgoing_headers(added.as_ref(), &incoming, &span.span, stamp, stamps);
-        let out =
-            FutureRecord::<[u8], [u8]>::to(&record.topic).key(&record.key[..]).payload(&value[..]).headers(headers);
+        let out = FutureRecord::<[u8], [u8]>::to(&topic).key(&record.key[..]).payload(&value[..]).headers(headers);
         match send_with_retry(&self.producer, out, NAME) {
             Ok(ack) => {
                 span.record(&self.spans, event.id, &stamp);
@@ -349,10 +360,16 @@ const OFFSET_INTERVAL: Duration = Duration::from_millis(100);
 /// Advances the position over acknowledged rows, in source order, and writes it to the
 /// offsets topic every [`OFFSET_INTERVAL`] and at the end. For PostgreSQL, `confirmed`
 /// follows the written position's LSN (the slot is told it).
+/// Where the connector records its source position: its key on the offsets topic.
+struct Offsets {
+    key: String,
+    topic: String,
+}
+
 async fn track(
     mut rx: mpsc::Receiver<Tracked>,
     producer: FutureProducer,
-    key: String,
+    Offsets { key, topic }: Offsets,
     mut position: Position,
     confirmed: Arc<AtomicU64>,
     counters: Arc<StageCounters>,
@@ -360,11 +377,11 @@ async fn track(
 ) -> Result<()> {
     let write = |position: Position| {
         let producer = producer.clone();
-        let key = key.clone();
+        let (key, topic) = (key.clone(), topic.clone());
         let confirmed = Arc::clone(&confirmed);
         async move {
             let value = serde_json::to_vec(&position).unwrap_or_default();
-            let record = FutureRecord::<[u8], [u8]>::to(topics::CONNECT_OFFSETS).key(key.as_bytes()).payload(&value);
+            let record = FutureRecord::<[u8], [u8]>::to(&topic).key(key.as_bytes()).payload(&value);
             let ack = send_with_retry(&producer, record, NAME)?;
             Ack::Delivery(ack).wait().await.map_err(|reason| Error::Stage {
                 stage: NAME,

@@ -32,6 +32,32 @@ pub struct KafkaSettings {
     /// Where each stage records its span per event when tracing is on. Not a client
     /// setting, but it travels with the settings every stage is given.
     pub spans: probes::spans::Spans,
+    /// The names of the run's topics and consumer groups on the cluster.
+    pub names: Names,
+}
+
+/// The names of a run's topics and consumer groups on the cluster: the pipeline's own
+/// (`story.actions`, `tailgate-agent`) with the run's prefix before them
+/// (`[broker] topic_prefix`), so that runs sharing a cluster do not collide. Code speaks
+/// of the pipeline's names; the prefix is put on where a name reaches Kafka.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names(std::sync::Arc<str>);
+
+impl Names {
+    /// Names with `prefix` before them.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self(prefix.into())
+    }
+
+    /// The prefix (empty for none).
+    pub fn prefix(&self) -> &str {
+        &self.0
+    }
+
+    /// The name on the cluster of the pipeline's topic or group `name`.
+    pub fn of<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.0.is_empty() { name.into() } else { format!("{}{name}", self.0).into() }
+    }
 }
 
 /// Producer defaults: no batching delay, acknowledged by all replicas, idempotent.
@@ -68,6 +94,7 @@ impl KafkaSettings {
             consumer: BTreeMap::new(),
             converter: crate::convert::Converter::Json,
             spans: None,
+            names: Names::default(),
         }
     }
 
@@ -103,7 +130,7 @@ impl KafkaSettings {
     /// The effective consumer settings for `group` (defaults, then the scenario's).
     pub fn consumer_config(&self, client_id: &str, group: &str) -> ClientConfig {
         let mut c = self.base(client_id);
-        c.set("group.id", group);
+        c.set("group.id", self.names.of(group));
         for (k, v) in CONSUMER_DEFAULTS {
             c.set(k, v);
         }
@@ -187,9 +214,12 @@ impl KafkaSettings {
         self.ensure_topics(&crate::topics::COMPACTED, &compacted).await
     }
 
-    /// Creates `topics` with [`Self::partitions`] partitions; topics that already exist are
-    /// left as they are. Waits until the metadata shows every partition.
+    /// Creates `topics` (the pipeline's names: the prefix goes before them) with
+    /// [`Self::partitions`] partitions; topics that already exist are left as they are.
+    /// Waits until the metadata shows every partition.
     pub async fn ensure_topics(&self, topics: &[&str], config: &[(&str, &str)]) -> Result<()> {
+        let named: Vec<String> = topics.iter().map(|t| self.names.of(t).into_owned()).collect();
+        let topics: Vec<&str> = named.iter().map(String::as_str).collect();
         let admin: AdminClient<DefaultClientContext> =
             self.base("admin").create().map_err(|e| Error::Config(e.to_string()))?;
         let replication = match self.replication {
@@ -285,10 +315,10 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result
 }
 
 impl KafkaSettings {
-    /// The current end offset of every partition of `topic`.
+    /// The current end offset of every partition of the pipeline's `topic`.
     pub async fn high_watermarks(&self, topic: &str) -> Result<std::collections::HashMap<i32, i64>> {
         let consumer: BaseConsumer = self.base("watermarks").create().map_err(|e| Error::Config(e.to_string()))?;
-        let topic = topic.to_owned();
+        let topic = self.names.of(topic).into_owned();
         tokio::task::spawn_blocking(move || {
             let marks = watermarks(&consumer, &topic, Duration::from_secs(10))?;
             Ok(marks.into_iter().map(|(p, _, high)| (p, high)).collect())
@@ -342,7 +372,7 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(|e| Error::Config(e.to_string()))?;
-        let (topic, from) = (topic.to_owned(), from.clone());
+        let (topic, from) = (self.names.of(topic).into_owned(), from.clone());
         tokio::task::spawn_blocking(move || {
             let mut tpl = TopicPartitionList::new();
             let mut reading = std::collections::HashSet::new();

@@ -6,6 +6,7 @@ use super::emit::send_with_retry;
 use crate::convert::Converter;
 use crate::event::StoryEvent;
 use crate::io::kafka::KafkaSettings;
+use crate::io::kafka::Names;
 use crate::{Error, Result, topics};
 use probes::headers::{DLQ_REASON, DLQ_STAGE};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -20,6 +21,7 @@ pub struct DeadLetters {
     producer: FutureProducer,
     stage: &'static str,
     counters: Arc<StageCounters>,
+    names: Names,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -29,8 +31,8 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(producer: FutureProducer, stage: &'static str, counters: Arc<StageCounters>) -> Self {
-        Self { producer, stage, counters }
+    pub fn new(producer: FutureProducer, stage: &'static str, counters: Arc<StageCounters>, names: Names) -> Self {
+        Self { producer, stage, counters, names }
     }
 
     /// Sends the message as it came (key, value, headers) plus the reason and this stage.
@@ -103,7 +105,8 @@ impl DeadLetters {
         h = h
             .insert(Header { key: DLQ_REASON, value: Some(reason) })
             .insert(Header { key: DLQ_STAGE, value: Some(self.stage) });
-        let mut record = FutureRecord::<[u8], [u8]>::to(topics::DLQ).headers(h);
+        let dlq = self.names.of(topics::DLQ);
+        let mut record = FutureRecord::<[u8], [u8]>::to(&dlq).headers(h);
         if let Some(k) = key {
             record = record.key(k);
         }

@@ -219,9 +219,12 @@ pub struct Emitter {
     pub counters: Arc<StageCounters>,
     /// Where an event goes that can never be produced.
     pub dead_letters: super::DeadLetters,
-    /// The topic it consumes, and the group it consumes with (named in spans).
+    /// The topic it consumes, and the group it consumes with (named in spans), as the
+    /// cluster names them.
     pub input: Arc<str>,
     pub group: Arc<str>,
+    /// The run's names for the pipeline's topics on the cluster.
+    pub names: crate::io::kafka::Names,
 }
 
 impl std::fmt::Debug for Emitter {
@@ -245,6 +248,7 @@ impl Emitter {
     ) -> Result<Option<DeliveryFuture>> {
         let consumed =
             Consumed { topic: &self.input, partition: from.partition, offset: from.offset, group: &self.group };
+        let output = &*self.names.of(output);
         let span = StageSpan::new(self.stage, upstream.trace(), Some(consumed), Some(output));
         let value = self.converter.encode(event);
         let key = crate::event::session_key(event.session);
@@ -290,7 +294,8 @@ impl Emitter {
     pub fn side(&self, side: &[SideRecord]) -> Result<Vec<DeliveryFuture>> {
         let mut all = Vec::with_capacity(1 + side.len());
         for r in side {
-            let mut record = FutureRecord::<[u8], [u8]>::to(r.topic).key(&r.key[..]);
+            let topic = self.names.of(r.topic);
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).key(&r.key[..]);
             if !r.value.is_empty() {
                 record = record.payload(&r.value[..]);
             }

@@ -166,7 +166,8 @@ pub trait Stage: Send + 'static {
 
 /// Runs `stage` until `ctx.cancel`, or until it fails.
 pub async fn run<S: Stage>(mut stage: S, ctx: StageContext) -> Result<()> {
-    let topics = stage.topics();
+    // The cluster's names: the run's prefix before the pipeline's.
+    let topics: Vec<String> = stage.topics().iter().map(|t| ctx.kafka.names.of(t).into_owned()).collect();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let input = names.join(",");
     let consumer: StageConsumer = stage
@@ -178,7 +179,8 @@ pub async fn run<S: Stage>(mut stage: S, ctx: StageContext) -> Result<()> {
     let first: Arc<str> = names.first().copied().unwrap_or_default().into();
     let (emitter, dead_letters) = if S::PRODUCES {
         let producer = open_producer(&ctx.kafka, S::NAME)?;
-        let dead_letters = DeadLetters::new(producer.clone(), S::NAME, Arc::clone(&ctx.counters));
+        let dead_letters =
+            DeadLetters::new(producer.clone(), S::NAME, Arc::clone(&ctx.counters), ctx.kafka.names.clone());
         let emitter = Emitter {
             stage: S::NAME,
             producer,
@@ -187,7 +189,8 @@ pub async fn run<S: Stage>(mut stage: S, ctx: StageContext) -> Result<()> {
             counters: Arc::clone(&ctx.counters),
             dead_letters: dead_letters.clone(),
             input: Arc::clone(&first),
-            group: crate::topology::group_of(S::NAME).into(),
+            group: ctx.kafka.names.of(&crate::topology::group_of(S::NAME)).into(),
+            names: ctx.kafka.names.clone(),
         };
         (Some(emitter), Some(dead_letters))
     } else {

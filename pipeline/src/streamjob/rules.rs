@@ -113,7 +113,7 @@ impl StreamJob {
 /// producer's first record waits about 500 ms for its producer id and metadata, which would
 /// be counted as the rule's delay.
 #[derive(Clone)]
-pub struct RulePublisher(rdkafka::producer::FutureProducer);
+pub struct RulePublisher(rdkafka::producer::FutureProducer, crate::io::kafka::Names);
 
 impl std::fmt::Debug for RulePublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,14 +126,15 @@ impl RulePublisher {
     pub fn new(kafka: &crate::KafkaSettings) -> crate::Result<Self> {
         let producer =
             kafka.producer_config("rules-publisher").create().map_err(|e| crate::Error::Config(e.to_string()))?;
-        Ok(Self(producer))
+        Ok(Self(producer, kafka.names.clone()))
     }
 
     /// Publishes `rule` and waits for the broker's ack.
     pub async fn publish(&self, rule: &Rule) -> crate::Result<()> {
         use rdkafka::producer::FutureRecord;
         let value = serde_json::to_vec(rule).map_err(|e| crate::Error::Stage { stage: NAME, reason: e.to_string() })?;
-        let record = FutureRecord::<str, [u8]>::to(topics::RULES).key(&rule.name).payload(&value);
+        let topic = self.1.of(topics::RULES);
+        let record = FutureRecord::<str, [u8]>::to(&topic).key(&rule.name).payload(&value);
         self.0
             .send(record, Duration::from_secs(10))
             .await
@@ -161,7 +162,7 @@ pub async fn follow_rules(
     let partitions = kafka.high_watermarks(topics::RULES).await?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in partitions.keys() {
-        tpl.add_partition_offset(topics::RULES, *p, rdkafka::Offset::Beginning)
+        tpl.add_partition_offset(&kafka.names.of(topics::RULES), *p, rdkafka::Offset::Beginning)
             .map_err(crate::kafka_err("rules assignment"))?;
     }
     consumer.assign(&tpl).map_err(crate::kafka_err("rules assignment"))?;
