@@ -346,3 +346,35 @@ async fn metrics_scraped_during_a_run_show_the_hop_histograms() {
     assert_eq!(count_of(&text, "tailgate_end_to_end_latency_seconds_count"), delivered);
     assert!(text.contains("tailgate_stage_events_total{stage=\"agent\",outcome=\"forwarded\"}"));
 }
+
+/// A headless watch exports OTLP metrics to a collector it is given: the same end-to-end
+/// and hop histograms a run exports, from the events it tapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headless_watch_exports_its_histograms_over_otlp() {
+    let (endpoint, _, metrics) = grpc_collector().await;
+    let (broker, _kafka) = testkit::broker(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, "name = \"exported\"\n[load]\nrate = 200\nwarmup = \"1s\"\nduration = \"9s\"\n").unwrap();
+    let feeding = tokio::spawn(tailgate::run::run(tailgate::run::RunOptions {
+        scenario,
+        out: Some(dir.path().join("run")),
+        bootstrap: Some(broker.bootstrap().to_owned()),
+        ..Default::default()
+    }));
+    let watch = std::process::Command::new(env!("CARGO_BIN_EXE_tailgate"))
+        .args(["watch", "--bootstrap", broker.bootstrap(), "--for", "7s", "--otlp", &endpoint, "--no-report", "--out"])
+        .arg(dir.path().join("watch"))
+        .output();
+    let watch = tokio::task::spawn_blocking(move || watch).await.unwrap().unwrap();
+    assert_eq!(watch.status.code(), Some(0), "{}", String::from_utf8_lossy(&watch.stderr));
+    feeding.await.unwrap().unwrap();
+    let r: tailgate::result::RunResult =
+        serde_json::from_slice(&std::fs::read(dir.path().join("watch/result.json")).unwrap()).unwrap();
+    let exported = histogram_count(&metrics, "tailgate.end_to_end.duration", None);
+    assert!(exported > 0);
+    assert_eq!(exported, r.end_to_end.count, "the last export carries every event the watch timed");
+    assert!(histogram_count(&metrics, "tailgate.hop.duration", Some("agent")) > 0);
+    let t = r.telemetry.unwrap();
+    assert_eq!((t.protocol.as_str(), t.metric_exports_failed), ("grpc", 0));
+}

@@ -131,7 +131,10 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
         eprintln!("metrics: http://{addr}/metrics");
         tokio::spawn(pipeline::metrics::serve_when_ready(listener, Arc::clone(&metrics), cancel.clone()));
     }
-    let export = start_export(opts, &metrics).await?;
+    let (export, otlp_protocol) = match start_export(opts, &metrics).await? {
+        Some((e, protocol)) => (Some(e), protocol),
+        None => (None, String::new()),
+    };
     let base_ns = probes::now_ns();
     let correlator = match &opts.correlate {
         None => None,
@@ -249,7 +252,7 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
     if let (Some(failed), Some(endpoint)) = (telemetry, &opts.otlp) {
         result.telemetry = Some(reports::result::TelemetryInfo {
             endpoint: endpoint.clone(),
-            protocol: "grpc".into(),
+            protocol: otlp_protocol,
             metric_exports_failed: failed,
             ..Default::default()
         });
@@ -258,10 +261,12 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
     let logs = logs_of(&mut s);
     drop(s);
     reports::runs::write_run(&dir, &result, &logs).map_err(|e| format!("writing {}: {e}", dir.display()))?;
-    print!("{}", result.render(&dir));
+    // With --json, stdout is the scripts' lines only; the summary goes to stderr.
+    let say = |text: &str| if opts.json { eprint!("{text}") } else { print!("{text}") };
+    say(&result.render(&dir));
     if opts.report {
         match reports::report(std::slice::from_ref(&dir), &dir, None) {
-            Ok((_, w)) => println!("report    {}", w.dir.join(reports::render::HTML).display()),
+            Ok((_, w)) => say(&format!("report    {}\n", w.dir.join(reports::render::HTML).display())),
             Err(e) => return Err(format!("writing the report: {e}")),
         }
     }
@@ -303,16 +308,17 @@ fn json_line(second: u64, window: &Summary, s: &Seen) -> String {
     .to_string()
 }
 
-/// Starts the OTLP metrics export when a collector is named.
+/// Starts the OTLP metrics export when a collector is named; the export and its protocol.
 async fn start_export(
     opts: &WatchOptions,
     metrics: &Arc<OnceLock<Arc<Metrics>>>,
-) -> Result<Option<Arc<telemetry::metrics::MetricsExport>>, String> {
+) -> Result<Option<(Arc<telemetry::metrics::MetricsExport>, String)>, String> {
     let Some(endpoint) = &opts.otlp else { return Ok(None) };
     let req = telemetry::Requested { endpoint: Some(endpoint.clone()), ..Default::default() };
     let config = telemetry::TelemetryConfig::resolve(&req, |k| std::env::var(k).ok())
         .map_err(|e| format!("--otlp: {e}"))?
         .ok_or_else(|| format!("--otlp {endpoint}: no collector"))?;
+    let protocol = config.protocol.name().to_owned();
     let cell = Arc::clone(metrics);
     let counts: telemetry::metrics::CountsFn = Arc::new(move || cell.get().map(|m| m.snapshot()).unwrap_or_default());
     let started = tokio::task::spawn_blocking(move || {
@@ -321,7 +327,7 @@ async fn start_export(
     .await
     .map_err(|e| format!("the OTLP export did not start: {e}"))?
     .map_err(|e| format!("the OTLP export did not start: {e}"))?;
-    Ok(Some(Arc::new(started)))
+    Ok(Some((Arc::new(started), protocol)))
 }
 
 /// The watch's `result.json`.
