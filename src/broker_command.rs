@@ -42,13 +42,50 @@ impl BrokerFaults {
     }
 }
 
+/// The listener's security, as the flags give it.
+#[derive(Debug, Default)]
+pub(crate) struct Secured {
+    pub protocol: String,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// `NAME=PASSWORD`, the password's `${VAR}` read from the environment.
+    pub users: Vec<String>,
+}
+
+impl Secured {
+    fn security(&self) -> Result<pipeline::embedded::security::Security, String> {
+        let mut users = std::collections::BTreeMap::new();
+        for u in &self.users {
+            // Not echoed: a mistyped one may hold a password.
+            let (name, password) = u.split_once('=').ok_or("a --user is not NAME=PASSWORD")?;
+            let password = pipeline::config::from_env(password).map_err(|e| format!("--user {name}: {e}"))?;
+            users.insert(name.to_owned(), password);
+        }
+        let security = pipeline::embedded::security::Security {
+            protocol: self.protocol.parse().map_err(|e| format!("--security-protocol: {e}"))?,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            users,
+        };
+        Ok(security)
+    }
+}
+
 /// `tailgate broker`: serves the embedded broker until Ctrl-C.
-pub(crate) fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults) -> u8 {
+pub(crate) fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &BrokerFaults, secured: &Secured) -> u8 {
     use pipeline::embedded::{Config, EmbeddedBroker, KIND, VERSION};
     if !crate::scenario::valid_bootstrap(listen) || listen.contains(',') {
         eprintln!("error: --listen `{listen}` is not host:port");
         return EXIT_BAD_INPUT;
     }
+    let security = match secured.security() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let listener = security.listener();
     let plan = match faults.parse() {
         Ok(f) => f,
         Err(e) => {
@@ -61,17 +98,21 @@ pub(crate) fn broker(listen: &str, data: Option<std::path::PathBuf>, faults: &Br
         Err(code) => return code,
     };
     rt.block_on(async {
-        let config = Config { listen: listen.to_owned(), data, log_to_stderr: true, ..Config::default() };
+        let config = Config { listen: listen.to_owned(), data, log_to_stderr: true, security, ..Config::default() };
         let broker = match EmbeddedBroker::start_with(config).await {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("error: {e}; try another --listen address");
+                let hint = if e.to_string().contains("cannot listen") { "; try another --listen address" } else { "" };
+                eprintln!("error: {e}{hint}");
                 return EXIT_RUNTIME;
             }
         };
         let storage = broker.storage();
         let lasts = if storage == "memory" { "nothing outlives this process" } else { "kept across restarts" };
-        eprintln!("broker {KIND} {VERSION} ({storage}: {lasts}) at {}; Ctrl-C stops it", broker.bootstrap());
+        eprintln!(
+            "broker {KIND} {VERSION} ({storage}: {lasts}) at {}, {listener}; Ctrl-C stops it",
+            broker.bootstrap()
+        );
         println!("{}", broker.bootstrap());
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(t) => t,

@@ -177,6 +177,19 @@ enum Command {
         /// Fault: add latency to every fetch of one topic (e.g. story.beats=20ms).
         #[arg(long, value_name = "TOPIC=LATENCY")]
         fetch_latency: Vec<String>,
+        /// The listener's security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+        #[arg(long, value_name = "PROTOCOL", default_value = "PLAINTEXT")]
+        security_protocol: String,
+        /// The TLS certificate chain (PEM), for the SSL protocols.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The TLS private key (PEM), for the SSL protocols.
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<std::path::PathBuf>,
+        /// A SASL user, NAME=PASSWORD (repeat); write the password as '${VAR}' to read it
+        /// from the environment rather than the command line.
+        #[arg(long = "user", value_name = "NAME=PASSWORD")]
+        users: Vec<String>,
     },
     /// Run one stage of the reference pipeline as a process of its own until SIGINT or
     /// SIGTERM, for a `tailgate run` whose scenario has `[stages] external = true`. Run more
@@ -339,10 +352,21 @@ pub fn main() -> ExitCode {
             correlate,
         }),
         #[cfg(feature = "embedded")]
-        Command::Broker { listen, data, stall, drop_connections, fetch_latency } => crate::broker_command::broker(
+        Command::Broker {
+            listen,
+            data,
+            stall,
+            drop_connections,
+            fetch_latency,
+            security_protocol,
+            tls_cert,
+            tls_key,
+            users,
+        } => crate::broker_command::broker(
             &listen,
             data,
             &crate::broker_command::BrokerFaults { stall, drop_connections, fetch_latency },
+            &crate::broker_command::Secured { protocol: security_protocol, tls_cert, tls_key, users },
         ),
         Command::Stage { stage, config, bootstrap, listen, metrics, grpc, state_dir, profile, kind } => {
             let opts = crate::stage_process::StageOptions {

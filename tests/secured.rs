@@ -101,3 +101,57 @@ fn an_unset_variable_exits_2_naming_file_line_and_setting() {
     assert!(stderr.contains(&format!("{}:2", f.display())), "{stderr}");
     assert!(stderr.contains("`sasl.password`: the environment variable TG_TEST_NEVER_SET is not set"), "{stderr}");
 }
+
+/// `tailgate broker` serves SASL from flags, the password read from the environment; a
+/// `watch` connects with `--kafka` settings. The watch's topic is never made: it says it
+/// waits, ends at `--for`, and fails, since a watch that timed nothing proves nothing. With
+/// a wrong password it exits 3 naming the mechanism.
+#[test]
+fn a_secured_tailgate_broker_and_a_watch_that_connects_with_kafka_flags() {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+        .args(["broker", "--listen", &addr, "--security-protocol", "SASL_PLAINTEXT"])
+        .arg("--user=story-svc=${TG_TEST_BROKER_PASSWORD}")
+        .env("TG_TEST_BROKER_PASSWORD", BROKER_PASSWORD)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(broker.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), addr, "the broker prints its address once it listens");
+
+    let dir = tempfile::tempdir().unwrap();
+    let watch = |password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tailgate"))
+            .args(["watch", "--bootstrap", &addr, "--topics", "never.made", "--for", "2s", "--out"])
+            .arg(dir.path().join("watch"))
+            .args(["--kafka", "security.protocol=SASL_PLAINTEXT", "--kafka", "sasl.mechanisms=SCRAM-SHA-256"])
+            .args(["--kafka", "sasl.username=story-svc", "--no-report"])
+            .env("TAILGATE_KAFKA_SASL_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let o = watch(BROKER_PASSWORD);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("waiting for never.made to be created"), "{stderr}");
+    assert!(stderr.contains("nothing was watched"), "{stderr}");
+    let r: RunResult = serde_json::from_slice(&std::fs::read(dir.path().join("watch/result.json")).unwrap()).unwrap();
+    let failed: Vec<&str> = r.sla.objectives.iter().filter(|o| !o.passed).map(|o| o.metric.as_str()).collect();
+    assert_eq!(failed, ["counts.delivered"]);
+    assert_eq!(r.broker.listener, "SASL_PLAINTEXT");
+
+    let o = watch("wrong");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr
+            .contains(&format!("the Kafka broker at {addr} refused the credentials for SASL mechanism SCRAM-SHA-256")),
+        "{stderr}"
+    );
+    broker.kill().unwrap();
+    let _ = broker.wait();
+}

@@ -72,6 +72,11 @@ impl Seen {
     }
 
     fn record(&mut self, intended_ns: u64, stamps: &str, received_ns: u64) {
+        // The path is learnt from the first event whose stamps parse.
+        if self.hops.is_none() && StampIter::validate(stamps.as_bytes()).is_err() {
+            self.foreign += 1;
+            return;
+        }
         self.events += 1;
         let hops = self.hops.get_or_insert_with(|| {
             let stages: Vec<String> = StampIter::new(stamps.as_bytes())
@@ -131,10 +136,6 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
         eprintln!("metrics: http://{addr}/metrics");
         tokio::spawn(pipeline::metrics::serve_when_ready(listener, Arc::clone(&metrics), cancel.clone()));
     }
-    let (export, otlp_protocol) = match start_export(opts, &metrics).await? {
-        Some((e, protocol)) => (Some(e), protocol),
-        None => (None, String::new()),
-    };
     let base_ns = probes::now_ns();
     let correlator = match &opts.correlate {
         None => None,
@@ -156,20 +157,34 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
         off_path: 0,
         spill_error: None,
         metrics: Arc::clone(&metrics),
-        export: export.clone(),
+        export: None,
         correlator,
     }));
 
-    let missing = pipeline::tap::wait_for_topics(
-        &kafka,
-        &opts.topics,
-        |missing| eprintln!("waiting for {} to be created", missing.join(", ")),
-        &cancel,
-    )
-    .await
-    .map_err(|e| e.to_string())?
-    .unwrap_or_default();
+    // The watch's time counts from its start: waiting for a topic is part of it.
+    let ends = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let waited = {
+        let waiting = pipeline::tap::wait_for_topics(
+            &kafka,
+            &opts.topics,
+            |missing| eprintln!("waiting for {} to be created", missing.join(", ")),
+            &cancel,
+        );
+        tokio::select! {
+            w = waiting => Some(w.map_err(|e| e.to_string())?.unwrap_or_default()),
+            () = sleep_until(ends) => None,
+        }
+    };
+    let Some(missing) = waited else {
+        eprintln!("the topics were not created within --for: nothing was watched");
+        return finish(opts, &kafka, &seen, &dir, started, 0.0, false, objectives, None).await;
+    };
     let from_start = !missing.is_empty() && missing.len() == opts.topics.len();
+    let (export, otlp_protocol) = match start_export(opts, &metrics).await? {
+        Some((e, protocol)) => (Some(e), protocol),
+        None => (None, String::new()),
+    };
+    lock(&seen).export.clone_from(&export);
     let began = Instant::now();
     eprintln!(
         "watching {} on {}{}",
@@ -198,7 +213,6 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
         })
     };
 
-    let ends = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -236,23 +250,40 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
         Ok(Err(e)) => return Err(e.to_string()),
         Err(e) => return Err(format!("the tap stopped: {e}")),
     }
-    let telemetry = match export {
-        Some(e) => {
-            let failed = tokio::task::spawn_blocking(move || e.stop()).await.unwrap_or(0);
-            Some(failed)
-        }
+    let exported = match export {
+        Some(e) => Some((tokio::task::spawn_blocking(move || e.stop()).await.unwrap_or(0), otlp_protocol)),
         None => None,
     };
+    finish(opts, &kafka, &seen, &dir, started, watched_s, interrupted, objectives, exported).await
+}
 
-    let mut s = lock(&seen);
+/// Writes the run directory, prints the summary and judges it: the exit code.
+#[allow(clippy::too_many_arguments, reason = "one caller, each argument a different part of the watch")]
+async fn finish(
+    opts: &WatchOptions,
+    kafka: &KafkaSettings,
+    seen: &Mutex<Seen>,
+    dir: &Path,
+    started: SystemTime,
+    watched_s: f64,
+    interrupted: bool,
+    mut objectives: Vec<Objective>,
+    exported: Option<(u64, String)>,
+) -> Result<u8, String> {
+    // A watch that timed nothing proves nothing: it fails unless an objective says
+    // otherwise.
+    if !objectives.iter().any(|o| o.metric == "counts.delivered") {
+        objectives.push(Objective { metric: "counts.delivered".into(), max: None, min: Some(1.0) });
+    }
+    let mut s = lock(seen);
     if let Some(c) = &mut s.correlator {
         c.finish();
     }
-    let mut result = result_of(opts, &kafka, &mut s, started, watched_s, interrupted);
-    if let (Some(failed), Some(endpoint)) = (telemetry, &opts.otlp) {
+    let mut result = result_of(opts, kafka, &mut s, started, watched_s, interrupted);
+    if let (Some((failed, protocol)), Some(endpoint)) = (exported, &opts.otlp) {
         result.telemetry = Some(reports::result::TelemetryInfo {
             endpoint: endpoint.clone(),
-            protocol: otlp_protocol,
+            protocol,
             metric_exports_failed: failed,
             ..Default::default()
         });
@@ -260,12 +291,12 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
     result.evaluate(&objectives);
     let logs = logs_of(&mut s);
     drop(s);
-    reports::runs::write_run(&dir, &result, &logs).map_err(|e| format!("writing {}: {e}", dir.display()))?;
+    reports::runs::write_run(dir, &result, &logs).map_err(|e| format!("writing {}: {e}", dir.display()))?;
     // With --json, stdout is the scripts' lines only; the summary goes to stderr.
     let say = |text: &str| if opts.json { eprint!("{text}") } else { print!("{text}") };
-    say(&result.render(&dir));
+    say(&result.render(dir));
     if opts.report {
-        match reports::report(std::slice::from_ref(&dir), &dir, None) {
+        match reports::report(&[dir.to_owned()], dir, None) {
             Ok((_, w)) => say(&format!("report    {}\n", w.dir.join(reports::render::HTML).display())),
             Err(e) => return Err(format!("writing the report: {e}")),
         }

@@ -241,6 +241,7 @@ pub(crate) async fn handle(
     let h = Handler { shared, version, client, peer };
     Ok(Some(match body {
         Request::ApiVersions => encode(c, v, &api_versions_body())?,
+        // Answered above, before the authentication check.
         Request::SaslHandshake(_) | Request::SaslAuthenticate(_) => return Ok(None),
         Request::Metadata(r) => encode(c, v, &h.metadata(r))?,
         Request::Produce(r) => match h.produce(r) {
