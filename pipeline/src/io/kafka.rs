@@ -174,9 +174,8 @@ impl KafkaSettings {
     }
 
     /// Fails with [`Error::Unreachable`] naming the address unless a broker answers a
-    /// metadata request within `timeout`.
-    /// A broker that refuses the client's credentials fails with [`Error::Auth`], naming the
-    /// mechanism.
+    /// metadata request within `timeout`, or with [`Error::Auth`], naming the mechanism,
+    /// when it refuses the client's credentials.
     pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
         let mut c = self.base("probe");
         c.set("socket.connection.setup.timeout.ms", timeout.as_millis().max(1000).to_string());
