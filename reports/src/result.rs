@@ -45,7 +45,7 @@ pub fn known_metric(metric: &str, stages: &[&str]) -> bool {
 }
 
 /// Which broker produced the figures.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BrokerInfo {
     /// `tailgate` (the embedded broker) or `external`.
     pub kind: String,
@@ -229,7 +229,7 @@ pub struct Sla {
 }
 
 /// The machine the run was on.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Machine {
     pub os: String,
     pub arch: String,
@@ -268,8 +268,8 @@ impl CpuUse {
     }
 }
 
-/// `result.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `result.json`. `Default` is for constructors to leave the parts they have none of.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
     pub tailgate_version: String,
     /// `run`: tailgate drove the load through the pipeline; `watch`: it tapped a pipeline
@@ -620,9 +620,7 @@ mod tests {
                 partitions: 1,
                 topic: BTreeMap::new(),
                 stages: BTreeMap::new(),
-                faults: None,
-                listener: String::new(),
-                topic_prefix: String::new(),
+                ..BrokerInfo::default()
             },
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_s: 1.0,
@@ -636,15 +634,8 @@ mod tests {
             end_to_end: stats,
             hops: vec![HopSummary { name: "connector->agent".into(), kind: probes::HopKind::Transit, stats }],
             schedule_lag: stats,
-            sla: Sla::default(),
-            interrupted: false,
             machine: Machine::this(),
-            cpu: None,
-            pipeline: None,
-            telemetry: None,
-            faults: Vec::new(),
-            accounting_error: None,
-            watch: None,
+            ..RunResult::default()
         }
     }
 

@@ -113,9 +113,7 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
             partitions: 1,
             topic: Default::default(),
             stages: Default::default(),
-            faults: None,
-            listener: String::new(),
-            topic_prefix: String::new(),
+            ..BrokerInfo::default()
         },
         started_at: "2027-01-15T08:00:00Z".into(),
         duration_s: spec.seconds as f64,
@@ -133,15 +131,8 @@ pub fn write_run(dir: &Path, spec: &Spec) -> std::io::Result<RunResult> {
             .map(|((n, k), h)| HopSummary { name: (*n).into(), kind: *k, stats: h.summary() })
             .collect(),
         schedule_lag: lag.summary(),
-        sla: Default::default(),
-        interrupted: false,
         machine: Machine::this(),
-        cpu: None,
-        pipeline: None,
-        telemetry: None,
-        faults: Vec::new(),
-        accounting_error: None,
-        watch: None,
+        ..RunResult::default()
     };
     result.evaluate(&spec.objectives);
     let logs = crate::runs::RunLogs {

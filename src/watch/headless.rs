@@ -380,10 +380,8 @@ fn result_of(
         consumer: pipeline::io::secrets::redact_settings(&kafka.effective_consumer()),
         partitions: 0,
         topic: Default::default(),
-        stages: Default::default(),
-        faults: None,
         listener,
-        topic_prefix: String::new(),
+        ..BrokerInfo::default()
     };
     let (end_to_end, hops) = match (&s.correlator, &s.hops) {
         (Some(c), _) => (c.end_to_end.summary(), c.summaries()),
@@ -403,25 +401,13 @@ fn result_of(
         broker,
         started_at: humantime::format_rfc3339_seconds(started).to_string(),
         duration_s: watched_s,
-        warmup_s: 0.0,
-        target_rate: 0.0,
-        schedule: None,
-        target_per_s: Vec::new(),
-        payload_bytes: 0,
         achieved_rate: if watched_s > 0.0 { s.events as f64 / watched_s } else { 0.0 },
         // A watch sends nothing: it counts what reached the tapped topics.
         counts: Counts { delivered: s.events, ..Counts::default() },
         end_to_end,
         hops,
-        schedule_lag: Summary::default(),
-        sla: Default::default(),
         interrupted,
         machine: Machine::this(),
-        cpu: None,
-        pipeline: None,
-        telemetry: None,
-        faults: Vec::new(),
-        accounting_error: None,
         watch: Some(WatchInfo {
             topics: opts.topics.clone(),
             events: s.events,
@@ -433,6 +419,7 @@ fn result_of(
             },
             correlation,
         }),
+        ..RunResult::default()
     }
 }
 
