@@ -110,53 +110,7 @@ enum Command {
     /// nothing: a consumer group of its own, reading from the end). With a terminal, the
     /// live dashboard; without one, or with --for/--out/--sla/--json, headless: it writes a
     /// run directory and exits 0, or 1 when an objective failed.
-    Watch {
-        /// The Kafka cluster (host:port[,host:port...]).
-        #[arg(long, value_name = "HOST:PORT")]
-        bootstrap: String,
-        /// Topics to tap; events need tailgate's headers (any pipeline that forwards them).
-        #[arg(long, value_delimiter = ',', default_value = "story.updates")]
-        topics: Vec<String>,
-        /// End-to-end p99 budget to draw and check, ms (when no --sla file is given).
-        #[arg(long, value_name = "MS", default_value_t = 50.0)]
-        sla_p99: f64,
-        /// Consumer groups whose lag to show (read only) [default: the reference pipeline's stages].
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<String>,
-        /// Watch this long, then write the results and judge them (e.g. 10m) [default: until Ctrl-C or SIGTERM].
-        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
-        duration: Option<std::time::Duration>,
-        /// Judge by these objectives (a TOML file of [[sla]] tables).
-        #[arg(long, value_name = "FILE")]
-        sla: Option<PathBuf>,
-        /// The run directory to write [default: runs/watch-TIME].
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// Print one line of JSON a second: the second's percentiles and the counts.
-        #[arg(long)]
-        json: bool,
-        /// Show the live dashboard even with headless options.
-        #[arg(long, conflicts_with_all = ["duration", "out", "json"])]
-        tui: bool,
-        /// Serve Prometheus metrics on GET /metrics at this address while watching.
-        #[arg(long, value_name = "HOST:PORT")]
-        metrics: Option<String>,
-        /// Export OTLP metrics to this collector (e.g. http://127.0.0.1:4317).
-        #[arg(long, value_name = "URL")]
-        otlp: Option<String>,
-        /// A librdkafka setting for the tap's clients, KEY=VALUE (repeat; `${ENV}` reads
-        /// the environment; the SASL password may come from TAILGATE_KAFKA_SASL_PASSWORD).
-        #[arg(long = "kafka", value_name = "KEY=VALUE")]
-        kafka: Vec<String>,
-        /// Do not write the report into the run directory.
-        #[arg(long)]
-        no_report: bool,
-        /// Time a pipeline that carries only W3C trace context: match each record on a
-        /// topic to its record on the topic before by trace id, and time each hop from
-        /// the records' timestamps (--topics in path order).
-        #[arg(long, value_name = "HEADER", conflicts_with = "tui")]
-        correlate: Option<String>,
-    },
+    Watch(crate::watch::WatchOptions),
     /// Serve the embedded broker (tailgate's own, in memory unless --data) until Ctrl-C or
     /// SIGTERM, so that runs, `watch` and pipelines in other processes can share it
     /// (`--bootstrap`). Prints the address.
@@ -320,37 +274,7 @@ pub fn main() -> ExitCode {
         Command::Import { format: ImportFormat::Omb { workload, drivers, out } } => {
             import_omb(&workload, &drivers, out.as_deref())
         }
-        Command::Watch {
-            bootstrap,
-            topics,
-            sla_p99,
-            groups,
-            duration,
-            sla,
-            out,
-            json,
-            tui,
-            metrics,
-            otlp,
-            kafka,
-            no_report,
-            correlate,
-        } => crate::watch::watch(crate::watch::WatchOptions {
-            bootstrap,
-            topics,
-            sla_p99,
-            groups,
-            duration,
-            sla,
-            out,
-            json,
-            tui,
-            metrics,
-            otlp,
-            kafka,
-            report: !no_report,
-            correlate,
-        }),
+        Command::Watch(opts) => crate::watch::watch(opts),
         #[cfg(feature = "embedded")]
         Command::Broker {
             listen,

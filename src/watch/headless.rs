@@ -295,7 +295,7 @@ async fn finish(
     // With --json, stdout is the scripts' lines only; the summary goes to stderr.
     let say = |text: &str| if opts.json { eprint!("{text}") } else { print!("{text}") };
     say(&result.render(dir));
-    if opts.report {
+    if !opts.no_report {
         match reports::report(&[dir.to_owned()], dir, None) {
             Ok((_, w)) => say(&format!("report    {}\n", w.dir.join(reports::render::HTML).display())),
             Err(e) => return Err(format!("writing the report: {e}")),

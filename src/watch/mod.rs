@@ -16,32 +16,53 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// What `tailgate watch` was asked.
-#[derive(Debug, Clone, Default)]
+/// What `tailgate watch` was asked: its command-line flags.
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct WatchOptions {
+    /// The Kafka cluster (host:port[,host:port...]).
+    #[arg(long, value_name = "HOST:PORT")]
     pub bootstrap: String,
+    /// Topics to tap; events need tailgate's headers (any pipeline that forwards them).
+    #[arg(long, value_delimiter = ',', default_value = "story.updates")]
     pub topics: Vec<String>,
-    /// The end-to-end p99 bound, when no SLA file is given.
+    /// End-to-end p99 budget to draw and check, ms (when no --sla file is given).
+    #[arg(long, value_name = "MS", default_value_t = 50.0)]
     pub sla_p99: f64,
+    /// Consumer groups whose lag to show (read only) [default: the reference pipeline's stages].
+    #[arg(long, value_delimiter = ',')]
     pub groups: Vec<String>,
-    /// How long to watch headless; until Ctrl-C or SIGTERM when absent.
-    pub duration: Option<Duration>,
-    /// Objectives to judge by (a TOML file of `[[sla]]` tables).
+    /// Watch this long, then write the results and judge them (e.g. 10m) [default: until Ctrl-C or SIGTERM].
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Judge by these objectives (a TOML file of [[sla]] tables).
+    #[arg(long, value_name = "FILE")]
     pub sla: Option<PathBuf>,
+    /// The run directory to write [default: runs/watch-TIME].
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// One line of JSON a second on stdout.
+    /// Print one line of JSON a second: the second's percentiles and the counts.
+    #[arg(long)]
     pub json: bool,
-    /// The dashboard, even with headless options.
+    /// Show the live dashboard even with headless options.
+    #[arg(long, conflicts_with_all = ["duration", "out", "json"])]
     pub tui: bool,
-    /// Serve `/metrics` here while watching.
+    /// Serve Prometheus metrics on GET /metrics at this address while watching.
+    #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
-    /// Export OTLP metrics to this collector.
+    /// Export OTLP metrics to this collector (e.g. http://127.0.0.1:4317).
+    #[arg(long, value_name = "URL")]
     pub otlp: Option<String>,
-    /// librdkafka settings for the tap's clients (`security.protocol=SASL_SSL`).
+    /// A librdkafka setting for the tap's clients, KEY=VALUE (repeat; `${ENV}` reads
+    /// the environment; the SASL password may come from TAILGATE_KAFKA_SASL_PASSWORD).
+    #[arg(long = "kafka", value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
-    /// Write the report into the run directory.
-    pub report: bool,
-    /// Match records across the topics by this (`traceparent`) instead of tailgate's stamps.
+    /// Do not write the report into the run directory.
+    #[arg(long)]
+    pub no_report: bool,
+    /// Time a pipeline that carries only W3C trace context: match each record on a
+    /// topic to its record on the topic before by trace id, and time each hop from
+    /// the records' timestamps (--topics in path order).
+    #[arg(long, value_name = "HEADER", conflicts_with = "tui")]
     pub correlate: Option<String>,
 }
 
