@@ -13,6 +13,7 @@
 
 use probes::LatencyRecorder;
 use probes::hops::{HopKind, HopSummary, transit_name};
+use rdkafka::Timestamp;
 use reports::result::{CorrelatedTopic, Correlation};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -52,13 +53,6 @@ pub(super) struct Correlator {
     repeated: u64,
 }
 
-/// The timestamp type of a tapped record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stamp {
-    CreateTime(i64),
-    LogAppendTime(i64),
-}
-
 impl Correlator {
     /// A matcher for `topics` in path order (at least two), remembering an open trace for
     /// `window` and at most `capacity` of them.
@@ -88,25 +82,19 @@ impl Correlator {
         }
     }
 
-    /// One tapped record, seen at `now_ns`.
-    pub fn record(&mut self, topic: &str, traceparent: Option<&[u8]>, stamp: Option<Stamp>, now_ns: u64) {
-        let Some(i) = self.topics.iter().position(|t| t == topic) else { return };
+    /// One tapped record, seen at `now_ns`; whether it completed its trace's end to end.
+    pub fn record(&mut self, topic: &str, traceparent: Option<&[u8]>, timestamp: Timestamp, now_ns: u64) -> bool {
+        let Some(i) = self.topics.iter().position(|t| t == topic) else { return false };
         self.records[i] += 1;
         let trace = traceparent.and_then(|v| probes::TraceContext::parse(v).ok()).map(|t| t.trace_id);
-        let (Some(id), Some(stamp)) = (trace, stamp) else {
+        let (Some(id), Some(ts_ms)) = (trace, timestamp.to_millis()) else {
             self.foreign += 1;
-            return;
+            return false;
         };
-        let ts_ms = match stamp {
-            Stamp::CreateTime(ms) => {
-                self.kinds[i].0 = true;
-                ms
-            }
-            Stamp::LogAppendTime(ms) => {
-                self.kinds[i].1 = true;
-                ms
-            }
-        };
+        match timestamp {
+            Timestamp::LogAppendTime(_) => self.kinds[i].1 = true,
+            _ => self.kinds[i].0 = true,
+        }
         self.expire(now_ns);
         let n = self.topics.len();
         let t = self.open.entry(id).or_insert_with(|| {
@@ -115,30 +103,30 @@ impl Correlator {
         });
         if t.ts_ms[i].is_some() {
             self.repeated += 1;
-            return;
+            return false;
         }
         t.ts_ms[i] = Some(ts_ms);
-        let ts = t.ts_ms.clone();
         // The hops this record closes: from the topic before, and to the topic after
-        // (whose record may have come first).
-        if i > 0
-            && let Some(up) = ts[i - 1]
-        {
+        // (whose record may have come first); and end to end, if it is an end.
+        let up = i.checked_sub(1).and_then(|u| t.ts_ms[u]);
+        let down = t.ts_ms.get(i + 1).copied().flatten();
+        let ends = if i == 0 || i == n - 1 { t.ts_ms[0].zip(t.ts_ms[n - 1]) } else { None };
+        let complete = t.ts_ms.iter().all(Option::is_some);
+        if let Some(up) = up {
             self.hops[i - 1].1.record(ms_to_ns(ts_ms - up), now_ns);
         }
-        if let Some(down) = ts.get(i + 1).copied().flatten() {
+        if let Some(down) = down {
             self.hops[i].1.record(ms_to_ns(down - ts_ms), now_ns);
         }
-        if (i == 0 || i == n - 1)
-            && let (Some(first), Some(last)) = (ts[0], ts[n - 1])
-        {
+        if let Some((first, last)) = ends {
             self.end_to_end.record(ms_to_ns(last - first), now_ns);
         }
-        if ts.iter().all(Option::is_some) {
+        if complete {
             self.open.remove(&id);
         } else if self.open.len() > self.capacity {
             self.forget_oldest(|_| true);
         }
+        ends.is_some()
     }
 
     /// Closes the open traces first seen longer than the window ago.
@@ -240,12 +228,12 @@ mod tests {
     fn hops_are_timed_by_trace_id_whatever_order_the_topics_arrive_in() {
         let mut c = Correlator::new(&topics(), Duration::from_secs(10), 100, 0);
         // Trace 1 in path order; trace 2 with its last record first, then its first.
-        c.record("a", Some(&tp(1, 1)), Some(Stamp::CreateTime(1_000)), S);
-        c.record("b", Some(&tp(1, 2)), Some(Stamp::CreateTime(1_004)), S);
-        c.record("c", Some(&tp(1, 3)), Some(Stamp::LogAppendTime(1_010)), S);
-        c.record("c", Some(&tp(2, 3)), Some(Stamp::LogAppendTime(2_009)), S);
-        c.record("b", Some(&tp(2, 2)), Some(Stamp::CreateTime(2_004)), S);
-        c.record("a", Some(&tp(2, 1)), Some(Stamp::CreateTime(2_000)), S);
+        c.record("a", Some(&tp(1, 1)), Timestamp::CreateTime(1_000), S);
+        c.record("b", Some(&tp(1, 2)), Timestamp::CreateTime(1_004), S);
+        c.record("c", Some(&tp(1, 3)), Timestamp::LogAppendTime(1_010), S);
+        c.record("c", Some(&tp(2, 3)), Timestamp::LogAppendTime(2_009), S);
+        c.record("b", Some(&tp(2, 2)), Timestamp::CreateTime(2_004), S);
+        c.record("a", Some(&tp(2, 1)), Timestamp::CreateTime(2_000), S);
         c.finish();
         // HdrHistogram keeps three significant digits: whole milliseconds come back rounded.
         let ms = |v: f64| (v * 10.0).round() / 10.0;
@@ -266,14 +254,14 @@ mod tests {
     #[test]
     fn records_without_trace_context_are_foreign_and_orphans_past_the_window_unmatched() {
         let mut c = Correlator::new(&topics(), Duration::from_secs(2), 100, 0);
-        c.record("a", None, Some(Stamp::CreateTime(1)), S);
-        c.record("b", Some(b"00-not-a-trace"), Some(Stamp::CreateTime(1)), S);
-        c.record("a", Some(&tp(3, 1)), None, S);
+        c.record("a", None, Timestamp::CreateTime(1), S);
+        c.record("b", Some(b"00-not-a-trace"), Timestamp::CreateTime(1), S);
+        c.record("a", Some(&tp(3, 1)), Timestamp::NotAvailable, S);
         // Downstream of a trace never seen upstream: waits, then is unmatched.
-        c.record("b", Some(&tp(4, 2)), Some(Stamp::CreateTime(5)), S);
+        c.record("b", Some(&tp(4, 2)), Timestamp::CreateTime(5), S);
         // Upstream whose downstream never comes: closed by the window, nothing unmatched.
-        c.record("a", Some(&tp(5, 1)), Some(Stamp::CreateTime(5)), S);
-        c.record("a", Some(&tp(6, 1)), Some(Stamp::CreateTime(9)), 10 * S);
+        c.record("a", Some(&tp(5, 1)), Timestamp::CreateTime(5), S);
+        c.record("a", Some(&tp(6, 1)), Timestamp::CreateTime(9), 10 * S);
         let f = c.figures();
         assert_eq!((f.foreign, f.unmatched, f.evicted), (3, 1, 0));
         assert_eq!(c.open.len(), 1, "only the newest trace is still open");
@@ -285,12 +273,12 @@ mod tests {
     fn the_capacity_bounds_what_waits_and_counts_what_it_forgets() {
         let mut c = Correlator::new(&topics(), Duration::from_secs(3600), 10, 0);
         for t in 0..50u8 {
-            c.record("a", Some(&tp(t, 1)), Some(Stamp::CreateTime(i64::from(t))), S);
+            c.record("a", Some(&tp(t, 1)), Timestamp::CreateTime(i64::from(t)), S);
         }
         assert!(c.open.len() <= 10);
         assert_eq!(c.figures().evicted, 40);
         // The newest are still matched.
-        c.record("b", Some(&tp(49, 2)), Some(Stamp::CreateTime(52)), S);
+        c.record("b", Some(&tp(49, 2)), Timestamp::CreateTime(52), S);
         assert_eq!(c.summaries()[0].stats.count, 1);
     }
 }

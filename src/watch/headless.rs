@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-use super::correlate::{Correlator, Stamp};
+use super::correlate::Correlator;
 
 /// How long, and how many, records a correlating tap remembers while it waits for their
 /// match, per topic.
@@ -36,6 +36,7 @@ const SINK: &str = pipeline::tap::NAME;
 /// What the tap has seen, shared between the tap (which records) and the ticker.
 struct Seen {
     dir: PathBuf,
+    started: SystemTime,
     base_ns: u64,
     /// The path's recorders, made from the first event's stamps.
     hops: Option<HopSet>,
@@ -59,14 +60,7 @@ impl Seen {
     /// One record of a pipeline timed by trace context alone.
     fn correlate(&mut self, r: pipeline::tap::TappedRecord<'_>) {
         let Some(c) = &mut self.correlator else { return };
-        let stamp = match r.timestamp {
-            rdkafka::Timestamp::CreateTime(ms) => Some(Stamp::CreateTime(ms)),
-            rdkafka::Timestamp::LogAppendTime(ms) => Some(Stamp::LogAppendTime(ms)),
-            rdkafka::Timestamp::NotAvailable => None,
-        };
-        let before = c.end_to_end.histogram().len();
-        c.record(r.topic, r.traceparent, stamp, probes::now_ns());
-        if c.end_to_end.histogram().len() > before {
+        if c.record(r.topic, r.traceparent, r.timestamp, probes::now_ns()) {
             self.events += 1;
         }
     }
@@ -77,7 +71,6 @@ impl Seen {
             self.foreign += 1;
             return;
         }
-        self.events += 1;
         let hops = self.hops.get_or_insert_with(|| {
             let stages: Vec<String> = StampIter::new(stamps.as_bytes())
                 .map(|it| it.filter_map(Result::ok).map(|s| s.stage.to_owned()).collect())
@@ -94,9 +87,9 @@ impl Seen {
         });
         if hops.record(intended_ns, stamps.as_bytes(), received_ns).is_err() {
             self.foreign += 1;
-            self.events -= 1;
             return;
         }
+        self.events += 1;
         self.off_path = hops.off_path;
         self.window.saturating_record(received_ns.saturating_sub(intended_ns) / 1_000);
         if let Some(m) = self.metrics.get() {
@@ -149,6 +142,7 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
     };
     let seen = Arc::new(Mutex::new(Seen {
         dir: dir.clone(),
+        started,
         base_ns,
         hops: None,
         window: new_histogram(),
@@ -177,7 +171,7 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
     };
     let Some(missing) = waited else {
         eprintln!("the topics were not created within --for: nothing was watched");
-        return finish(opts, &kafka, &seen, &dir, started, 0.0, false, objectives, None).await;
+        return finish(opts, &kafka, &seen, objectives, Ending { watched_s: 0.0, interrupted: false, exported: None });
     };
     let from_start = !missing.is_empty() && missing.len() == opts.topics.len();
     let (export, otlp_protocol) = match start_export(opts, &metrics).await? {
@@ -254,21 +248,25 @@ async fn watched(opts: &WatchOptions, kafka: KafkaSettings, objectives: Vec<Obje
         Some(e) => Some((tokio::task::spawn_blocking(move || e.stop()).await.unwrap_or(0), otlp_protocol)),
         None => None,
     };
-    finish(opts, &kafka, &seen, &dir, started, watched_s, interrupted, objectives, exported).await
+    finish(opts, &kafka, &seen, objectives, Ending { watched_s, interrupted, exported })
+}
+
+/// How the watch ended.
+struct Ending {
+    watched_s: f64,
+    /// By Ctrl-C or SIGTERM, before `--for` was up.
+    interrupted: bool,
+    /// The OTLP export's failed exports and its protocol, when there was one.
+    exported: Option<(u64, String)>,
 }
 
 /// Writes the run directory, prints the summary and judges it: the exit code.
-#[allow(clippy::too_many_arguments, reason = "one caller, each argument a different part of the watch")]
-async fn finish(
+fn finish(
     opts: &WatchOptions,
     kafka: &KafkaSettings,
     seen: &Mutex<Seen>,
-    dir: &Path,
-    started: SystemTime,
-    watched_s: f64,
-    interrupted: bool,
     mut objectives: Vec<Objective>,
-    exported: Option<(u64, String)>,
+    ending: Ending,
 ) -> Result<u8, String> {
     // A watch that timed nothing proves nothing: it fails unless an objective says
     // otherwise.
@@ -279,8 +277,8 @@ async fn finish(
     if let Some(c) = &mut s.correlator {
         c.finish();
     }
-    let mut result = result_of(opts, kafka, &mut s, started, watched_s, interrupted);
-    if let (Some((failed, protocol)), Some(endpoint)) = (exported, &opts.otlp) {
+    let mut result = result_of(opts, kafka, &s, &ending);
+    if let (Some((failed, protocol)), Some(endpoint)) = (ending.exported, &opts.otlp) {
         result.telemetry = Some(reports::result::TelemetryInfo {
             endpoint: endpoint.clone(),
             protocol,
@@ -290,6 +288,7 @@ async fn finish(
     }
     result.evaluate(&objectives);
     let logs = logs_of(&mut s);
+    let dir = &s.dir.clone();
     drop(s);
     reports::runs::write_run(dir, &result, &logs).map_err(|e| format!("writing {}: {e}", dir.display()))?;
     // With --json, stdout is the scripts' lines only; the summary goes to stderr.
@@ -362,14 +361,8 @@ async fn start_export(
 }
 
 /// The watch's `result.json`.
-fn result_of(
-    opts: &WatchOptions,
-    kafka: &KafkaSettings,
-    s: &mut Seen,
-    started: SystemTime,
-    watched_s: f64,
-    interrupted: bool,
-) -> RunResult {
+fn result_of(opts: &WatchOptions, kafka: &KafkaSettings, s: &Seen, ending: &Ending) -> RunResult {
+    let Ending { watched_s, interrupted, .. } = *ending;
     let listener = kafka.client.get("security.protocol").cloned().unwrap_or_else(|| "PLAINTEXT".into());
     let broker = BrokerInfo {
         kind: "external".into(),
@@ -389,9 +382,8 @@ fn result_of(
         (None, None) => (Summary::default(), Vec::new()),
     };
     let correlation = s.correlator.as_ref().map(Correlator::figures);
-    if let Some(c) = &correlation {
-        s.foreign = c.foreign;
-    }
+    // A correlating tap counts its foreign records itself.
+    let foreign = correlation.as_ref().map_or(s.foreign, |c| c.foreign);
     RunResult {
         tailgate_version: env!("CARGO_PKG_VERSION").into(),
         mode: MODE_WATCH.into(),
@@ -399,7 +391,7 @@ fn result_of(
         profile: "watch".into(),
         run_id: probes::now_ns(),
         broker,
-        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        started_at: humantime::format_rfc3339_seconds(s.started).to_string(),
         duration_s: watched_s,
         achieved_rate: if watched_s > 0.0 { s.events as f64 / watched_s } else { 0.0 },
         // A watch sends nothing: it counts what reached the tapped topics.
@@ -411,7 +403,7 @@ fn result_of(
         watch: Some(WatchInfo {
             topics: opts.topics.clone(),
             events: s.events,
-            foreign: s.foreign,
+            foreign,
             off_path: s.off_path,
             interval_logs: match &s.spill_error {
                 None => "on disk, appended each second".into(),
@@ -424,27 +416,21 @@ fn result_of(
 }
 
 fn logs_of(s: &mut Seen) -> reports::runs::RunLogs {
-    let mut lag = LatencyRecorder::new(reports::SCHEDULE_LAG_TAG, s.base_ns, Duration::from_secs(1));
-    if let Some(c) = &mut s.correlator {
-        return reports::runs::RunLogs {
-            end_to_end: c.end_to_end.interval_log(),
-            warmup: None,
-            schedule_lag: lag.interval_log(),
-            hops: c.hops.iter_mut().map(|(name, r)| (name.clone(), r.interval_log())).collect(),
-        };
-    }
-    match &mut s.hops {
-        Some(h) => reports::runs::RunLogs {
-            end_to_end: h.end_to_end.interval_log(),
-            warmup: None,
-            schedule_lag: lag.interval_log(),
-            hops: h.hops_mut().iter_mut().map(|h| (h.name.clone(), h.recorder.interval_log())).collect(),
-        },
-        None => reports::runs::RunLogs {
-            end_to_end: LatencyRecorder::new(reports::END_TO_END_TAG, s.base_ns, Duration::from_secs(1)).interval_log(),
-            warmup: None,
-            schedule_lag: lag.interval_log(),
-            hops: Vec::new(),
-        },
+    let fresh = |tag: &str| LatencyRecorder::new(tag, s.base_ns, Duration::from_secs(1));
+    let (end_to_end, hops) = match (&mut s.correlator, &mut s.hops) {
+        (Some(c), _) => {
+            (c.end_to_end.interval_log(), c.hops.iter_mut().map(|(name, r)| (name.clone(), r.interval_log())).collect())
+        }
+        (None, Some(h)) => (
+            h.end_to_end.interval_log(),
+            h.hops_mut().iter_mut().map(|h| (h.name.clone(), h.recorder.interval_log())).collect(),
+        ),
+        (None, None) => (fresh(reports::END_TO_END_TAG).interval_log(), Vec::new()),
+    };
+    reports::runs::RunLogs {
+        end_to_end,
+        warmup: None,
+        schedule_lag: fresh(reports::SCHEDULE_LAG_TAG).interval_log(),
+        hops,
     }
 }
