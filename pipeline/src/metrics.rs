@@ -456,32 +456,26 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> crate::Result<()> {
-    let app = Router::new().route("/metrics", get(handler)).with_state(metrics);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-        .map_err(|e| crate::Error::Stage { stage: "metrics", reason: e.to_string() })
+    serve_when_ready(listener, Arc::new(std::sync::OnceLock::from(metrics)), cancel).await
 }
 
-/// Serves `GET /metrics` on `listener` until `cancel`, from metrics made later (once a
-/// watch's first event names the path); a comment line until then.
+/// Serves `GET /metrics` on `listener` until `cancel`, from metrics that may be made later
+/// (once a watch's first event names the path); a comment line until then.
 pub async fn serve_when_ready(
     listener: tokio::net::TcpListener,
     cell: Arc<std::sync::OnceLock<Arc<Metrics>>>,
     cancel: CancellationToken,
 ) -> crate::Result<()> {
+    use axum::response::IntoResponse;
     let app = Router::new().route(
         "/metrics",
         get(move |headers: axum::http::HeaderMap| {
             let cell = Arc::clone(&cell);
             async move {
-                let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
-                let format = Format::accepted(accept);
-                let body = cell.get().map_or_else(
-                    || "# tailgate watch: no event with tailgate's headers yet\n".to_owned(),
-                    |m| m.render_as(format),
-                );
-                ([(axum::http::header::CONTENT_TYPE, format.content_type())], body)
+                match cell.get() {
+                    Some(m) => handler(State(Arc::clone(m)), headers).await.into_response(),
+                    None => "# tailgate watch: no event with tailgate's headers yet\n".into_response(),
+                }
             }
         }),
     );
