@@ -125,7 +125,7 @@ pub(super) async fn start(
         let log = restarts.then(|| LogDir(dir.join("broker-log")));
         let b = &scenario.broker;
         let security = pipeline::embedded::security::Security {
-            protocol: b.listener().and_then(|l| l.parse()).map_err(RunError::BadInput)?,
+            protocol: b.protocol().map_err(RunError::BadInput)?,
             tls_cert: b.tls_cert.clone(),
             tls_key: b.tls_key.clone(),
             users: b.users.clone(),

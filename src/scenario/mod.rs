@@ -295,32 +295,37 @@ impl Broker {
                 p.bad("broker", None, field, embedded_only);
             }
         }
-        let protocol = match self.listener() {
-            Ok(protocol) => protocol,
-            Err(e) => return p.bad("broker", None, "security_protocol", e),
-        };
-        if protocol.ends_with("SSL") {
-            for (field, path) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
-                match path {
-                    None => p.bad("broker", None, field, format!("a {protocol} listener needs it (a PEM file)")),
-                    Some(f) if !f.is_file() => p.bad("broker", None, field, format!("no file at {}", f.display())),
-                    Some(_) => {}
+        #[cfg(not(feature = "embedded"))]
+        if self.security_protocol.is_some() && self.bootstrap.is_none() {
+            p.bad("broker", None, "security_protocol", "this build has no embedded broker (feature `embedded`)");
+        }
+        #[cfg(feature = "embedded")]
+        {
+            let protocol = match self.protocol() {
+                Ok(protocol) => protocol,
+                Err(e) => return p.bad("broker", None, "security_protocol", e),
+            };
+            let name = protocol.name();
+            if protocol.tls() {
+                for (field, path) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+                    match path {
+                        None => p.bad("broker", None, field, format!("a {name} listener needs it (a PEM file)")),
+                        Some(f) if !f.is_file() => p.bad("broker", None, field, format!("no file at {}", f.display())),
+                        Some(_) => {}
+                    }
                 }
             }
-        }
-        if protocol.starts_with("SASL") && self.users.is_empty() {
-            p.bad("broker", None, "users", format!("a {protocol} listener needs at least one user"));
+            if protocol.sasl() && self.users.is_empty() {
+                p.bad("broker", None, "users", format!("a {name} listener needs at least one user"));
+            }
         }
     }
 
-    /// The embedded broker's security protocol by its Kafka name (`PLAINTEXT` unless set).
-    pub fn listener(&self) -> Result<&'static str, String> {
-        const LISTENERS: [&str; 4] = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
-        let Some(set) = &self.security_protocol else { return Ok(LISTENERS[0]) };
-        LISTENERS
-            .into_iter()
-            .find(|l| l.eq_ignore_ascii_case(set.trim()))
-            .ok_or_else(|| format!("unknown security protocol {set:?}; one of {}", LISTENERS.join(", ")))
+    /// The embedded broker's security protocol (`PLAINTEXT` unless set), parsed as the
+    /// broker itself names them.
+    #[cfg(feature = "embedded")]
+    pub fn protocol(&self) -> Result<pipeline::embedded::security::Protocol, String> {
+        self.security_protocol.as_deref().map_or(Ok(pipeline::embedded::security::Protocol::Plaintext), str::parse)
     }
 }
 
