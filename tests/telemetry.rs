@@ -354,14 +354,8 @@ async fn a_headless_watch_exports_its_histograms_over_otlp() {
     let (endpoint, _, metrics) = grpc_collector().await;
     let (broker, _kafka) = testkit::broker(3).await;
     let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, "name = \"exported\"\n[load]\nrate = 200\nwarmup = \"1s\"\nduration = \"9s\"\n").unwrap();
-    let feeding = tokio::spawn(tailgate::run::run(tailgate::run::RunOptions {
-        scenario,
-        out: Some(dir.path().join("run")),
-        bootstrap: Some(broker.bootstrap().to_owned()),
-        ..Default::default()
-    }));
+    let scenario = "name = \"exported\"\n[load]\nrate = 200\nwarmup = \"1s\"\nduration = \"9s\"\n";
+    let feeding = tokio::spawn(tailgate::run::run(support::against(broker.bootstrap(), dir.path(), scenario)));
     let watch = std::process::Command::new(env!("CARGO_BIN_EXE_tailgate"))
         .args(["watch", "--bootstrap", broker.bootstrap(), "--for", "7s", "--otlp", &endpoint, "--no-report", "--out"])
         .arg(dir.path().join("watch"))

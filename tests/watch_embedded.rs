@@ -9,8 +9,10 @@ use dashboard::{DashState, Feed, Meta, Sample};
 use pipeline::topics;
 use probes::StampIter;
 use std::sync::{Arc, Mutex};
-use tailgate::run::{RunOptions, run};
+use tailgate::run::run;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_taps_a_running_pipeline_without_touching_it() {
@@ -36,15 +38,8 @@ async fn watch_taps_a_running_pipeline_without_touching_it() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, "name = \"watched\"\n[load]\nrate = 200\nwarmup = \"2s\"\nduration = \"2s\"\n").unwrap();
-    let opts = RunOptions {
-        scenario,
-        out: Some(dir.path().join("run")),
-        bootstrap: Some(broker.bootstrap().to_owned()),
-        ..RunOptions::default()
-    };
-    let outcome = run(opts).await.unwrap();
+    let scenario = "name = \"watched\"\n[load]\nrate = 200\nwarmup = \"2s\"\nduration = \"2s\"\n";
+    let outcome = run(support::against(broker.bootstrap(), dir.path(), scenario)).await.unwrap();
     cancel.cancel();
     tap.await.unwrap().unwrap();
 

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tailgate::result::RunResult;
-use tailgate::run::{RunOptions, run};
+use tailgate::run::run;
+
+mod support;
 
 fn tailgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tailgate"))
@@ -31,15 +33,8 @@ fn sla(dir: &Path, name: &str, p99_max: f64) -> std::path::PathBuf {
 async fn a_headless_watch_writes_a_run_that_report_and_check_read_and_gates_by_its_sla() {
     let (broker, _kafka) = testkit::broker(3).await;
     let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, "name = \"watched\"\n[load]\nrate = 200\nwarmup = \"1s\"\nduration = \"27s\"\n").unwrap();
-    let opts = RunOptions {
-        scenario,
-        out: Some(dir.path().join("run")),
-        bootstrap: Some(broker.bootstrap().to_owned()),
-        ..RunOptions::default()
-    };
-    let feeding = tokio::spawn(run(opts));
+    let scenario = "name = \"watched\"\n[load]\nrate = 200\nwarmup = \"1s\"\nduration = \"27s\"\n";
+    let feeding = tokio::spawn(run(support::against(broker.bootstrap(), dir.path(), scenario)));
 
     let port = free_port();
     let (pass_dir, fail_dir) = (dir.path().join("watch-pass"), dir.path().join("watch-fail"));
