@@ -65,6 +65,10 @@ enum Command {
         /// its defaults), each step a run of its own.
         #[arg(long)]
         find_max_rate: bool,
+        /// Wait for N `tailgate worker`s (on other hosts) and let them make the load, each
+        /// 1/N of the rate; the figures are theirs merged (the scenario's [workers]).
+        #[arg(long, value_name = "N")]
+        workers: Option<u64>,
     },
     /// Build the report (HTML, Markdown, JUnit, JSON, charts) from run or sweep directories.
     Report {
@@ -111,6 +115,10 @@ enum Command {
     /// live dashboard; without one, or with --for/--out/--sla/--json, headless: it writes a
     /// run directory and exits 0, or 1 when an objective failed.
     Watch(crate::watch::WatchOptions),
+    /// Be a load host for runs started elsewhere with `tailgate run --workers N`: say
+    /// hello on the cluster's control topic, answer clock pings, play each plan's share
+    /// of the actions and follow the gateway, reporting every second on the results topic.
+    Worker(crate::workers::worker::WorkerOptions),
     /// Serve the embedded broker (tailgate's own, in memory unless --data) until Ctrl-C or
     /// SIGTERM, so that runs, `watch` and pipelines in other processes can share it
     /// (`--bootstrap`). Prints the address.
@@ -213,7 +221,7 @@ enum ImportFormat {
     },
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\""))
 }
 
@@ -242,6 +250,7 @@ pub fn main() -> ExitCode {
             baseline,
             no_report,
             find_max_rate,
+            workers,
         } => {
             let opts = RunOptions {
                 scenario,
@@ -255,8 +264,13 @@ pub fn main() -> ExitCode {
                 feed: None,
                 stop: None,
                 profiles,
+                workers,
             };
             if crate::search_command::asked(find_max_rate, &opts.scenario) {
+                if workers.is_some() {
+                    eprintln!("error: a capacity search runs its steps from this host; it takes no --workers");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
                 if tui || baseline.is_some() {
                     eprintln!("error: a capacity search prints its steps; it takes neither --tui nor --baseline");
                     return ExitCode::from(EXIT_BAD_INPUT);
@@ -275,6 +289,7 @@ pub fn main() -> ExitCode {
             import_omb(&workload, &drivers, out.as_deref())
         }
         Command::Watch(opts) => crate::watch::watch(opts),
+        Command::Worker(opts) => crate::workers::worker::worker(opts),
         #[cfg(feature = "embedded")]
         Command::Broker {
             listen,

@@ -56,6 +56,11 @@ pub struct Tally {
     pub windows: Vec<IntendedWindow>,
     delivered_live: Arc<AtomicU64>,
     observer: ObserverSlot,
+    /// Only ids `residue + k * stride` are this tally's (one worker's share of a run whose
+    /// workers send from disjoint id spaces); others are counted in `others` and passed over.
+    share: Option<(u64, u64)>,
+    /// Updates of this run outside the tally's share.
+    pub others: u64,
     /// Where each distinct delivery is reported for tracing (the receive span, or the whole
     /// trace of an unsampled event that broke the SLA).
     pub spans: probes::spans::Spans,
@@ -98,8 +103,16 @@ impl Tally {
             windows: Vec::new(),
             delivered_live: Arc::default(),
             observer: ObserverSlot(None),
+            share: None,
+            others: 0,
             spans: None,
         }
+    }
+
+    /// Takes only the ids `residue + k * stride`, as `k`: the events one of `stride`
+    /// workers sent, its ids interleaved with the others'.
+    pub fn share(&mut self, stride: u64, residue: u64) {
+        self.share = (stride > 1).then_some((stride, residue % stride));
     }
 
     /// How far beyond the live count of events sent an id may be and still be kept until
@@ -179,31 +192,39 @@ impl Tally {
             self.foreign += u64::from(repeats_count);
             return false;
         }
+        let id = match self.share {
+            Some((stride, residue)) if d.id % stride != residue => {
+                self.others += u64::from(repeats_count);
+                return false;
+            }
+            Some((stride, _)) => d.id / stride,
+            None => d.id,
+        };
         if let Some(sent) = &self.sent
-            && d.id >= sent.load(Ordering::Relaxed).saturating_add(Self::AHEAD)
+            && id >= sent.load(Ordering::Relaxed).saturating_add(Self::AHEAD)
         {
             self.unexpected += 1;
             return false;
         }
-        let (word, bit) = ((d.id / 64) as usize, 1u64 << (d.id % 64));
+        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
         if word >= self.seen.len() {
             self.seen.resize(word + 1024, 0);
         }
         if self.seen[word] & bit != 0 {
             // What a catch-up read first is not repeated by the gateway when the stream brings it.
-            let ours = self.caught.remove(&d.id);
+            let ours = self.caught.remove(&id);
             self.duplicates += u64::from(repeats_count && !ours);
             return false;
         }
         if !repeats_count {
-            self.caught.insert(d.id);
+            self.caught.insert(id);
         }
         self.seen[word] |= bit;
-        let last = self.last_in_session.entry(d.session).or_insert(d.id);
-        if d.id < *last {
+        let last = self.last_in_session.entry(d.session).or_insert(id);
+        if id < *last {
             self.reordered += 1;
         }
-        *last = (*last).max(d.id);
+        *last = (*last).max(id);
         self.delivered += 1;
         self.delivered_live.fetch_add(1, Ordering::Relaxed);
         if let Some(o) = &mut self.observer.0 {
@@ -466,6 +487,20 @@ mod tests {
         t.settle(100);
         assert_eq!((t.delivered, t.unexpected), (2, 2), "only ids below the final count were sent");
         assert!(t.has(99) && !t.has(100));
+    }
+
+    #[test]
+    fn a_share_takes_one_workers_interleaved_ids_and_passes_over_the_rest() {
+        let mut t = tally();
+        t.share(3, 1);
+        for id in [1, 2, 4, 7, 9, 4] {
+            t.observe(&delivery(7, id, 150), 1_000);
+        }
+        // 1, 4 and 7 are the second worker's first, second and third events; 4 came twice.
+        assert_eq!((t.delivered, t.others, t.duplicates), (3, 2, 1));
+        assert!(t.has(0) && t.has(1) && t.has(2) && !t.has(3));
+        t.settle(3);
+        assert_eq!(t.delivered, 3, "all three are within the worker's 3 sent");
     }
 
     #[test]

@@ -98,6 +98,17 @@ impl Shape {
         (0..secs).map(|s| self.events_by((s + 1) as f64) - self.events_by(s as f64)).collect()
     }
 
+    /// The same shape at `share` of its rates: one of several load generators' part.
+    pub fn scaled(&self, share: f64) -> Self {
+        match self {
+            Self::Constant { rate } => Self::Constant { rate: rate * share },
+            Self::Ramp { from, to, over_s } => Self::Ramp { from: from * share, to: to * share, over_s: *over_s },
+            Self::Step { rates, every_s } => {
+                Self::Step { rates: rates.iter().map(|r| r * share).collect(), every_s: *every_s }
+            }
+        }
+    }
+
     /// One line for summaries: `1000/s`, `200/s to 3000/s over 45s`, `500, 1000, 2000/s, 10s each`.
     pub fn describe(&self) -> String {
         let n = |r: &f64| format!("{r}");

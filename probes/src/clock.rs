@@ -8,11 +8,20 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
 
 fn anchor() -> &'static (Instant, u64) {
-    ANCHOR.get_or_init(|| {
-        let wall =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        (Instant::now(), wall)
-    })
+    ANCHOR.get_or_init(|| anchored(0))
+}
+
+fn anchored(skew_ns: i64) -> (Instant, u64) {
+    let wall =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    (Instant::now(), wall.saturating_add_signed(skew_ns))
+}
+
+/// Anchors this process's clock `skew_ns` away from the wall clock, as a host whose clock
+/// is off by that much would read it (testing clock-offset measurement). Only before the
+/// first stamp; whether it took.
+pub fn anchor_skewed(skew_ns: i64) -> bool {
+    ANCHOR.set(anchored(skew_ns)).is_ok()
 }
 
 /// Nanoseconds since the Unix epoch, monotonic within this process.
@@ -41,6 +50,12 @@ mod tests {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
         // Anchored to the wall clock: within a second of it.
         assert!(wall.abs_diff(b) < 1_000_000_000, "{wall} vs {b}");
+    }
+
+    #[test]
+    fn a_skewed_anchor_is_refused_once_the_clock_has_stamped() {
+        let _ = now_ns();
+        assert!(!anchor_skewed(40_000_000));
     }
 
     #[test]

@@ -64,6 +64,17 @@ impl LatencyRecorder {
         self.current.saturating_record(us);
     }
 
+    /// Records `n` latencies of `value_ns` observed at `at_ns`: a histogram's bucket
+    /// recorded again, as when intervals from several recorders are merged in time order.
+    pub fn record_n(&mut self, value_ns: u64, n: u64, at_ns: u64) {
+        if at_ns >= self.current_start_ns.saturating_add(self.interval_ns) {
+            self.roll(at_ns);
+        }
+        let us = value_ns / 1_000;
+        self.total.saturating_record_n(us, n);
+        self.current.saturating_record_n(us, n);
+    }
+
     #[cold]
     fn roll(&mut self, at_ns: u64) {
         self.flush_current();
@@ -109,6 +120,21 @@ impl LatencyRecorder {
         file.flush()?;
         self.spill = Some((path.to_owned(), file));
         Ok(())
+    }
+
+    /// The interval log's lines of the intervals closed since last asked (all of them with
+    /// `flush`), taken out of the recorder: a worker sends its log a second at a time. A
+    /// spilled recorder has none to give.
+    pub fn take_closed(&mut self, flush: bool) -> Vec<u8> {
+        if flush {
+            self.flush_current();
+        }
+        std::mem::take(&mut self.log_body)
+    }
+
+    /// The interval log's header, which the lines of [`Self::take_closed`] follow.
+    pub fn header(&self) -> Vec<u8> {
+        self.log_header()
     }
 
     /// Closes the open interval; the recorder can keep recording afterwards.

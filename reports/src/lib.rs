@@ -17,6 +17,7 @@ pub mod result;
 pub mod runs;
 pub mod summary;
 pub mod synthetic;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 

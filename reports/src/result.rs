@@ -331,6 +331,13 @@ pub struct RunResult {
     /// What a watch tapped and saw (`mode = "watch"` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchInfo>,
+    /// The load workers, when the load came from several hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<crate::workers::WorkersInfo>,
+    /// Each worker's clock offset from the coordinator, which every latency that crosses
+    /// hosts is corrected by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clocks: Vec<crate::workers::ClockOffset>,
 }
 
 /// What a watch tapped: a pipeline tailgate did not start, so there is nothing it sent to

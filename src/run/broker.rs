@@ -131,7 +131,11 @@ pub(super) async fn start(
             users: b.users.clone(),
         };
         let listener = security.listener();
-        let config = Config { data: log.as_ref().map(|l| l.0.clone()), security, ..Config::default() };
+        let mut config = Config { data: log.as_ref().map(|l| l.0.clone()), security, ..Config::default() };
+        if let Some(w) = &scenario.workers {
+            // Where the workers on other hosts reach it.
+            config.listen.clone_from(&w.listen);
+        }
         let broker = EmbeddedBroker::start_with(config).await.map_err(super::failed)?;
         kafka.bootstrap = broker.bootstrap().to_owned();
         let info = BrokerInfo {

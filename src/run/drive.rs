@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use tokio::sync::oneshot;
 
 /// What a poisoned event carries instead of a trace context.
-const POISON_TRACEPARENT: &str = "poison: not a traceparent";
+pub(crate) const POISON_TRACEPARENT: &str = "poison: not a traceparent";
 
 /// Where the load generator writes story actions.
 pub(super) enum Writer {

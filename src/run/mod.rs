@@ -11,10 +11,12 @@ mod faults;
 mod outcome;
 mod profile;
 mod relay;
+mod remote;
 pub mod search;
 mod tracing;
 mod watch;
 
+pub(crate) use drive::POISON_TRACEPARENT;
 pub use search::find_max_rate;
 pub(crate) use tracing::start_tracer;
 
@@ -52,6 +54,9 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Only these profiles (all when empty).
     pub profiles: Vec<String>,
+    /// Wait for this many `tailgate worker`s and let them make the load, over the
+    /// scenario's `[workers] count`.
+    pub workers: Option<u64>,
 }
 
 /// Why a run did not produce a verdict.
@@ -126,6 +131,20 @@ pub fn prepare(opts: &RunOptions) -> Result<Scenario, RunError> {
     if let Some(prefix) = &opts.topic_prefix {
         crate::scenario::valid_topic_prefix(prefix).map_err(|e| RunError::BadInput(format!("--topic-prefix: {e}")))?;
         s.broker.topic_prefix = Some(prefix.clone());
+    }
+    if let Some(n) = opts.workers {
+        if !(1..=crate::scenario::workers::MAX_WORKERS).contains(&n) {
+            let most = crate::scenario::workers::MAX_WORKERS;
+            return Err(RunError::BadInput(format!("--workers must be 1 to {most}, not {n}")));
+        }
+        s.workers.get_or_insert_with(|| crate::scenario::WorkersSection::of(n)).count = n;
+        if let Some((section, field, why)) = s.workers_conflict() {
+            return Err(RunError::BadInput(format!("--workers: [{section}] {field}: {why}")));
+        }
+    }
+    if s.workers.is_some() {
+        // The workers post the actions to the gateway's HTTP ingress.
+        s.connector.source = crate::scenario::SourceKind::Http;
     }
     Ok(s)
 }

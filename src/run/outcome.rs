@@ -91,6 +91,8 @@ impl Made<'_> {
             faults: Vec::new(),
             accounting_error: None,
             watch: None,
+            workers: None,
+            clocks: Vec::new(),
         };
         result.evaluate(&self.scenario.sla);
         result

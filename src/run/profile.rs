@@ -9,6 +9,7 @@ use super::drive::{self, Roots, Times};
 use super::external::ExternalStages;
 use super::faults;
 use super::outcome::Made;
+use super::remote;
 use super::watch::{self, Live};
 use super::{CONNECT_TIMEOUT, ProfileRun, READY_TIMEOUT, RunError, RunOptions, create_topics, describe_exit, failed};
 use crate::result::{SINK, SOURCE};
@@ -39,12 +40,22 @@ pub(super) async fn run(
         config.agent.kind = kind;
     }
     let external = scenario.stages.external.then(|| ExternalStages::new(&scenario.stages));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(failed)?;
+    // Workers on other hosts reach the gateway on the host the broker listens on.
+    let host = scenario.workers.as_ref().map_or("127.0.0.1", |w| w.host());
+    let listener = tokio::net::TcpListener::bind(format!("{host}:0"))
+        .await
+        .map_err(|e| failed(format!("cannot serve the gateway on {host}: {e}")))?;
     let gateway_addr = listener.local_addr().map_err(failed)?;
     // The run's players: they name their own actions' identity and time (HTTP source).
     let players = scenario.gateway.run_token().unwrap_or_else(|| format!("{:016x}", random_u64()));
-    let (writer, source) =
-        drive::open_writer(scenario, &config, dir, (gateway_addr, &players), external.is_some()).await?;
+    let (writer, source) = match &scenario.workers {
+        Some(w) => (None, format!("http POST http://{gateway_addr}/sessions/{{id}}/actions from {} workers", w.count)),
+        None => {
+            let gateway = (gateway_addr, players.as_str());
+            let (w, source) = drive::open_writer(scenario, &config, dir, gateway, external.is_some()).await?;
+            (Some(w), source)
+        }
+    };
     if let Some(e) = config.enrich(dir) {
         // The run seeds a profile per session; an in-process stream job opens the database.
         pipeline::streamjob::profiles::seed(&e.at, scenario.load.sessions).await.map_err(failed)?;
@@ -65,14 +76,20 @@ pub(super) async fn run(
         exemplars: tracer.as_ref().map(|t| t.config().breach_ns.unwrap_or(u64::MAX)),
         listener: external.is_none().then_some(listener),
         grpc: None,
-        players: Some(players),
+        players: Some(players.clone()),
         cancel,
     };
     let cpu_at_start = process_cpu_s();
     let mut pipeline = Pipeline::build(&config, env);
     start(&mut pipeline, scenario, external.as_ref(), &kafka).await?;
 
-    let start_ns = probes::now_ns() + 100_000_000;
+    let workers = match &scenario.workers {
+        Some(w) => Some(remote::register(&kafka, w, opts.progress).await?),
+        None => None,
+    };
+    // Plans take a moment to reach the workers, and their audiences to subscribe.
+    let lead = if workers.is_some() { 2_000_000_000 } else { 100_000_000 };
+    let start_ns = probes::now_ns() + lead;
     let times = Times { start_ns, measure_from_ns: start_ns + nanos(scenario.load.warmup) };
     publish_rule_changes(&mut pipeline, scenario, &kafka, start_ns)?;
     let recorder =
@@ -92,12 +109,35 @@ pub(super) async fn run(
         sent: &sent_live,
         dead_letters_since: &dead_letters_since,
     };
-    let following = follow(&cx, &pipeline, times, url, otlp.clone()).await?;
-
     let stop = opts.stop.clone().unwrap_or_default();
-    let http = writer.http();
-    let roots = Roots { spans: kafka.spans.clone(), ratio: tracer.as_ref().map_or(1.0, |t| t.config().sample_ratio) };
-    let mut players = drive::start_players(scenario, times, run_id, writer, roots, &stop, &sent_live)?;
+    let http = writer.as_ref().and_then(drive::Writer::http);
+    let (following, mut players, remote) = match (&workers, writer) {
+        (Some(workers), _) => {
+            let setup = remote::Setup {
+                scenario,
+                kafka: &kafka,
+                workers,
+                run: run_id,
+                times,
+                gateway: url,
+                players,
+                sent: Arc::clone(&sent_live),
+                feed: opts.feed.clone(),
+                progress: opts.progress,
+            };
+            let r = remote::start(setup).await?;
+            remote::wait_for_audiences(&pipeline, workers.len(), start_ns).await;
+            (r.following, r.players, Some((r.done, r.refused)))
+        }
+        (None, Some(writer)) => {
+            let following = follow(&cx, &pipeline, times, url, otlp.clone()).await?;
+            let ratio = tracer.as_ref().map_or(1.0, |t| t.config().sample_ratio);
+            let roots = Roots { spans: kafka.spans.clone(), ratio };
+            let players = drive::start_players(scenario, times, run_id, writer, roots, &stop, &sent_live)?;
+            (following, players, None)
+        }
+        (None, None) => return Err(failed("no players: neither a writer nor workers")),
+    };
     let stage_faults = faults::stage_faults(scenario, start_ns);
     let live = Live {
         sent: &sent_live,
@@ -108,7 +148,11 @@ pub(super) async fn run(
     };
     let mut watched = watch::watch(&mut pipeline, &mut players, stage_faults, &recorder, &live).await?;
 
-    settle(&cx, &pipeline, &watched, &following, http.as_ref()).await;
+    let refused = remote.as_ref().map_or_else(
+        || http.as_ref().map_or_else(Arc::default, |h| Arc::clone(&h.refused)),
+        |(_, refused)| Arc::clone(refused),
+    );
+    settle(&cx, &pipeline, &watched, &following, &refused).await;
 
     let stopped = pipeline.shutdown(Duration::from_secs(20)).await;
     let cpu_s = cpu_at_start.zip(process_cpu_s()).map(|(a, b)| (b - a).max(0.0));
@@ -118,6 +162,11 @@ pub(super) async fn run(
     drop(broker); // everything that talks to it is done
 
     let figures = pipeline.figures();
+    let remote = remote.and_then(|(done, _)| done.lock().ok()?.take());
+    if let Some(r) = &remote {
+        // A lost worker's last sends were never reported, but the pipeline took them in.
+        watched.report.sent += remote::unreported(r, &figures);
+    }
     let (accounting, accounting_error) = account(watched.report.sent, &tally, &audit, &figures);
     // The last metrics export carries the run's accounting.
     pipeline.metrics().set_lost(accounting.lost);
@@ -140,6 +189,9 @@ pub(super) async fn run(
         cpu_s,
     };
     let mut result = made.result(broker_info);
+    if let (Some(r), Some(workers)) = (&remote, &workers) {
+        remote::judge(&mut result, scenario, r, workers, &figures);
+    }
     result.telemetry = telemetry;
     result.accounting_error.clone_from(&accounting_error);
     let failure = failure.or(accounting_error);
@@ -148,6 +200,9 @@ pub(super) async fn run(
     result.faults = recorder.applied.lock().map(|f| f.clone()).unwrap_or_default();
     faults::cost(&mut result.faults, scenario, &tally.windows, &logs.end_to_end);
     reports::runs::write_run(dir, &result, &logs).map_err(|e| failed(format!("writing {}: {e}", dir.display())))?;
+    if let Some(r) = &remote {
+        remote::write_logs(dir, r).map_err(|e| failed(format!("writing {}/workers: {e}", dir.display())))?;
+    }
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
 }
 
@@ -232,9 +287,9 @@ async fn settle(
     pipeline: &Pipeline,
     watched: &watch::Watched,
     following: &drive::Following,
-    http: Option<&loadgen::ingress::HttpIngress>,
+    refused: &AtomicU64,
 ) {
-    let refused = || http.map_or(0, |h| h.refused.load(Ordering::Relaxed));
+    let refused = || refused.load(Ordering::Relaxed);
     let look = || {
         let f = pipeline.figures();
         let delivered = following.delivered.load(Ordering::Relaxed) + refused();

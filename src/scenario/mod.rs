@@ -11,6 +11,7 @@ mod profiles;
 mod schedule;
 mod sections;
 mod sla;
+pub mod workers;
 
 pub use faults::{FaultKind, FaultSection, RESTARTABLE};
 pub use pipeline::agent::config::AgentSection;
@@ -25,6 +26,7 @@ pub use profiles::{DEFAULT_PROFILE, Profile, Resolved};
 pub use schedule::{ScheduleKind, ScheduleSection};
 pub use sections::{SearchSection, StagesSection, TelemetrySection};
 pub use sla::{Objective, hop_names, known_metric, load_sla};
+pub use workers::{AudienceKind, WorkersSection};
 
 use loadgen::{Arrival, KeyDist, Shape};
 use pipeline::config::{Around, NAME_RULE, Problems, duration, valid_name};
@@ -62,6 +64,8 @@ pub struct Scenario {
     pub stages: StagesSection,
     /// `[search]`: the run is a capacity search (as with `--find-max-rate`), done so.
     pub search: Option<SearchSection>,
+    /// `[workers]`: the load comes from `tailgate worker` processes on other hosts.
+    pub workers: Option<WorkersSection>,
     /// SLA objectives (`[[sla]]`).
     #[serde(default)]
     pub sla: Vec<Objective>,
@@ -421,6 +425,31 @@ impl Scenario {
         }
     }
 
+    /// What load from workers cannot be combined with: the workers post the actions to
+    /// the gateway, so the connector's source is the gateway's HTTP ingress.
+    pub fn workers_conflict(&self) -> Option<(&'static str, &'static str, &'static str)> {
+        if self.connector.source == SourceKind::Postgres {
+            return Some((
+                "connector",
+                "source",
+                "workers post the actions to the gateway: use \"http\" (or leave it out)",
+            ));
+        }
+        if self.stages.external {
+            return Some(("stages", "external", "workers run against the run's own stages for now"));
+        }
+        if self.search.is_some() {
+            return Some(("search", "", "a capacity search runs its steps from this host; leave out [workers]"));
+        }
+        None
+    }
+
+    fn validate_workers(&self, p: &mut Problems) {
+        if let Some((section, field, why)) = self.workers_conflict() {
+            p.bad(section, None, field, why);
+        }
+    }
+
     /// Every semantic problem, each located in `text` where the field is written.
     pub fn validate(&self, text: &str) -> Vec<Problem> {
         let mut p = Problems::default();
@@ -439,6 +468,10 @@ impl Scenario {
         self.telemetry.validate(&self.sla, &mut p);
         if let Some(s) = &self.search {
             s.validate(&mut p);
+        }
+        if let Some(w) = &self.workers {
+            w.validate(&mut p);
+            self.validate_workers(&mut p);
         }
         faults::validate(&self.faults, self.load.ends(), self.fault_targets(), &mut p);
         profiles::validate(&self.kafka, &self.profiles, &mut p);

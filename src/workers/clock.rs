@@ -39,7 +39,7 @@ pub async fn measure(
     now: Now,
 ) -> Result<Vec<Exchange>, String> {
     let producer = producer(kafka)?;
-    let consumer = from_end(kafka, "clock-coordinator").await?;
+    let consumer = from_end(kafka, CONTROL_TOPIC, "clock-coordinator").await?;
     let mut out = Vec::new();
     for seq in 0..n {
         let t1 = now();
@@ -72,7 +72,7 @@ pub async fn measure(
 /// `cancel`.
 pub async fn answer(kafka: &KafkaSettings, name: &str, now: Now, cancel: CancellationToken) -> Result<(), String> {
     let producer = producer(kafka)?;
-    let consumer = from_end(kafka, &format!("clock-{name}")).await?;
+    let consumer = from_end(kafka, CONTROL_TOPIC, &format!("clock-{name}")).await?;
     loop {
         let m = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -122,32 +122,34 @@ pub async fn broker_bound(kafka: &KafkaSettings, topic: &str, n: u64, now: Now) 
     bound.ok_or_else(|| "no record produced".into())
 }
 
-fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, String> {
-    let mut c = kafka.producer_config("tailgate-clock");
-    // Each ping and answer goes at once.
+/// A producer for the control and results topics: each message goes at once.
+pub(crate) fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, String> {
+    let mut c = kafka.producer_config("tailgate-workers");
     c.set("linger.ms", "0");
     c.create().map_err(|e| format!("a producer for {CONTROL_TOPIC}: {e}"))
 }
 
-/// A consumer of the control topic from its current end (no group: it commits nothing).
-async fn from_end(kafka: &KafkaSettings, name: &str) -> Result<StreamConsumer, String> {
+/// A consumer of `topic` (one partition, made when missing) from its current end (no
+/// group: it commits nothing).
+pub(crate) async fn from_end(kafka: &KafkaSettings, topic: &str, name: &str) -> Result<StreamConsumer, String> {
     let mut one = kafka.clone();
     one.partitions = 1;
-    one.ensure_topics(&[CONTROL_TOPIC], &[]).await.map_err(|e| e.to_string())?;
-    let ends = kafka.high_watermarks(CONTROL_TOPIC).await.map_err(|e| e.to_string())?;
+    one.ensure_topics(&[topic], &[]).await.map_err(|e| e.to_string())?;
+    let ends = kafka.high_watermarks(topic).await.map_err(|e| e.to_string())?;
     let mut c = kafka.consumer_config(name, &format!("tailgate-{name}"));
     c.set("enable.auto.commit", "false");
     c.set("fetch.wait.max.ms", "10");
-    let consumer: StreamConsumer = c.create().map_err(|e| format!("a consumer of {CONTROL_TOPIC}: {e}"))?;
+    let consumer: StreamConsumer = c.create().map_err(|e| format!("a consumer of {topic}: {e}"))?;
     let mut tpl = TopicPartitionList::new();
     for (p, end) in ends {
-        tpl.add_partition_offset(&kafka.names.of(CONTROL_TOPIC), p, Offset::Offset(end)).map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(&kafka.names.of(topic), p, Offset::Offset(end)).map_err(|e| e.to_string())?;
     }
-    consumer.assign(&tpl).map_err(|e| format!("reading {CONTROL_TOPIC}: {e}"))?;
+    consumer.assign(&tpl).map_err(|e| format!("reading {topic}: {e}"))?;
     Ok(consumer)
 }
 
-async fn send(producer: &FutureProducer, topic: &str, m: &ClockMessage) -> Result<(), String> {
+/// Writes `m` as JSON to `topic` (the prefixed name) and waits for the acknowledgement.
+pub(crate) async fn send(producer: &FutureProducer, topic: &str, m: &impl Serialize) -> Result<(), String> {
     let body = serde_json::to_vec(m).map_err(|e| e.to_string())?;
     producer
         .send(FutureRecord::<(), _>::to(topic).payload(&body), Duration::from_secs(5))
