@@ -14,7 +14,7 @@ pub mod layout;
 pub mod tls;
 
 /// The variable naming what a test run requires: a comma-separated list of `postgres`,
-/// `redis`, `python`, `docker`, or `all`.
+/// `redis`, `python`, `docker`, `netns` (network namespaces, which need root), or `all`.
 pub const REQUIRE: &str = "TAILGATE_REQUIRE";
 
 /// Whether `TAILGATE_REQUIRE` (read from `value`) requires `what`.
