@@ -37,6 +37,23 @@ fn bad_flags_exit_2() {
 }
 
 #[test]
+fn workers_that_never_come_are_named_with_the_command_to_start_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "name = \"w\"\n[load]\nrate = 100\nduration = \"2s\"\n[workers]\ncount = 2\nlisten = \"127.0.0.1:0\"\n\
+                register_timeout = \"1s\"\n";
+    let f = write(&dir, "w.toml", text);
+    let out = tailgate().arg("run").arg(&f).arg("--out").arg(dir.path().join("run")).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0 of 2 workers said hello within 1s on tailgate.control"), "{err}");
+    assert!(err.contains("start `tailgate worker --bootstrap 127.0.0.1:"), "{err}");
+    // What workers cannot be combined with is said before anything starts.
+    let out = tailgate().args(["run", "scenarios/cdc-postgres.toml", "--workers", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--workers: [connector] source: workers post"));
+}
+
+#[test]
 fn an_unreachable_broker_exits_3_naming_the_address_in_time() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1 of the loopback address.

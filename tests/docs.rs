@@ -16,7 +16,8 @@ fn section<'a>(text: &'a str, heading: &str) -> &'a str {
 fn the_readme_lists_every_topic_and_group_a_run_uses() {
     let readme = std::fs::read_to_string("README.md").unwrap();
     let kafka = section(&readme, "## Point it at your Kafka");
-    let topics: Vec<&str> = topology::every_topic().collect();
+    use tailgate::workers::{APPEND_TOPIC, CONTROL_TOPIC, RESULTS_TOPIC};
+    let topics: Vec<&str> = topology::every_topic().chain([CONTROL_TOPIC, RESULTS_TOPIC, APPEND_TOPIC]).collect();
     for t in &topics {
         assert!(kafka.contains(&format!("`{t}`")), "the README does not list topic {t}");
     }

@@ -228,7 +228,7 @@ fn three_hosts_merge_exactly_and_a_skewed_clock_is_measured_and_corrected() {
     let p50 = |w: &Value, k: &str| f(&w[k]["p50_ms"]);
     let (w2, w3) = (&workers[1], &workers[2]);
     let shift = p50(w2, "uncorrected") - p50(w2, "end_to_end");
-    assert!((shift - SKEW_MS).abs() < 3.0, "uncorrected minus corrected: {shift} ms");
+    assert!((shift - SKEW_MS).abs() < 3.0, "uncorrected minus corrected: {shift} ms: {w2}\n{}", r["clocks"]);
     // Corrected, its figures agree with w3's, which follows w1 across two true clocks.
     let gap = (p50(w2, "end_to_end") - p50(w3, "end_to_end")).abs();
     assert!(gap < 15.0, "w2 {} vs w3 {}", w2["end_to_end"], w3["end_to_end"]);

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A worker not heard from for this long is taken for lost (it reports every second).
-const SILENCE: Duration = Duration::from_secs(3);
+const SILENCE: Duration = Duration::from_secs(5);
 /// How long the last reports may take once the workers are told to stop.
 const LAST_REPORTS: Duration = Duration::from_secs(15);
 
