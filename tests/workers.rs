@@ -4,8 +4,8 @@
 //! --workers` and its embedded broker in another. One worker's clock is anchored 40 ms
 //! off; the run must measure that within its own bound and correct it out.
 //!
-//! `TAILGATE_WORKERS_RATE` sets each worker's rate (default 200/s; the figures in
-//! docs/measured.md are of 2,000/s, in release).
+//! `TAILGATE_WORKERS_RATE` sets each worker's rate (default 200/s; docs/measured.md has
+//! 1,000 to 2,000/s, in release).
 
 #![cfg(feature = "embedded")]
 #![allow(clippy::unwrap_used)]
@@ -228,7 +228,9 @@ fn three_hosts_merge_exactly_and_a_skewed_clock_is_measured_and_corrected() {
     let p50 = |w: &Value, k: &str| f(&w[k]["p50_ms"]);
     let (w2, w3) = (&workers[1], &workers[2]);
     let shift = p50(w2, "uncorrected") - p50(w2, "end_to_end");
-    assert!((shift - SKEW_MS).abs() < 3.0, "uncorrected minus corrected: {shift} ms: {w2}\n{}", r["clocks"]);
+    // Within the clock bounds and the histograms' three significant digits, each way.
+    let resolution = 3.0 + p50(w2, "uncorrected") * 0.002;
+    assert!((shift - SKEW_MS).abs() < resolution, "uncorrected minus corrected: {shift} ms: {w2}\n{}", r["clocks"]);
     // Corrected, its figures agree with w3's, which follows w1 across two true clocks.
     let gap = (p50(w2, "end_to_end") - p50(w3, "end_to_end")).abs();
     assert!(gap < 15.0, "w2 {} vs w3 {}", w2["end_to_end"], w3["end_to_end"]);
