@@ -111,33 +111,16 @@ pub(super) async fn run(
     };
     let stop = opts.stop.clone().unwrap_or_default();
     let http = writer.as_ref().and_then(drive::Writer::http);
-    let (following, mut players, remote) = match (&workers, writer) {
-        (Some(workers), _) => {
-            let setup = remote::Setup {
-                scenario,
-                kafka: &kafka,
-                workers,
-                run: run_id,
-                times,
-                gateway: url,
-                players,
-                sent: Arc::clone(&sent_live),
-                feed: opts.feed.clone(),
-                progress: opts.progress,
-            };
-            let r = remote::start(setup).await?;
-            remote::wait_for_audiences(&pipeline, workers.len(), start_ns).await;
-            (r.following, r.players, Some((r.done, r.refused)))
-        }
+    let load = match (&workers, writer) {
+        (Some(workers), _) => Load::Workers { workers, players },
         (None, Some(writer)) => {
-            let following = follow(&cx, &pipeline, times, url, otlp.clone()).await?;
             let ratio = tracer.as_ref().map_or(1.0, |t| t.config().sample_ratio);
             let roots = Roots { spans: kafka.spans.clone(), ratio };
-            let players = drive::start_players(scenario, times, run_id, writer, roots, &stop, &sent_live)?;
-            (following, players, None)
+            Load::Here { writer: Box::new(writer), roots, otlp: otlp.clone() }
         }
         (None, None) => return Err(failed("no players: neither a writer nor workers")),
     };
+    let (following, mut players, remote) = drive(&cx, &pipeline, load, (times, url), &stop).await?;
     let stage_faults = faults::stage_faults(scenario, start_ns);
     let live = Live {
         sent: &sent_live,
@@ -148,10 +131,8 @@ pub(super) async fn run(
     };
     let mut watched = watch::watch(&mut pipeline, &mut players, stage_faults, &recorder, &live).await?;
 
-    let refused = remote.as_ref().map_or_else(
-        || http.as_ref().map_or_else(Arc::default, |h| Arc::clone(&h.refused)),
-        |(_, refused)| Arc::clone(refused),
-    );
+    let refused = remote.as_ref().map(|(_, refused)| Arc::clone(refused));
+    let refused = refused.or_else(|| http.as_ref().map(|h| Arc::clone(&h.refused))).unwrap_or_default();
     settle(&cx, &pipeline, &watched, &following, &refused).await;
 
     let stopped = pipeline.shutdown(Duration::from_secs(20)).await;
@@ -204,6 +185,49 @@ pub(super) async fn run(
         remote::write_logs(dir, r).map_err(|e| failed(format!("writing {}/workers: {e}", dir.display())))?;
     }
     Ok(ProfileRun { result, dir: dir.to_owned(), failure })
+}
+
+/// Who makes the load: players and an audience in this process, or the workers.
+enum Load<'a> {
+    Here { writer: Box<drive::Writer>, roots: Roots, otlp: Option<Arc<telemetry::metrics::MetricsExport>> },
+    Workers { workers: &'a [crate::workers::coordinator::Registered], players: String },
+}
+
+/// What the workers report once the run is over, and their refused actions so far.
+type FromWorkers = (Arc<std::sync::Mutex<Option<remote::Done>>>, Arc<AtomicU64>);
+
+/// Starts the audience and the players (here, or the workers' through their plans).
+async fn drive(
+    cx: &Cx<'_>,
+    pipeline: &Pipeline,
+    load: Load<'_>,
+    (times, url): (Times, String),
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(drive::Following, drive::Players, Option<FromWorkers>), RunError> {
+    match load {
+        Load::Here { writer, roots, otlp } => {
+            let following = follow(cx, pipeline, times, url, otlp).await?;
+            let players = drive::start_players(cx.scenario, times, cx.run_id, *writer, roots, stop, cx.sent)?;
+            Ok((following, players, None))
+        }
+        Load::Workers { workers, players } => {
+            let setup = remote::Setup {
+                scenario: cx.scenario,
+                kafka: cx.kafka,
+                workers,
+                run: cx.run_id,
+                times,
+                gateway: url,
+                players,
+                sent: Arc::clone(cx.sent),
+                feed: cx.opts.feed.clone(),
+                progress: cx.opts.progress,
+            };
+            let r = remote::start(setup).await?;
+            remote::wait_for_audiences(pipeline, workers.len(), times.start_ns).await;
+            Ok((r.following, r.players, Some((r.done, r.refused))))
+        }
+    }
 }
 
 /// Stops the audience and takes its tally (only ids the run sent count as delivered), and
