@@ -19,6 +19,9 @@ impl RunResult {
             traces(&mut s, t);
         }
         self.latency(&mut s);
+        if let Some(w) = &self.workers {
+            w.render(&self.clocks, &mut s);
+        }
         self.verdict(&mut s, run_dir);
         s
     }
