@@ -2,7 +2,7 @@
 //! `validate`, `report`, `check`, `export omb`, `import omb`, `broker` and `stage`, each
 //! ending in one of the [`crate::exit`] codes.
 
-use crate::command::{needs_terminal, tokio_runtime};
+use crate::command::{needs_terminal, parse_duration, tokio_runtime};
 use crate::run::{self, RunError, RunOptions};
 use crate::scenario::Scenario;
 use clap::{Parser, Subcommand};
@@ -219,10 +219,6 @@ enum ImportFormat {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-}
-
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\""))
 }
 
 /// Parses the arguments, runs the command and returns its exit code.

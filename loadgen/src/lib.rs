@@ -21,6 +21,10 @@ pub use keys::KeyDist;
 pub use payload::Payloads;
 pub use schedule::{Arrival, Schedule, Shape};
 
+/// What a poisoned event (`[load] poison_every`) carries instead of a trace context, so
+/// that the pipeline dead-letters it.
+pub const POISON_TRACEPARENT: &str = "poison: not a traceparent";
+
 /// Errors of the load generator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -15,9 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use tokio::sync::oneshot;
 
-/// What a poisoned event carries instead of a trace context.
-pub(crate) const POISON_TRACEPARENT: &str = "poison: not a traceparent";
-
 /// Where the load generator writes story actions.
 pub(super) enum Writer {
     Sqlite(SourceWriter),
@@ -136,7 +133,7 @@ pub(super) fn start_players(
                 let tp = root.encode();
                 let poisoned = poison_every > 0 && e.id % poison_every == poison_every - 1;
                 let traceparent =
-                    if poisoned { POISON_TRACEPARENT } else { std::str::from_utf8(&tp).unwrap_or_default() };
+                    if poisoned { loadgen::POISON_TRACEPARENT } else { std::str::from_utf8(&tp).unwrap_or_default() };
                 let sending_ns = probes::now_ns();
                 let sent = writer.insert(ActionRow {
                     run,

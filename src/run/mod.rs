@@ -16,7 +16,6 @@ pub mod search;
 mod tracing;
 mod watch;
 
-pub(crate) use drive::POISON_TRACEPARENT;
 pub use search::find_max_rate;
 pub(crate) use tracing::start_tracer;
 

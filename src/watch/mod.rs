@@ -82,7 +82,7 @@ impl WatchOptions {
     /// from the environment, the SASL password from `TAILGATE_KAFKA_SASL_PASSWORD` when
     /// not given.
     fn kafka(&self) -> Result<pipeline::KafkaSettings, String> {
-        kafka_from_flags(&self.bootstrap, &self.kafka)
+        crate::command::kafka_from_flags(&self.bootstrap, &self.kafka)
     }
 
     /// The objectives: the SLA file's, or end-to-end p99 under `--sla-p99`.
@@ -231,19 +231,4 @@ fn tui(rt: &tokio::runtime::Runtime, kafka: pipeline::KafkaSettings, opts: Watch
         }
         _ => EXIT_PASS,
     }
-}
-
-/// Client settings for `bootstrap` from `--kafka KEY=VALUE` flags, each for every client,
-/// `${ENV}` taken from the environment, the SASL password from
-/// `TAILGATE_KAFKA_SASL_PASSWORD` when not given.
-pub(crate) fn kafka_from_flags(bootstrap: &str, flags: &[String]) -> Result<pipeline::KafkaSettings, String> {
-    let mut clients = pipeline::io::clients::ClientSettings::default();
-    for kv in flags {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--kafka `{kv}` is not KEY=VALUE"))?;
-        let v = pipeline::config::from_env(v).map_err(|e| format!("--kafka {k}: {e}"))?;
-        pipeline::io::kafka::check_setting(pipeline::io::kafka::Client::Consumer, k, &v)
-            .map_err(|e| format!("--kafka {k}: {e}"))?;
-        clients.client.insert(k.to_owned(), v);
-    }
-    Ok(clients.kafka(bootstrap, 1))
 }

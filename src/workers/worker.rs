@@ -37,7 +37,7 @@ pub struct WorkerOptions {
     #[arg(long)]
     pub once: bool,
     /// How long to wait for the cluster to answer before giving up.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = crate::command::parse_duration, default_value = "5m")]
     pub wait: Duration,
     /// Testing only: offset this worker's clock by this many milliseconds.
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
@@ -69,7 +69,7 @@ pub fn worker(opts: WorkerOptions) -> u8 {
 }
 
 async fn serve(opts: WorkerOptions) -> Result<(), String> {
-    let mut kafka = crate::watch::kafka_from_flags(&opts.bootstrap, &opts.kafka)?;
+    let mut kafka = crate::command::kafka_from_flags(&opts.bootstrap, &opts.kafka)?;
     kafka.names = pipeline::io::kafka::Names::with_prefix(opts.topic_prefix.as_deref().unwrap_or(""));
     let name = opts.name.clone().unwrap_or_else(default_name);
     if super::coordinator::safe_name(&name) != name {
@@ -269,11 +269,8 @@ fn players(
             let report = driver.run(&loadgen::SystemClock, &stop, &sent, |e| {
                 let poisoned = poison_every > 0 && e.id % poison_every == poison_every - 1;
                 let tp = TraceContext::root_sampled(1.0).encode();
-                let traceparent = if poisoned {
-                    crate::run::POISON_TRACEPARENT
-                } else {
-                    std::str::from_utf8(&tp).unwrap_or_default()
-                };
+                let traceparent =
+                    if poisoned { loadgen::POISON_TRACEPARENT } else { std::str::from_utf8(&tp).unwrap_or_default() };
                 let body = serde_json::json!({
                     "run": run,
                     "id": index + e.id * workers,
