@@ -85,6 +85,14 @@ impl Hosts {
         self.children.len() - 1
     }
 
+    /// `tailgate run SCENARIO --workers` in the coordinator's namespace, writing `dir/run`;
+    /// the child's index and the run directory.
+    fn coordinator(&mut self, dir: &Path, scenario: &Path) -> (usize, std::path::PathBuf) {
+        let (ns, out) = (self.coordinator.clone(), dir.join("run"));
+        let args = ["run", scenario.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-report"];
+        (self.spawn(&ns, &args, &dir.join("coordinator.log")), out)
+    }
+
     fn worker(&mut self, k: usize, dir: &Path, extra: &[&str]) -> usize {
         let (ns, name) = (self.workers[k - 1].clone(), format!("w{k}"));
         let mut args = vec!["worker", "--bootstrap", BROKER, "--name", &name, "--once"];
@@ -176,14 +184,7 @@ fn three_hosts_merge_exactly_and_a_skewed_clock_is_measured_and_corrected() {
     let Some(mut hosts) = hosts(test, "a", 3) else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let s = scenario(d, 3, rate(), "crossed", "20s");
-    let coordinator = hosts.coordinator.clone();
-    let out = d.join("run");
-    let run = hosts.spawn(
-        &coordinator,
-        &["run", s.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-report"],
-        &d.join("coordinator.log"),
-    );
+    let (run, out) = hosts.coordinator(d, &scenario(d, 3, rate(), "crossed", "20s"));
     // Worker 2's clock runs 40 ms ahead: it sends w2's events and receives w3's.
     let ws: Vec<usize> =
         (1..=3).map(|k| hosts.worker(k, d, if k == 2 { &["--clock-offset-ms", "40"] } else { &[] })).collect();
@@ -251,14 +252,7 @@ fn a_worker_killed_mid_run_is_named_and_its_events_are_accounted_for() {
     let Some(mut hosts) = hosts(test, "k", 2) else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let s = scenario(d, 2, rate().min(200), "own", "5s");
-    let coordinator = hosts.coordinator.clone();
-    let out = d.join("run");
-    let run = hosts.spawn(
-        &coordinator,
-        &["run", s.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-report"],
-        &d.join("coordinator.log"),
-    );
+    let (run, _) = hosts.coordinator(d, &scenario(d, 2, rate().min(200), "own", "5s"));
     let _w1 = hosts.worker(1, d, &[]);
     let w2 = hosts.worker(2, d, &[]);
     // Killed once its load has gone for a while: its log says it has a plan.

@@ -144,10 +144,9 @@ pub(super) async fn run(
 
     let figures = pipeline.figures();
     let remote = remote.and_then(|(done, _)| done.lock().ok()?.take());
-    if let Some(r) = &remote {
-        // A lost worker's last sends were never reported, but the pipeline took them in.
-        watched.report.sent += remote::unreported(r, &figures);
-    }
+    // A lost worker's last sends were never reported, but the pipeline took them in.
+    let unreported = remote.as_ref().map_or(0, |r| remote::unreported(r, &figures));
+    watched.report.sent += unreported;
     let (accounting, accounting_error) = account(watched.report.sent, &tally, &audit, &figures);
     // The last metrics export carries the run's accounting.
     pipeline.metrics().set_lost(accounting.lost);
@@ -171,7 +170,7 @@ pub(super) async fn run(
     };
     let mut result = made.result(broker_info);
     if let (Some(r), Some(workers)) = (&remote, &workers) {
-        remote::judge(&mut result, scenario, r, workers, &figures);
+        remote::judge(&mut result, scenario, r, workers, unreported);
     }
     result.telemetry = telemetry;
     result.accounting_error.clone_from(&accounting_error);

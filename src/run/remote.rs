@@ -93,16 +93,17 @@ pub(super) fn unreported(done: &Done, figures: &pipeline::assemble::PipelineFigu
 }
 
 /// The workers' part of `result`: their figures, their clocks, and the verdict on the
-/// clock uncertainty (its objective added unless the scenario allows any).
+/// clock uncertainty (its objective added unless the scenario allows any). `unreported`:
+/// what [`unreported`] found, already in the counts.
 pub(super) fn judge(
     result: &mut crate::result::RunResult,
     scenario: &Scenario,
     done: &Done,
     workers: &[Registered],
-    figures: &pipeline::assemble::PipelineFigures,
+    unreported: u64,
 ) {
     let w = scenario.workers.clone().unwrap_or_else(|| crate::scenario::WorkersSection::of(workers.len() as u64));
-    let mut info = done.collector.info(workers, audience(scenario), unreported(done, figures));
+    let mut info = done.collector.info(workers, audience(scenario), unreported);
     let bound = scenario
         .sla
         .iter()
@@ -287,9 +288,9 @@ impl Follow {
             if collector.loads_over()
                 && let Some(tx) = load_over.take()
             {
+                let _ = tx.send(Ok(collector.drive_report()));
                 // Measured again while the pipeline drains: how far each clock moved.
                 after = self.clocks_again(&collector).await;
-                let _ = tx.send(Ok(collector.drive_report()));
             }
         }
         let _ = send(&producer, &control, &Control::Stop { run: self.run }).await;

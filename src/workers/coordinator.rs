@@ -155,6 +155,13 @@ struct Seen {
     lost: Option<String>,
 }
 
+impl Seen {
+    /// Events it sent: its load's final count once it has one.
+    fn sent(&self) -> u64 {
+        self.load.as_ref().map_or(self.sent, |l| l.sent.max(self.sent))
+    }
+}
+
 /// The workers' reports, merged as they come.
 #[derive(Debug)]
 pub struct Collector {
@@ -203,7 +210,7 @@ impl Collector {
 
     /// Events sent and delivered, as reported so far.
     pub fn sent(&self) -> u64 {
-        self.seen.iter().map(|s| s.load.as_ref().map_or(s.sent, |l| l.sent.max(s.sent))).sum()
+        self.seen.iter().map(Seen::sent).sum()
     }
 
     pub fn delivered(&self) -> u64 {
@@ -352,7 +359,7 @@ impl Collector {
                     index: k as u64,
                     state: if s.lost.is_some() { "lost" } else { "finished" }.into(),
                     lost: s.lost.clone(),
-                    sent: s.load.as_ref().map_or(s.sent, |l| l.sent.max(s.sent)),
+                    sent: s.sent(),
                     unreported_sent: share,
                     follows: self.names[following.of(k, n)].clone(),
                     delivered: s.delivered,
